@@ -1,0 +1,114 @@
+//! The HTTP surface (axum): the SCIM push API under `/v1/auth/scim/v2`. Handlers are thin:
+//! authenticate, parse, record the desired state, answer in SCIM.
+
+mod auth;
+mod body;
+mod discovery;
+mod error;
+mod groups;
+mod list;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+use tracing::Instrument;
+
+pub use error::ApiError;
+
+use crate::scim::schema::MAX_PAYLOAD;
+use crate::store::Store;
+
+/// Base path of the SCIM API.
+pub const SCIM_BASE: &str = "/v1/auth/scim/v2";
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Called after every acknowledged write, with the tenant id (wakes the controller).
+    pub on_push: Arc<dyn Fn(i64) + Send + Sync>,
+}
+
+impl AppState {
+    /// State with no wake-up hook.
+    pub fn new(store: Store) -> AppState {
+        AppState { store, on_push: Arc::new(|_| {}) }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+/// The request id: from `X-Request-Id` when the client sends a sane one, else a new UUID.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let scim = Router::new()
+        .route("/Users", get(users::list_users).post(users::create_user).fallback(error::method_not_allowed))
+        .route("/Users/.search", post(users::search_users).fallback(error::method_not_allowed))
+        .route(
+            "/Users/{id}",
+            get(users::get_user)
+                .put(users::put_user)
+                .patch(users::patch_user)
+                .delete(users::delete_user)
+                .fallback(error::method_not_allowed),
+        )
+        .route("/Groups", get(groups::list_groups).post(groups::create_group).fallback(error::method_not_allowed))
+        .route("/Groups/.search", post(groups::search_groups).fallback(error::method_not_allowed))
+        .route(
+            "/Groups/{id}",
+            get(groups::get_group)
+                .put(groups::put_group)
+                .patch(groups::patch_group)
+                .delete(groups::delete_group)
+                .fallback(error::method_not_allowed),
+        )
+        .route("/.search", post(list::search_all).fallback(error::method_not_allowed))
+        .route(
+            "/ServiceProviderConfig",
+            get(discovery::service_provider_config).fallback(error::method_not_allowed),
+        )
+        .route("/ResourceTypes", get(discovery::resource_types).fallback(error::method_not_allowed))
+        .route("/ResourceTypes/{name}", get(discovery::resource_type).fallback(error::method_not_allowed))
+        .route("/Schemas", get(discovery::schemas).fallback(error::method_not_allowed))
+        .route("/Schemas/{id}", get(discovery::schema).fallback(error::method_not_allowed))
+        .route("/Me", any(error::not_implemented))
+        .route("/Bulk", any(error::not_implemented))
+        .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_PAYLOAD));
+    Router::new()
+        .nest(SCIM_BASE, scim)
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}

@@ -1,0 +1,61 @@
+//! Bearer-token authentication of SCIM requests; the tenant found goes into the request's
+//! extensions, with the base URL resources are located under.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, SCIM_BASE};
+use crate::scim::ScimError;
+use crate::store::{Tenant, Tier};
+
+/// The absolute base URL of the SCIM API as the client reached it.
+#[derive(Clone, Debug)]
+pub struct BaseUrl(pub String);
+
+fn base_url(req: &Request) -> String {
+    let h = req.headers();
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = get("x-forwarded-host")
+        .or_else(|| get(header::HOST.as_str()))
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "localhost".into());
+    let proto = get("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
+    format!("{proto}://{host}{SCIM_BASE}")
+}
+
+/// Authenticates a SCIM request and scopes it to the token's tenant.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .map(str::to_string);
+    let Some(token) = token else {
+        return ApiError::from(ScimError::new(401, "a bearer token is required")).into_response();
+    };
+    let tenant: Tenant = match state.store.authenticate(&token).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return ApiError::from(ScimError::new(401, "the bearer token is not valid")).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if tenant.tier != Tier::Enterprise {
+        return ApiError::from(ScimError::new(
+            403,
+            format!(
+                "SCIM provisioning is available on the Enterprise tier; tenant {} is on the {} tier",
+                tenant.slug,
+                tenant.tier.as_str()
+            ),
+        ))
+        .into_response();
+    }
+    let base = base_url(&req);
+    req.extensions_mut().insert(BaseUrl(base));
+    req.extensions_mut().insert(tenant);
+    next.run(req).await
+}

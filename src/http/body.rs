@@ -1,0 +1,92 @@
+//! Request extractors that answer in SCIM when they fail: JSON bodies (413 when too large,
+//! `invalidSyntax` when not JSON), query strings, resource ids, and conditional headers.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::ApiError;
+use crate::scim::ScimError;
+
+/// A JSON request body (`application/scim+json` or `application/json`).
+pub struct ScimJson(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ScimJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ScimError::new(413, "the request body is too large")
+            } else {
+                ScimError::invalid_syntax("the request body could not be read")
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ScimError::invalid_syntax("the request body is empty").into());
+        }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))?;
+        Ok(ScimJson(v))
+    }
+}
+
+/// The query string's parameters.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(QueryMap(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+    }
+}
+
+/// The `{id}` path segment of a resource URL.
+pub struct ResourceId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ResourceId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ScimError::not_found("resource not found"))?;
+        Ok(ResourceId(id))
+    }
+}
+
+/// `If-Match` and `If-None-Match`.
+pub struct Conditions {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditions {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let get = |k: &str| parts.headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(Conditions { if_match: get("if-match"), if_none_match: get("if-none-match") })
+    }
+}
+
+impl Conditions {
+    /// Checks `If-Match` against the current version (412 on mismatch); returns the version the
+    /// write must still find, when the client made it conditional.
+    ///
+    /// # Errors
+    /// 412 when `If-Match` names another version.
+    pub fn check(&self, version: i64) -> Result<Option<i64>, ApiError> {
+        match &self.if_match {
+            None => Ok(None),
+            Some(h) if crate::scim::resource::etag_matches(h, version) => Ok(Some(version)),
+            Some(_) => Err(ScimError::new(412, format!("the resource has changed (current version W/\"{version}\")")).into()),
+        }
+    }
+}

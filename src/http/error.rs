@@ -1,0 +1,82 @@
+//! The one place errors become HTTP responses: SCIM error bodies with the right status and
+//! `scimType`; internal faults are logged and answered with a 500 that leaks nothing.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::scim::ScimError;
+use crate::store::StoreError;
+
+/// An error a SCIM handler returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::Scim(ScimError::not_found("resource not found")),
+            StoreError::Conflict(what) => ApiError::Scim(ScimError::uniqueness(format!("{what} is already taken"))),
+            StoreError::VersionMismatch(v) => ApiError::Scim(ScimError::new(
+                412,
+                format!("the resource has changed (current version W/\"{v}\")"),
+            )),
+            StoreError::UnknownMember(id) => {
+                ApiError::Scim(ScimError::invalid_value(format!("member {id} does not exist")))
+            }
+            StoreError::Invalid(msg) => ApiError::Scim(ScimError::invalid_value(msg)),
+            e @ StoreError::Db(_) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A SCIM JSON response.
+pub fn scim_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = match self {
+            ApiError::Scim(e) => e,
+            ApiError::Internal(e) => {
+                let source = match &e {
+                    StoreError::Db(db) => db.to_string(),
+                    other => other.to_string(),
+                };
+                tracing::error!(error = %source, "request failed");
+                ScimError::new(500, "internal error; the request was not applied")
+            }
+        };
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut res = scim_response(status, &e.to_body());
+        if e.status == 401 {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"moonborn-scim\""),
+            );
+        }
+        res
+    }
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ScimError::new(405, "method not allowed on this endpoint").into()
+}
+
+pub async fn not_implemented() -> ApiError {
+    ScimError::new(501, "not implemented by this service provider").into()
+}
+
+pub async fn not_found() -> ApiError {
+    ScimError::not_found("no such endpoint").into()
+}

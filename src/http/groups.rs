@@ -1,0 +1,220 @@
+//! `/Groups` handlers. Members live in their own table: a PATCH turns member operations into
+//! row inserts and deletes, so its cost follows the change, not the group's size.
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::auth::BaseUrl;
+use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
+use super::list::list_kind;
+use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
+use super::{ApiError, AppState, RequestId};
+use crate::scim::filter::matches;
+use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
+use crate::scim::resource::{projection_from_query, ListParams};
+use crate::scim::schema::{normalize, Kind, ResourceSchema};
+use crate::scim::ScimError;
+use crate::store::{now, MemberChange, MemberRef, StoreError, Tenant};
+
+fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
+    values
+        .iter()
+        .map(|m| {
+            let value = m
+                .get("value")
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ScimError::invalid_value("each member needs a string value"))?;
+            Ok(MemberRef {
+                value: value.to_string(),
+                member_type: m.get("type").and_then(Value::as_str).map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// Splits a normalised group document from its members.
+fn split_members(mut doc: Value) -> Result<(Value, Vec<MemberRef>), ScimError> {
+    let members = doc.as_object_mut().and_then(|o| o.shift_remove("members"));
+    let refs = match members {
+        Some(Value::Array(items)) => member_refs(&items)?,
+        _ => Vec::new(),
+    };
+    Ok((doc, refs))
+}
+
+pub async fn list_groups(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let p = ListParams::from_query(&q.0)?;
+    list_kind(&state.store, &tenant, &base, Kind::Group, p).await
+}
+
+pub async fn search_groups(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let p = ListParams::from_search(&body)?;
+    list_kind(&state.store, &tenant, &base, Kind::Group, p).await
+}
+
+pub async fn get_group(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+) -> Result<Response, ApiError> {
+    get_one(&state, &tenant, &base, Kind::Group, &id, &q, &cond).await
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    q: QueryMap,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now();
+    let r = state.store.insert_group(&intent(&tenant, &rid, &now), &id, &doc, &members).await?;
+    (state.on_push)(tenant.id);
+    respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::CREATED).await
+}
+
+pub async fn put_group(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
+    let now = now();
+    let changes = [MemberChange::ReplaceAll(members)];
+    for _ in 0..WRITE_RETRIES {
+        let cur = state.store.get_group(tenant.id, &id).await?;
+        let expected = cond.check(cur.version)?;
+        let it = intent(&tenant, &rid, &now);
+        match state.store.update_group(&it, &id, Some(&doc), Some(cur.version), &changes, "replace").await {
+            Ok(r) => {
+                (state.on_push)(tenant.id);
+                return respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await;
+            }
+            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+}
+
+/// Turns the PATCH engine's member operations into member-table changes; a filter that is not
+/// a plain `value eq` list is evaluated against the current members.
+async fn member_changes(
+    state: &AppState,
+    tenant: &Tenant,
+    base: &str,
+    id: &str,
+    ops: Vec<MemberOp>,
+) -> Result<Vec<MemberChange>, ApiError> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        out.push(match op {
+            MemberOp::Add(v) => MemberChange::Add(member_refs(&v)?),
+            MemberOp::Remove(ids) => MemberChange::Remove(ids),
+            MemberOp::RemoveAll => MemberChange::RemoveAll,
+            MemberOp::ReplaceAll(v) => MemberChange::ReplaceAll(member_refs(&v)?),
+            MemberOp::RemoveWhere(filter) => {
+                let schema = ResourceSchema(Kind::Group);
+                let members = state.store.members_of(tenant.id, &[id]).await?.remove(id).unwrap_or_default();
+                let ids = members
+                    .into_iter()
+                    .filter(|m| {
+                        let el = crate::scim::resource::member_ref(base, &m.value, &m.member_type, m.display.as_deref());
+                        matches(&filter, &json!({ "members": [el] }), &schema)
+                    })
+                    .map(|m| m.value)
+                    .collect();
+                MemberChange::Remove(ids)
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub async fn patch_group(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let ops = parse_patch(&body)?;
+    let schema = ResourceSchema(Kind::Group);
+    let now = now();
+    for _ in 0..WRITE_RETRIES {
+        let cur = state.store.get_group(tenant.id, &id).await?;
+        let expected = cond.check(cur.version)?;
+        let mut doc = cur.doc.clone();
+        let member_ops = apply_patch(&mut doc, &ops, &schema, &schema)?;
+        let doc = normalize(Kind::Group, doc)?;
+        let changes = member_changes(&state, &tenant, &base, &id, member_ops).await?;
+        let doc_changed = doc != cur.doc;
+        // Only a change to the group's own attributes needs the version it read; member changes
+        // are row writes that commute with each other.
+        let expect = if doc_changed { Some(cur.version) } else { expected };
+        let it = intent(&tenant, &rid, &now);
+        match state.store.update_group(&it, &id, doc_changed.then_some(&doc), expect, &changes, "patch").await {
+            Ok(r) => {
+                (state.on_push)(tenant.id);
+                if proj.is_default() {
+                    let mut res = StatusCode::NO_CONTENT.into_response();
+                    if let Ok(v) = axum::http::HeaderValue::from_str(&crate::scim::resource::etag(r.version)) {
+                        res.headers_mut().insert(axum::http::header::ETAG, v);
+                    }
+                    return Ok(res);
+                }
+                return respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await;
+            }
+            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+}
+
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    cond: Conditions,
+) -> Result<Response, ApiError> {
+    let expected = match &cond.if_match {
+        Some(_) => cond.check(state.store.get_group(tenant.id, &id).await?.version)?,
+        None => None,
+    };
+    let now = now();
+    state.store.delete_group(&intent(&tenant, &rid, &now), &id, expected).await?;
+    (state.on_push)(tenant.id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

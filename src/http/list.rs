@@ -1,0 +1,220 @@
+//! Lists and searches: filter → indexed SQL where it can, in-memory evaluation over the narrowed
+//! candidates where it cannot; a stable order (creation, or `sortBy` then creation) so pages
+//! neither overlap nor skip; attribute projection; the ListResponse.
+
+use std::cmp::Ordering;
+
+use axum::extract::Extension;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::auth::BaseUrl;
+use super::body::ScimJson;
+use super::error::scim_response;
+use super::ApiError;
+use crate::scim::filter::{matches, AttrPath, Filter};
+use crate::scim::resource::{group_ref, list_response, member_ref, render, ListParams, Meta, Projection};
+use crate::scim::schema::{Kind, ResourceSchema};
+use crate::store::{ListQuery, Store, StoredResource, Tenant};
+
+/// Renders stored resources with their computed attribute (when the projection keeps it) and
+/// applies the projection.
+pub(super) async fn render_many(
+    store: &Store,
+    tenant_id: i64,
+    base: &str,
+    kind: Kind,
+    rs: &[StoredResource],
+    proj: &Projection,
+) -> Result<Vec<Value>, ApiError> {
+    let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
+    let mut computed: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    match kind {
+        Kind::User if proj.wants(kind, "groups") && !ids.is_empty() => {
+            for (uid, gs) in store.groups_of_users(tenant_id, &ids).await? {
+                computed.insert(uid, gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect());
+            }
+        }
+        Kind::Group if proj.wants(kind, "members") && !ids.is_empty() => {
+            for (gid, ms) in store.members_of(tenant_id, &ids).await? {
+                computed.insert(
+                    gid,
+                    ms.iter().map(|m| member_ref(base, &m.value, &m.member_type, m.display.as_deref())).collect(),
+                );
+            }
+        }
+        _ => {}
+    }
+    let with_computed = match kind {
+        Kind::User => proj.wants(kind, "groups"),
+        Kind::Group => proj.wants(kind, "members"),
+    };
+    Ok(rs
+        .iter()
+        .map(|r| {
+            let c = with_computed.then(|| computed.remove(&r.id).unwrap_or_default());
+            proj.apply(kind, render_one(kind, base, r, c))
+        })
+        .collect())
+}
+
+/// Renders one stored resource.
+pub(super) fn render_one(kind: Kind, base: &str, r: &StoredResource, computed: Option<Vec<Value>>) -> Value {
+    let meta = Meta { id: &r.id, version: r.version, created: &r.created_at, last_modified: &r.updated_at };
+    render(kind, base, &r.doc, meta, computed)
+}
+
+fn sort_value(v: &Value, path: &AttrPath) -> Option<String> {
+    let get = |o: &Value, k: &str| -> Option<Value> {
+        o.as_object()?.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone())
+    };
+    let container = match &path.urn {
+        Some(u) => get(v, u).unwrap_or_else(|| v.clone()),
+        None => v.clone(),
+    };
+    let mut x = get(&container, &path.name)?;
+    if let Value::Array(items) = &x {
+        // Multi-valued: the primary element, else the first (RFC 7644 §3.4.2.3).
+        x = items
+            .iter()
+            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| items.first())?
+            .clone();
+    }
+    if let Some(sub) = &path.sub {
+        x = get(&x, sub)?;
+    } else if x.is_object() {
+        x = get(&x, "value")?;
+    }
+    match x {
+        Value::String(s) => Some(s.to_lowercase()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Selects, orders and pages the resources of one kind.
+async fn select(
+    store: &Store,
+    tenant_id: i64,
+    base: &str,
+    kind: Kind,
+    p: &ListParams,
+) -> Result<(i64, Vec<StoredResource>), ApiError> {
+    let mut q = ListQuery::new(kind, p.filter.as_ref());
+    let mut sort_in_memory = None;
+    if let Some(sb) = &p.sort_by {
+        match ListQuery::sort_column(kind, sb) {
+            Some(col) => {
+                q.sort = col;
+                q.descending = p.descending;
+            }
+            None => sort_in_memory = Some(sb.clone()),
+        }
+    }
+    let offset = p.start_index - 1;
+    if q.exact && sort_in_memory.is_none() {
+        let total = match kind {
+            Kind::User => store.count_users(tenant_id, &q).await?,
+            Kind::Group => store.count_groups(tenant_id, &q).await?,
+        };
+        if p.count == 0 || offset >= total {
+            return Ok((total, Vec::new()));
+        }
+        let page = match kind {
+            Kind::User => store.page_users(tenant_id, &q, offset, p.count).await?,
+            Kind::Group => store.page_groups(tenant_id, &q, offset, p.count).await?,
+        };
+        return Ok((total, page));
+    }
+    // Evaluate in memory over the candidates, streaming; keep only the page (or, to sort in
+    // memory, every match).
+    let filter: Option<&Filter> = if q.exact { None } else { p.filter.as_ref() };
+    let schema = ResourceSchema(kind);
+    let mut total = 0i64;
+    let mut kept: Vec<StoredResource> = Vec::new();
+    let keep_all = sort_in_memory.is_some();
+    let (lo, hi) = (offset, offset.saturating_add(p.count));
+    let mut visit = |r: StoredResource| {
+        if let Some(f) = filter {
+            let full = render_one(kind, base, &r, None);
+            if !matches(f, &full, &schema) {
+                return;
+            }
+        }
+        if keep_all || (total >= lo && total < hi) {
+            kept.push(r);
+        }
+        total += 1;
+    };
+    match kind {
+        Kind::User => store.scan_users(tenant_id, &q, &mut visit).await?,
+        Kind::Group => store.scan_groups(tenant_id, &q, &mut visit).await?,
+    }
+    if let Some(sb) = sort_in_memory {
+        let mut keyed: Vec<(Option<String>, StoredResource)> =
+            kept.into_iter().map(|r| (sort_value(&render_one(kind, base, &r, None), &sb), r)).collect();
+        keyed.sort_by(|(a, ra), (b, rb)| {
+            let o = match (a, b) {
+                (Some(a), Some(b)) => a.cmp(b),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            let o = if p.descending { o.reverse() } else { o };
+            o.then(ra.seq.cmp(&rb.seq))
+        });
+        kept = keyed
+            .into_iter()
+            .skip(offset.max(0) as usize)
+            .take(p.count.max(0) as usize)
+            .map(|(_, r)| r)
+            .collect();
+    }
+    Ok((total, kept))
+}
+
+/// A list of one kind as a ListResponse.
+pub(super) async fn list_kind(
+    store: &Store,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    p: ListParams,
+) -> Result<Response, ApiError> {
+    let (total, page) = select(store, tenant.id, base, kind, &p).await?;
+    let resources = render_many(store, tenant.id, base, kind, &page, &p.projection).await?;
+    Ok(scim_response(StatusCode::OK, &list_response(total, p.start_index, resources)))
+}
+
+/// `POST /.search`: Users then Groups, one list.
+pub async fn search_all(
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let p = ListParams::from_search(&body)?;
+    // Count both kinds, then take the page across their concatenation.
+    let everything = ListParams { start_index: 1, count: i64::MAX / 4, sort_by: None, ..p.clone() };
+    let (nu, _) = select(&state.store, tenant.id, &base, Kind::User, &ListParams { count: 0, ..everything.clone() }).await?;
+    let (ng, _) = select(&state.store, tenant.id, &base, Kind::Group, &ListParams { count: 0, ..everything }).await?;
+    let offset = p.start_index - 1;
+    let mut resources = Vec::new();
+    if offset < nu && p.count > 0 {
+        let up = ListParams { start_index: p.start_index, count: p.count.min(nu - offset), ..p.clone() };
+        let (_, page) = select(&state.store, tenant.id, &base, Kind::User, &up).await?;
+        resources.extend(render_many(&state.store, tenant.id, &base, Kind::User, &page, &p.projection).await?);
+    }
+    let left = p.count - resources.len() as i64;
+    if left > 0 {
+        let goff = (offset - nu).max(0);
+        if goff < ng {
+            let gp = ListParams { start_index: goff + 1, count: left, ..p.clone() };
+            let (_, page) = select(&state.store, tenant.id, &base, Kind::Group, &gp).await?;
+            resources.extend(render_many(&state.store, tenant.id, &base, Kind::Group, &page, &p.projection).await?);
+        }
+    }
+    Ok(scim_response(StatusCode::OK, &list_response(nu + ng, p.start_index, resources)))
+}

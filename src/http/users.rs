@@ -1,0 +1,210 @@
+//! `/Users` handlers: parse, record the desired state, answer.
+
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::auth::BaseUrl;
+use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
+use super::error::scim_response;
+use super::list::{list_kind, render_many};
+use super::{ApiError, AppState, RequestId};
+use crate::scim::patch::{apply_patch, parse_patch};
+use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
+use crate::scim::schema::{normalize, Kind, ResourceSchema};
+use crate::scim::ScimError;
+use crate::store::{now, Intent, StoreError, StoredResource, Tenant};
+
+/// How often a write retries after losing a race with another writer of the same resource.
+pub(super) const WRITE_RETRIES: usize = 8;
+
+/// Answers with one resource: status, ETag, Location (on create) and the projected body.
+pub(super) async fn respond_one(
+    state: &AppState,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    r: &StoredResource,
+    proj: &Projection,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let body = render_many(&state.store, tenant.id, base, kind, std::slice::from_ref(r), proj)
+        .await?
+        .pop()
+        .unwrap_or(Value::Null);
+    let mut res = scim_response(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED {
+        if let Ok(v) = HeaderValue::from_str(&format!("{base}/{}/{}", kind.endpoint(), r.id)) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    Ok(res)
+}
+
+/// `GET /Users/{id}` and `GET /Groups/{id}`.
+pub(super) async fn get_one(
+    state: &AppState,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    id: &str,
+    q: &QueryMap,
+    cond: &Conditions,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let r = match kind {
+        Kind::User => state.store.get_user(tenant.id, id).await?,
+        Kind::Group => state.store.get_group(tenant.id, id).await?,
+    };
+    if cond.if_none_match.as_deref().is_some_and(|h| etag_matches(h, r.version)) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
+            res.headers_mut().insert(header::ETAG, v);
+        }
+        return Ok(res);
+    }
+    respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
+}
+
+pub(super) fn intent<'a>(tenant: &Tenant, rid: &'a RequestId, now: &'a str) -> Intent<'a> {
+    Intent { tenant_id: tenant.id, request_id: &rid.0, now }
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let p = ListParams::from_query(&q.0)?;
+    list_kind(&state.store, &tenant, &base, Kind::User, p).await
+}
+
+pub async fn search_users(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let p = ListParams::from_search(&body)?;
+    list_kind(&state.store, &tenant, &base, Kind::User, p).await
+}
+
+pub async fn get_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+) -> Result<Response, ApiError> {
+    get_one(&state, &tenant, &base, Kind::User, &id, &q, &cond).await
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    q: QueryMap,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let doc = normalize(Kind::User, body)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now();
+    let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
+    (state.on_push)(tenant.id);
+    respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::CREATED).await
+}
+
+pub async fn put_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let mut doc = normalize(Kind::User, body)?;
+    let now = now();
+    for _ in 0..WRITE_RETRIES {
+        let cur = state.store.get_user(tenant.id, &id).await?;
+        let expected = cond.check(cur.version)?;
+        // A PUT that omits `active` keeps the current value rather than changing the account's
+        // status (Okta's read-modify-write may drop it).
+        if doc.get("active").is_none() {
+            if let Some(a) = cur.doc.get("active") {
+                doc["active"] = a.clone();
+            }
+        }
+        match state.store.update_user(&intent(&tenant, &rid, &now), &id, &doc, cur.version, "replace").await {
+            Ok(r) => {
+                (state.on_push)(tenant.id);
+                return respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::OK).await;
+            }
+            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+}
+
+pub async fn patch_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ApiError> {
+    let proj = projection_from_query(&q.0)?;
+    let ops = parse_patch(&body)?;
+    let schema = ResourceSchema(Kind::User);
+    let now = now();
+    for _ in 0..WRITE_RETRIES {
+        let cur = state.store.get_user(tenant.id, &id).await?;
+        let expected = cond.check(cur.version)?;
+        let mut doc = cur.doc.clone();
+        apply_patch(&mut doc, &ops, &schema, &schema)?;
+        let doc = normalize(Kind::User, doc)?;
+        if doc == cur.doc {
+            return respond_one(&state, &tenant, &base, Kind::User, &cur, &proj, StatusCode::OK).await;
+        }
+        match state.store.update_user(&intent(&tenant, &rid, &now), &id, &doc, cur.version, "patch").await {
+            Ok(r) => {
+                (state.on_push)(tenant.id);
+                return respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::OK).await;
+            }
+            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(rid): Extension<RequestId>,
+    ResourceId(id): ResourceId,
+    cond: Conditions,
+) -> Result<Response, ApiError> {
+    let expected = match &cond.if_match {
+        Some(_) => cond.check(state.store.get_user(tenant.id, &id).await?.version)?,
+        None => None,
+    };
+    let now = now();
+    state.store.delete_user(&intent(&tenant, &rid, &now), &id, expected).await?;
+    (state.on_push)(tenant.id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

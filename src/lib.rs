@@ -1,0 +1,10 @@
+//! moonborn-scim: a SCIM 2.0 (RFC 7643/7644) provisioning service. IdPs push users and groups;
+//! the push API records them as the desired state, and the controller turns that into Moonborn
+//! users and roles.
+
+pub mod cli;
+pub mod http;
+pub mod scim;
+pub mod store;
+
+pub use store::{Store, Tier};

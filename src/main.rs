@@ -1,0 +1,5 @@
+//! The `moonborn-scim` binary.
+
+fn main() -> std::process::ExitCode {
+    moonborn_scim::cli::main()
+}

@@ -1,0 +1,9 @@
+//! The SCIM protocol: resources and schemas, filters, PATCH, list shaping and errors. No I/O.
+
+pub mod error;
+pub mod filter;
+pub mod patch;
+pub mod resource;
+pub mod schema;
+
+pub use error::{ScimError, ScimType};

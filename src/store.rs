@@ -1,0 +1,274 @@
+//! Storage (sqlx): SQLite embedded by default, PostgreSQL for scale. One schema, migrations per
+//! backend, portable SQL (`$n` placeholders work on both). Holds tenants, SCIM tokens and the SCIM
+//! desired state with its intent journal.
+
+mod groups;
+mod query;
+mod tenants;
+mod users;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use groups::{MemberChange, MemberRef};
+pub use query::{ListQuery, SortKey};
+pub use tenants::{Tenant, Tier, TokenInfo};
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Storage errors; the HTTP layer turns the expected ones into SCIM errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    #[error("the resource changed since version {0}")]
+    VersionMismatch(i64),
+    #[error("member {0} does not exist in this tenant")]
+    UnknownMember(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    fn is_unique(e: &sqlx::Error) -> bool {
+        e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    }
+}
+
+/// A stored SCIM resource (desired state): its document and bookkeeping.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub seq: i64,
+    pub id: String,
+    /// The document as normalised by `scim::schema::normalize` (no id, meta, groups, members).
+    pub doc: Value,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl StoredResource {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let doc: String = row.try_get("doc")?;
+        Ok(StoredResource {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            doc: serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Who asked for a write: recorded in the intent journal.
+#[derive(Debug, Clone)]
+pub struct Intent<'a> {
+    pub tenant_id: i64,
+    pub request_id: &'a str,
+    pub now: &'a str,
+}
+
+/// The store: a connection pool plus, on SQLite, the in-process writer lock that keeps writers
+/// from contending for the database lock.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+/// The current time as stored: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://FILE` or `postgres://…`), creating a SQLite file if needed,
+    /// and runs the migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: use sqlite://FILE or postgres://…");
+        };
+        let opts = sqlx::any::AnyConnectOptions::from_str(&match backend {
+            Backend::Sqlite => sqlite_url(url),
+            Backend::Postgres => url.to_string(),
+        })?;
+        let pool_opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match backend {
+            Backend::Sqlite => {
+                pool_opts
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                 PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
+        };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for checks and tooling.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a write transaction (on SQLite, after taking the in-process writer lock).
+    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        let guard = match &self.write_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+}
+
+/// A write transaction with the writer lock it holds (if any).
+struct WriteTx<'a> {
+    tx: Transaction<'static, Any>,
+    _guard: Option<MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Appends a row to the intent journal and bumps the tenant's desired-state generation, inside
+/// the transaction that records the desired state itself.
+async fn record_intent(
+    tx: &mut Transaction<'static, Any>,
+    intent: &Intent<'_>,
+    resource_type: &str,
+    resource_id: &str,
+    op: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(intent.tenant_id)
+    .bind(resource_type)
+    .bind(resource_id)
+    .bind(op)
+    .bind(intent.now)
+    .bind(intent.request_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE tenants SET generation = generation + 1 WHERE id = $1")
+        .bind(intent.tenant_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One row of the intent journal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub op: String,
+    pub at: String,
+    pub request_id: String,
+}
+
+impl Store {
+    /// The intent journal of a tenant after `after_seq`, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn journal(&self, tenant_id: i64, after_seq: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, resource_type, resource_id, op, at, request_id FROM intent_journal \
+             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    seq: r.try_get("seq")?,
+                    resource_type: r.try_get("resource_type")?,
+                    resource_id: r.try_get("resource_id")?,
+                    op: r.try_get("op")?,
+                    at: r.try_get("at")?,
+                    request_id: r.try_get("request_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,334 @@
+//! SCIM Groups as desired state: one row per group and one row per membership, so that adding or
+//! removing one member costs the same whatever the group's size.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Any, Row, Transaction};
+
+use super::query::ListQuery;
+use super::{record_intent, Intent, Store, StoreError, StoredResource};
+
+const COLS: &str = "seq, id, doc, version, created_at, updated_at";
+
+/// A member as a request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    pub value: String,
+    /// "User" or "Group" when the request says; looked up otherwise.
+    pub member_type: Option<String>,
+}
+
+/// A stored member, as returned in `members`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub value: String,
+    pub member_type: String,
+    pub display: Option<String>,
+}
+
+/// A change to a group's members.
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    Add(Vec<MemberRef>),
+    Remove(Vec<String>),
+    RemoveAll,
+    ReplaceAll(Vec<MemberRef>),
+}
+
+fn unique_group(e: sqlx::Error) -> StoreError {
+    if StoreError::is_unique(&e) {
+        StoreError::Conflict("displayName")
+    } else {
+        e.into()
+    }
+}
+
+fn group_cols(doc: &Value) -> (String, Option<String>) {
+    let name = doc.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ext = doc.get("externalId").and_then(Value::as_str).map(str::to_string);
+    (name, ext)
+}
+
+/// Resolves a member's type within the tenant (it must exist there).
+async fn member_type(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    group_id: &str,
+    m: &MemberRef,
+) -> Result<String, StoreError> {
+    if m.value == group_id {
+        return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
+    }
+    let want = m.member_type.as_deref().map(str::to_ascii_lowercase);
+    if want.as_deref() != Some("group") {
+        let found = sqlx::query("SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(&m.value)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if found.is_some() {
+            return Ok("User".into());
+        }
+    }
+    if want.as_deref() != Some("user") {
+        let found = sqlx::query("SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(&m.value)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if found.is_some() {
+            return Ok("Group".into());
+        }
+    }
+    Err(StoreError::UnknownMember(m.value.clone()))
+}
+
+async fn apply_changes(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    group_id: &str,
+    changes: &[MemberChange],
+) -> Result<(), StoreError> {
+    for c in changes {
+        let (clear, add, remove): (bool, &[MemberRef], &[String]) = match c {
+            MemberChange::Add(a) => (false, a, &[]),
+            MemberChange::Remove(r) => (false, &[], r),
+            MemberChange::RemoveAll => (true, &[], &[]),
+            MemberChange::ReplaceAll(a) => (true, a, &[]),
+        };
+        if clear {
+            sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2")
+                .bind(tenant_id)
+                .bind(group_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for id in remove {
+            sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3")
+                .bind(tenant_id)
+                .bind(group_id)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for m in add {
+            let ty = member_type(tx, tenant_id, group_id, m).await?;
+            sqlx::query(
+                "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(group_id)
+            .bind(&m.value)
+            .bind(ty)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records a new group with its members.
+    ///
+    /// # Errors
+    /// `Conflict("displayName")`, `UnknownMember`.
+    pub async fn insert_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: &Value,
+        members: &[MemberRef],
+    ) -> Result<StoredResource, StoreError> {
+        let (name, ext) = group_cols(doc);
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, doc, version, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING {COLS}"
+        ))
+        .bind(intent.tenant_id)
+        .bind(id)
+        .bind(&name)
+        .bind(name.to_lowercase())
+        .bind(&ext)
+        .bind(doc.to_string())
+        .bind(intent.now)
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(unique_group)?;
+        let stored = StoredResource::from_row(&row)?;
+        apply_changes(&mut w.tx, intent.tenant_id, id, &[MemberChange::Add(members.to_vec())]).await?;
+        record_intent(&mut w.tx, intent, "Group", id, "create").await?;
+        w.commit().await?;
+        Ok(stored)
+    }
+
+    /// One group (without members).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get_group(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM scim_groups WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(StoredResource::from_row(&row)?)
+    }
+
+    /// Updates a group: its document (when `doc` is given; then `expected_version` is required and
+    /// checked) and its members, in one transaction. Member-only changes never conflict with each
+    /// other: they are row inserts and deletes, not a rewrite of a member list.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`, `Conflict("displayName")`, `UnknownMember`.
+    pub async fn update_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: Option<&Value>,
+        expected_version: Option<i64>,
+        changes: &[MemberChange],
+        op: &str,
+    ) -> Result<StoredResource, StoreError> {
+        let mut w = self.begin_write().await?;
+        let row = match doc {
+            Some(doc) => {
+                let (name, ext) = group_cols(doc);
+                sqlx::query(&format!(
+                    "UPDATE scim_groups SET display_name = $1, display_name_lc = $2, external_id = $3, doc = $4, \
+                     version = version + 1, updated_at = $5 WHERE tenant_id = $6 AND id = $7 AND version = $8 \
+                     RETURNING {COLS}"
+                ))
+                .bind(&name)
+                .bind(name.to_lowercase())
+                .bind(&ext)
+                .bind(doc.to_string())
+                .bind(intent.now)
+                .bind(intent.tenant_id)
+                .bind(id)
+                .bind(expected_version.unwrap_or(-1))
+                .fetch_optional(&mut *w.tx)
+                .await
+                .map_err(unique_group)?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "UPDATE scim_groups SET version = version + 1, updated_at = $1 \
+                     WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING {COLS}"
+                ))
+                .bind(intent.now)
+                .bind(intent.tenant_id)
+                .bind(id)
+                .bind(expected_version.unwrap_or(-1))
+                .fetch_optional(&mut *w.tx)
+                .await?
+            }
+        };
+        let Some(row) = row else {
+            drop(w);
+            return Err(match self.get_group(intent.tenant_id, id).await {
+                Ok(cur) => StoreError::VersionMismatch(cur.version),
+                Err(e) => e,
+            });
+        };
+        let stored = StoredResource::from_row(&row)?;
+        apply_changes(&mut w.tx, intent.tenant_id, id, changes).await?;
+        record_intent(&mut w.tx, intent, "Group", id, op).await?;
+        w.commit().await?;
+        Ok(stored)
+    }
+
+    /// Deletes a group and its memberships (and its membership in other groups).
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`.
+    pub async fn delete_group(&self, intent: &Intent<'_>, id: &str, expected_version: Option<i64>) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM scim_groups WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
+            .bind(intent.tenant_id)
+            .bind(id)
+            .bind(expected_version.unwrap_or(-1))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            drop(w);
+            return Err(match self.get_group(intent.tenant_id, id).await {
+                Ok(cur) => StoreError::VersionMismatch(cur.version),
+                Err(e) => e,
+            });
+        }
+        sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
+            .bind(intent.tenant_id)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        record_intent(&mut w.tx, intent, "Group", id, "delete").await?;
+        w.commit().await
+    }
+
+    /// Members of each of `group_ids`, ordered by member id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn members_of(&self, tenant_id: i64, group_ids: &[&str]) -> Result<HashMap<String, Vec<Member>>, StoreError> {
+        let mut out: HashMap<String, Vec<Member>> = HashMap::new();
+        for chunk in group_ids.chunks(500) {
+            let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT m.group_id, m.member_id, m.member_type, \
+                 COALESCE(u.display_name, u.user_name, g.display_name) AS display \
+                 FROM scim_group_members m \
+                 LEFT JOIN scim_users u ON u.tenant_id = m.tenant_id AND u.id = m.member_id \
+                 LEFT JOIN scim_groups g ON g.tenant_id = m.tenant_id AND g.id = m.member_id \
+                 WHERE m.tenant_id = $1 AND m.group_id IN ({}) ORDER BY m.group_id, m.member_id",
+                ph.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.entry(r.try_get("group_id")?).or_default().push(Member {
+                    value: r.try_get("member_id")?,
+                    member_type: r.try_get("member_type")?,
+                    display: r.try_get("display")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts groups matching a query (exact queries only).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_groups(&self, tenant_id: i64, q: &ListQuery) -> Result<i64, StoreError> {
+        self.count_in("scim_groups", tenant_id, q).await
+    }
+
+    /// One page of groups matching a query (exact queries only).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn page_groups(&self, tenant_id: i64, q: &ListQuery, offset: i64, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+        self.page_in("scim_groups", tenant_id, q, offset, limit).await
+    }
+
+    /// Streams groups matching a query's SQL part, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn scan_groups(
+        &self,
+        tenant_id: i64,
+        q: &ListQuery,
+        f: &mut (dyn FnMut(StoredResource) + Send),
+    ) -> Result<(), StoreError> {
+        self.scan_in("scim_groups", tenant_id, q, f).await
+    }
+}

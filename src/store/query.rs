@@ -1,0 +1,213 @@
+//! Filters translated to SQL. Indexed attributes (userName, externalId, id, emails.value, Group
+//! displayName, members.value, groups.value) become bound, indexed conditions; whatever cannot be
+//! translated exactly is evaluated in memory over the candidates the SQL part narrows down.
+
+use crate::scim::filter::{AttrPath, CompareOp, Filter};
+use crate::scim::schema::Kind;
+
+/// A bound SQL argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Str(String),
+    Int(i64),
+}
+
+/// Column a list is ordered by (`seq` is creation order and the tiebreaker that keeps pages stable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Seq,
+    Column(&'static str),
+}
+
+/// A list query: an optional SQL condition (placeholders `$2…`, `$1` is the tenant), whether it is
+/// exactly the filter (else the caller must also evaluate the filter in memory), and the order.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub cond: Option<String>,
+    pub args: Vec<Arg>,
+    pub exact: bool,
+    pub sort: SortKey,
+    pub descending: bool,
+}
+
+impl ListQuery {
+    /// Builds the query for `filter` on a resource kind (no filter: everything, exactly).
+    pub fn new(kind: Kind, filter: Option<&Filter>) -> ListQuery {
+        let mut b = Builder { kind, args: Vec::new() };
+        match filter {
+            None => ListQuery { cond: None, args: vec![], exact: true, sort: SortKey::Seq, descending: false },
+            Some(f) => match b.translate(f) {
+                Some((sql, exact)) => {
+                    ListQuery { cond: Some(sql), args: b.args, exact, sort: SortKey::Seq, descending: false }
+                }
+                None => ListQuery { cond: None, args: vec![], exact: false, sort: SortKey::Seq, descending: false },
+            },
+        }
+    }
+
+    /// The sort column for a `sortBy` path, when it is a column; `None` means sort in memory.
+    pub fn sort_column(kind: Kind, path: &AttrPath) -> Option<SortKey> {
+        let name = path.name.to_ascii_lowercase();
+        let sub = path.sub.as_deref().map(str::to_ascii_lowercase);
+        if path.urn.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(kind.core_urn())) {
+            return None;
+        }
+        Some(match (kind, name.as_str(), sub.as_deref()) {
+            (_, "id", None) => SortKey::Column("id"),
+            (_, "externalid", None) => SortKey::Column("external_id"),
+            (_, "meta", Some("created")) => SortKey::Seq,
+            (_, "meta", Some("lastmodified")) => SortKey::Column("updated_at"),
+            (Kind::User, "username", None) => SortKey::Column("user_name_lc"),
+            (Kind::User, "displayname", None) => SortKey::Column("display_name"),
+            (Kind::Group, "displayname", None) => SortKey::Column("display_name_lc"),
+            _ => return None,
+        })
+    }
+
+    /// The SQL `WHERE` clause (tenant plus condition).
+    pub fn where_sql(&self) -> String {
+        match &self.cond {
+            Some(c) => format!("tenant_id = $1 AND ({c})"),
+            None => "tenant_id = $1".to_string(),
+        }
+    }
+
+    /// The SQL `ORDER BY` clause.
+    pub fn order_sql(&self) -> String {
+        let dir = if self.descending { "DESC" } else { "ASC" };
+        match self.sort {
+            SortKey::Seq => format!("seq {dir}"),
+            SortKey::Column(c) => format!("{c} {dir}, seq {dir}"),
+        }
+    }
+}
+
+struct Builder {
+    kind: Kind,
+    args: Vec<Arg>,
+}
+
+fn is_core(kind: Kind, p: &AttrPath) -> bool {
+    p.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(kind.core_urn()))
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+impl Builder {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len() + 1)
+    }
+
+    /// Translates a filter; `Some((sql, exact))` where `exact` says the SQL is the whole filter.
+    fn translate(&mut self, f: &Filter) -> Option<(String, bool)> {
+        match f {
+            Filter::And(a, b) => {
+                let mark = self.args.len();
+                let ta = self.translate(a);
+                let tb = self.translate(b);
+                match (ta, tb) {
+                    (Some((sa, ea)), Some((sb, eb))) => Some((format!("({sa}) AND ({sb})"), ea && eb)),
+                    (Some((s, _)), None) | (None, Some((s, _))) => Some((s, false)),
+                    (None, None) => {
+                        self.args.truncate(mark);
+                        None
+                    }
+                }
+            }
+            Filter::Or(a, b) => {
+                let mark = self.args.len();
+                match (self.translate(a), self.translate(b)) {
+                    (Some((sa, ea)), Some((sb, eb))) => Some((format!("({sa}) OR ({sb})"), ea && eb)),
+                    _ => {
+                        // An untranslatable side of an `or` cannot narrow anything; renumber by
+                        // dropping what the other side pushed.
+                        self.args.truncate(mark);
+                        None
+                    }
+                }
+            }
+            Filter::Compare { path, op: CompareOp::Eq, value } => {
+                let s = value.as_str()?;
+                self.compare_eq(path, s)
+            }
+            Filter::Present(path) if is_core(self.kind, path) && path.sub.is_none() && eq(&path.name, "externalId") => {
+                Some(("external_id IS NOT NULL AND external_id <> ''".into(), true))
+            }
+            Filter::ValuePath { path, filter } if is_core(self.kind, path) && path.sub.is_none() => {
+                // Narrow by the indexed `value eq` inside the brackets; the rest is evaluated after.
+                let (v, exact) = value_eq_in(filter)?;
+                let inner = AttrPath { urn: None, name: path.name.clone(), sub: Some("value".into()) };
+                let (sql, e) = self.compare_eq(&inner, &v)?;
+                Some((sql, e && exact))
+            }
+            _ => None,
+        }
+    }
+
+    fn compare_eq(&mut self, path: &AttrPath, v: &str) -> Option<(String, bool)> {
+        if !is_core(self.kind, path) {
+            // Extension attributes (enterprise) are not indexed.
+            return None;
+        }
+        let name = path.name.as_str();
+        let sub = path.sub.as_deref();
+        let value_sub = sub.is_none() || sub.is_some_and(|s| eq(s, "value"));
+        match self.kind {
+            Kind::User if eq(name, "userName") && sub.is_none() => {
+                let p = self.arg(Arg::Str(v.to_lowercase()));
+                Some((format!("user_name_lc = {p}"), true))
+            }
+            Kind::User if eq(name, "emails") && value_sub => {
+                let p = self.arg(Arg::Str(v.to_lowercase()));
+                Some((
+                    format!("id IN (SELECT user_id FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = {p})"),
+                    true,
+                ))
+            }
+            Kind::User if eq(name, "groups") && value_sub => {
+                let p = self.arg(Arg::Str(v.to_string()));
+                Some((
+                    format!("id IN (SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = {p})"),
+                    true,
+                ))
+            }
+            Kind::Group if eq(name, "displayName") && sub.is_none() => {
+                let p = self.arg(Arg::Str(v.to_lowercase()));
+                Some((format!("display_name_lc = {p}"), true))
+            }
+            Kind::Group if eq(name, "members") && value_sub => {
+                let p = self.arg(Arg::Str(v.to_string()));
+                Some((
+                    format!("id IN (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = {p})"),
+                    true,
+                ))
+            }
+            _ if eq(name, "externalId") && sub.is_none() => {
+                let p = self.arg(Arg::Str(v.to_string()));
+                Some((format!("external_id = {p}"), true))
+            }
+            _ if eq(name, "id") && sub.is_none() => {
+                let p = self.arg(Arg::Str(v.to_string()));
+                Some((format!("id = {p}"), true))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The `value eq "…"` literal inside a value-path filter (alone, or one side of an `and`), and
+/// whether that comparison is the whole inner filter.
+fn value_eq_in(f: &Filter) -> Option<(String, bool)> {
+    match f {
+        Filter::Compare { path, op: CompareOp::Eq, value }
+            if path.urn.is_none() && path.sub.is_none() && eq(&path.name, "value") =>
+        {
+            Some((value.as_str()?.to_string(), true))
+        }
+        Filter::And(a, b) => value_eq_in(a).or_else(|| value_eq_in(b)).map(|(v, _)| (v, false)),
+        _ => None,
+    }
+}

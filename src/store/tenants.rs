@@ -1,0 +1,270 @@
+//! Tenants and their SCIM bearer tokens (random 256-bit secrets, stored only as SHA-256 hashes).
+
+use base64::Engine as _;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use super::{now, Store, StoreError};
+
+/// A tenant's plan; only Enterprise tenants may use SCIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "free" => Some(Tier::Free),
+            "pro" => Some(Tier::Pro),
+            "enterprise" => Some(Tier::Enterprise),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: i64,
+    pub slug: String,
+    pub tier: Tier,
+    pub generation: i64,
+    pub created_at: String,
+}
+
+impl Tenant {
+    fn from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
+        let tier: String = r.try_get("tier")?;
+        Ok(Tenant {
+            id: r.try_get("id")?,
+            slug: r.try_get("slug")?,
+            tier: Tier::parse(&tier).ok_or_else(|| StoreError::Invalid(format!("unknown tier {tier}")))?,
+            generation: r.try_get("generation")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+/// A SCIM token as listed: never its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+const TOKEN_PREFIX: &str = "mbscim_";
+
+fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Validates a tenant slug: 1–63 characters of lowercase letters, digits and '-'.
+fn valid_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= 63
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+}
+
+const TENANT_COLS: &str = "id, slug, tier, generation, created_at";
+
+impl Store {
+    /// Creates a tenant.
+    ///
+    /// # Errors
+    /// `Conflict` when the slug exists, `Invalid` for a malformed slug.
+    pub async fn create_tenant(&self, slug: &str, tier: Tier) -> Result<Tenant, StoreError> {
+        if !valid_slug(slug) {
+            return Err(StoreError::Invalid(format!(
+                "tenant slug {slug:?} must be 1-63 lowercase letters, digits or '-'"
+            )));
+        }
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO tenants (slug, tier, generation, created_at) VALUES ($1, $2, 0, $3) RETURNING {TENANT_COLS}"
+        ))
+        .bind(slug)
+        .bind(tier.as_str())
+        .bind(now())
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(|e| if StoreError::is_unique(&e) { StoreError::Conflict("tenant slug") } else { e.into() })?;
+        let t = Tenant::from_row(&row)?;
+        w.commit().await?;
+        Ok(t)
+    }
+
+    /// All tenants, by creation.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Tenant::from_row).collect()
+    }
+
+    /// A tenant by slug.
+    ///
+    /// # Errors
+    /// `NotFound` when there is none.
+    pub async fn tenant(&self, slug: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE slug = $1"))
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Tenant::from_row(&row)
+    }
+
+    /// Issues a new SCIM token for a tenant; returns its listing and the secret (shown once).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn create_token(&self, tenant_slug: &str) -> Result<(TokenInfo, String), StoreError> {
+        let tenant = self.tenant(tenant_slug).await?;
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let secret = format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let info = TokenInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            prefix: secret[..TOKEN_PREFIX.len() + 6].to_string(),
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut w = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO scim_tokens (id, tenant_id, prefix, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&info.id)
+        .bind(tenant.id)
+        .bind(&info.prefix)
+        .bind(hash_secret(&secret))
+        .bind(&info.created_at)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok((info, secret))
+    }
+
+    /// A tenant's tokens, newest first, without secrets.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn list_tokens(&self, tenant_slug: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let tenant = self.tenant(tenant_slug).await?;
+        let rows = sqlx::query(
+            "SELECT id, prefix, created_at, last_used_at, revoked_at FROM scim_tokens \
+             WHERE tenant_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(tenant.id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    id: r.try_get("id")?,
+                    prefix: r.try_get("prefix")?,
+                    created_at: r.try_get("created_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token by id. Returns false when no such unrevoked token exists.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        let mut w = self.begin_write().await?;
+        let n = sqlx::query("UPDATE scim_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_id)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// The tenant a bearer secret belongs to, if it is a live token. Compares the stored hash in
+    /// constant time and records `last_used_at` (at most once a minute per token).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Tenant>, StoreError> {
+        if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 256 {
+            return Ok(None);
+        }
+        let hash = hash_secret(secret);
+        let row = sqlx::query(
+            "SELECT t.id AS token_id, t.secret_hash, t.last_used_at, n.id, n.slug, n.tier, n.generation, n.created_at \
+             FROM scim_tokens t JOIN tenants n ON n.id = t.tenant_id \
+             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(&hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("secret_hash")?;
+        if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+            return Ok(None);
+        }
+        let tenant = Tenant::from_row(&row)?;
+        let last: Option<String> = row.try_get("last_used_at")?;
+        let stale = last
+            .and_then(|l| chrono::DateTime::parse_from_rfc3339(&l).ok())
+            .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60));
+        if stale {
+            let token_id: String = row.try_get("token_id")?;
+            let mut w = self.begin_write().await?;
+            sqlx::query("UPDATE scim_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now())
+                .bind(token_id)
+                .execute(&mut *w.tx)
+                .await?;
+            w.commit().await?;
+        }
+        Ok(Some(tenant))
+    }
+
+    /// Counts tenants (the first `serve` on an empty database creates one).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn tenant_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tenants")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}

@@ -1,0 +1,331 @@
+//! SCIM Users as desired state: one row per user (document plus the indexed columns filters use)
+//! and one row per email address.
+
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use serde_json::Value;
+use sqlx::{Any, Row, Transaction};
+
+use super::query::{Arg, ListQuery};
+use super::{record_intent, Intent, Store, StoreError, StoredResource};
+
+const COLS: &str = "seq, id, doc, version, created_at, updated_at";
+
+/// The indexed columns of a user document.
+struct UserCols {
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    active: i64,
+    emails: Vec<String>,
+}
+
+fn cols(doc: &Value) -> UserCols {
+    let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut emails: Vec<String> = doc
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("value").and_then(Value::as_str))
+                .map(str::to_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    emails.sort();
+    emails.dedup();
+    UserCols {
+        user_name: s("userName").unwrap_or_default(),
+        external_id: s("externalId"),
+        display_name: s("displayName"),
+        active: i64::from(doc.get("active").and_then(Value::as_bool).unwrap_or(true)),
+        emails,
+    }
+}
+
+pub(super) fn bind_args<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Str(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
+async fn write_emails(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    user_id: &str,
+    emails: &[String],
+    replace: bool,
+) -> Result<(), sqlx::Error> {
+    if replace {
+        sqlx::query("DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for e in emails {
+        sqlx::query("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES ($1, $2, $3)")
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(e)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn unique_user(e: sqlx::Error) -> StoreError {
+    if StoreError::is_unique(&e) {
+        StoreError::Conflict("userName")
+    } else {
+        e.into()
+    }
+}
+
+impl Store {
+    /// Records a new user (desired state) with its intent.
+    ///
+    /// # Errors
+    /// `Conflict("userName")` when the userName (case-insensitive) is taken in the tenant.
+    pub async fn insert_user(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
+        let c = cols(doc);
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, active, doc, \
+             version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) RETURNING {COLS}"
+        ))
+        .bind(intent.tenant_id)
+        .bind(id)
+        .bind(&c.user_name)
+        .bind(c.user_name.to_lowercase())
+        .bind(&c.external_id)
+        .bind(&c.display_name)
+        .bind(c.active)
+        .bind(doc.to_string())
+        .bind(intent.now)
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(unique_user)?;
+        let stored = StoredResource::from_row(&row)?;
+        write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
+        record_intent(&mut w.tx, intent, "User", id, "create").await?;
+        w.commit().await?;
+        Ok(stored)
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get_user(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM scim_users WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(StoredResource::from_row(&row)?)
+    }
+
+    /// Replaces a user's document if its version is still `expected_version`.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`, `Conflict("userName")`.
+    pub async fn update_user(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: &Value,
+        expected_version: i64,
+        op: &str,
+    ) -> Result<StoredResource, StoreError> {
+        let c = cols(doc);
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE scim_users SET user_name = $1, user_name_lc = $2, external_id = $3, display_name = $4, active = $5, \
+             doc = $6, version = version + 1, updated_at = $7 WHERE tenant_id = $8 AND id = $9 AND version = $10 \
+             RETURNING {COLS}"
+        ))
+        .bind(&c.user_name)
+        .bind(c.user_name.to_lowercase())
+        .bind(&c.external_id)
+        .bind(&c.display_name)
+        .bind(c.active)
+        .bind(doc.to_string())
+        .bind(intent.now)
+        .bind(intent.tenant_id)
+        .bind(id)
+        .bind(expected_version)
+        .fetch_optional(&mut *w.tx)
+        .await
+        .map_err(unique_user)?;
+        let Some(row) = row else {
+            drop(w);
+            return Err(match self.get_user(intent.tenant_id, id).await {
+                Ok(cur) => StoreError::VersionMismatch(cur.version),
+                Err(e) => e,
+            });
+        };
+        let stored = StoredResource::from_row(&row)?;
+        write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, true).await?;
+        record_intent(&mut w.tx, intent, "User", id, op).await?;
+        w.commit().await?;
+        Ok(stored)
+    }
+
+    /// Deletes a user from the desired state (and from every group), if its version is still
+    /// `expected_version` (when given).
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`.
+    pub async fn delete_user(&self, intent: &Intent<'_>, id: &str, expected_version: Option<i64>) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
+            .bind(intent.tenant_id)
+            .bind(id)
+            .bind(expected_version.unwrap_or(-1))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            drop(w);
+            return Err(match self.get_user(intent.tenant_id, id).await {
+                Ok(cur) => StoreError::VersionMismatch(cur.version),
+                Err(e) => e,
+            });
+        }
+        write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
+        sqlx::query(
+            "UPDATE scim_groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id IN \
+             (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)",
+        )
+        .bind(intent.tenant_id)
+        .bind(id)
+        .bind(intent.now)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
+            .bind(intent.tenant_id)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        record_intent(&mut w.tx, intent, "User", id, "delete").await?;
+        w.commit().await
+    }
+
+    /// Counts the resources of a table that a query selects.
+    pub(super) async fn count_in(&self, table: &str, tenant_id: i64, q: &ListQuery) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {}", q.where_sql());
+        let row = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args).fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// One page of the resources of a table that a query selects.
+    pub(super) async fn page_in(
+        &self,
+        table: &str,
+        tenant_id: i64,
+        q: &ListQuery,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let n = q.args.len() + 2;
+        let sql = format!(
+            "SELECT {COLS} FROM {table} WHERE {} ORDER BY {} LIMIT ${n} OFFSET ${}",
+            q.where_sql(),
+            q.order_sql(),
+            n + 1
+        );
+        let rows = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| StoredResource::from_row(r).map_err(StoreError::from)).collect()
+    }
+
+    /// Streams every resource a query selects, in order, through `f` (for filters evaluated in
+    /// memory); memory stays flat in the tenant's size.
+    pub(super) async fn scan_in(
+        &self,
+        table: &str,
+        tenant_id: i64,
+        q: &ListQuery,
+        f: &mut (dyn FnMut(StoredResource) + Send),
+    ) -> Result<(), StoreError> {
+        let sql = format!("SELECT {COLS} FROM {table} WHERE {} ORDER BY {}", q.where_sql(), q.order_sql());
+        let mut rows = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args).fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            f(StoredResource::from_row(&r)?);
+        }
+        Ok(())
+    }
+
+    /// Counts users matching a query (exact queries only).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_users(&self, tenant_id: i64, q: &ListQuery) -> Result<i64, StoreError> {
+        self.count_in("scim_users", tenant_id, q).await
+    }
+
+    /// One page of users matching a query (exact queries only).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn page_users(&self, tenant_id: i64, q: &ListQuery, offset: i64, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+        self.page_in("scim_users", tenant_id, q, offset, limit).await
+    }
+
+    /// Streams users matching a query's SQL part, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn scan_users(
+        &self,
+        tenant_id: i64,
+        q: &ListQuery,
+        f: &mut (dyn FnMut(StoredResource) + Send),
+    ) -> Result<(), StoreError> {
+        self.scan_in("scim_users", tenant_id, q, f).await
+    }
+
+    /// The groups each of `user_ids` belongs to: (group id, group displayName), by group creation.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn groups_of_users(
+        &self,
+        tenant_id: i64,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, StoreError> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for chunk in user_ids.chunks(500) {
+            let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+                 ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+                 WHERE m.tenant_id = $1 AND m.member_id IN ({}) ORDER BY g.seq",
+                ph.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.entry(r.try_get("member_id")?)
+                    .or_default()
+                    .push((r.try_get("id")?, r.try_get("display_name")?));
+            }
+        }
+        Ok(out)
+    }
+}
