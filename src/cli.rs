@@ -103,9 +103,8 @@ fn not_found(what: &str) -> impl Fn(StoreError) -> anyhow::Error + '_ {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let store = Store::open(&cli.database_url)
-        .await
-        .with_context(|| format!("opening database {}", cli.database_url))?;
+    let store =
+        Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
     match cli.command {
         Command::Serve { listen } => serve(store, listen).await,
         Command::Tenant { command: TenantCommand::Create { slug, tier } } => {

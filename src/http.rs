@@ -93,10 +93,7 @@ pub fn router(state: AppState) -> Router {
                 .fallback(error::method_not_allowed),
         )
         .route("/.search", post(list::search_all).fallback(error::method_not_allowed))
-        .route(
-            "/ServiceProviderConfig",
-            get(discovery::service_provider_config).fallback(error::method_not_allowed),
-        )
+        .route("/ServiceProviderConfig", get(discovery::service_provider_config).fallback(error::method_not_allowed))
         .route("/ResourceTypes", get(discovery::resource_types).fallback(error::method_not_allowed))
         .route("/ResourceTypes/{name}", get(discovery::resource_type).fallback(error::method_not_allowed))
         .route("/Schemas", get(discovery::schemas).fallback(error::method_not_allowed))

@@ -86,7 +86,9 @@ impl Conditions {
         match &self.if_match {
             None => Ok(None),
             Some(h) if crate::scim::resource::etag_matches(h, version) => Ok(Some(version)),
-            Some(_) => Err(ScimError::new(412, format!("the resource has changed (current version W/\"{version}\")")).into()),
+            Some(_) => {
+                Err(ScimError::new(412, format!("the resource has changed (current version W/\"{version}\")")).into())
+            }
         }
     }
 }

@@ -44,6 +44,9 @@ pub async fn schemas(Extension(BaseUrl(base)): Extension<BaseUrl>) -> Response {
     list(schema::schemas(&base))
 }
 
-pub async fn schema(Extension(BaseUrl(base)): Extension<BaseUrl>, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
+pub async fn schema(
+    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    ResourceId(id): ResourceId,
+) -> Result<Response, ApiError> {
     find(schema::schemas(&base), &id, "schema")
 }

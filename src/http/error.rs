@@ -21,10 +21,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::Scim(ScimError::not_found("resource not found")),
             StoreError::Conflict(what) => ApiError::Scim(ScimError::uniqueness(format!("{what} is already taken"))),
-            StoreError::VersionMismatch(v) => ApiError::Scim(ScimError::new(
-                412,
-                format!("the resource has changed (current version W/\"{v}\")"),
-            )),
+            StoreError::VersionMismatch(v) => {
+                ApiError::Scim(ScimError::new(412, format!("the resource has changed (current version W/\"{v}\")")))
+            }
             StoreError::UnknownMember(id) => {
                 ApiError::Scim(ScimError::invalid_value(format!("member {id} does not exist")))
             }
@@ -36,12 +35,7 @@ impl From<StoreError> for ApiError {
 
 /// A SCIM JSON response.
 pub fn scim_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/scim+json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/scim+json")], body.to_string()).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -60,10 +54,8 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = scim_response(status, &e.to_body());
         if e.status == 401 {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"moonborn-scim\""),
-            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"moonborn-scim\""));
         }
         res
     }

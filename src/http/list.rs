@@ -76,11 +76,7 @@ fn sort_value(v: &Value, path: &AttrPath) -> Option<String> {
     let mut x = get(&container, &path.name)?;
     if let Value::Array(items) = &x {
         // Multi-valued: the primary element, else the first (RFC 7644 §3.4.2.3).
-        x = items
-            .iter()
-            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
-            .or_else(|| items.first())?
-            .clone();
+        x = items.iter().find(|i| i.get("primary") == Some(&Value::Bool(true))).or_else(|| items.first())?.clone();
     }
     if let Some(sub) = &path.sub {
         x = get(&x, sub)?;
@@ -165,12 +161,7 @@ async fn select(
             let o = if p.descending { o.reverse() } else { o };
             o.then(ra.seq.cmp(&rb.seq))
         });
-        kept = keyed
-            .into_iter()
-            .skip(offset.max(0) as usize)
-            .take(p.count.max(0) as usize)
-            .map(|(_, r)| r)
-            .collect();
+        kept = keyed.into_iter().skip(offset.max(0) as usize).take(p.count.max(0) as usize).map(|(_, r)| r).collect();
     }
     Ok((total, kept))
 }
@@ -198,7 +189,8 @@ pub async fn search_all(
     let p = ListParams::from_search(&body)?;
     // Count both kinds, then take the page across their concatenation.
     let everything = ListParams { start_index: 1, count: i64::MAX / 4, sort_by: None, ..p.clone() };
-    let (nu, _) = select(&state.store, tenant.id, &base, Kind::User, &ListParams { count: 0, ..everything.clone() }).await?;
+    let (nu, _) =
+        select(&state.store, tenant.id, &base, Kind::User, &ListParams { count: 0, ..everything.clone() }).await?;
     let (ng, _) = select(&state.store, tenant.id, &base, Kind::Group, &ListParams { count: 0, ..everything }).await?;
     let offset = p.start_index - 1;
     let mut resources = Vec::new();

@@ -26,9 +26,10 @@ pub fn etag(version: i64) -> String {
 
 /// Whether an `If-Match` / `If-None-Match` header value names `version` (or is `*`).
 pub fn etag_matches(header: &str, version: i64) -> bool {
-    header.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/").trim_matches('"') == version.to_string()
-    })
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == version.to_string())
 }
 
 /// Renders a stored document as the resource a client sees: `schemas`, `id`, the document,
@@ -172,12 +173,10 @@ impl Projection {
                     continue;
                 }
                 let (container, target): (Option<&Map<String, Value>>, Option<String>) = match &p.urn {
-                    Some(u) if !u.eq_ignore_ascii_case(kind.core_urn()) => {
-                        match get_ci(&obj, u) {
-                            Some((k, Value::Object(ext))) => (Some(ext), Some(k.clone())),
-                            _ => (None, None),
-                        }
-                    }
+                    Some(u) if !u.eq_ignore_ascii_case(kind.core_urn()) => match get_ci(&obj, u) {
+                        Some((k, Value::Object(ext))) => (Some(ext), Some(k.clone())),
+                        _ => (None, None),
+                    },
                     _ => (Some(&obj), None),
                 };
                 let Some(container) = container else { continue };
@@ -216,8 +215,7 @@ impl Projection {
                 }
                 _ => &mut obj,
             };
-            let always = p.urn.is_none()
-                && ["id", "schemas"].iter().any(|a| a.eq_ignore_ascii_case(&p.name))
+            let always = p.urn.is_none() && ["id", "schemas"].iter().any(|a| a.eq_ignore_ascii_case(&p.name))
                 || kind.attr(p).is_some_and(|a| a.returned == Returned::Always && p.sub.is_none());
             if always {
                 continue;
@@ -256,7 +254,9 @@ fn project_sub(v: &Value, sub: &str) -> Option<Value> {
         Value::Array(items) => {
             let picked: Vec<Value> = items
                 .iter()
-                .filter_map(|it| it.as_object().and_then(|o| get_ci(o, sub)).map(|(k, v)| json!({ k.clone(): v.clone() })))
+                .filter_map(|it| {
+                    it.as_object().and_then(|o| get_ci(o, sub)).map(|(k, v)| json!({ k.clone(): v.clone() }))
+                })
                 .collect();
             (!picked.is_empty()).then_some(Value::Array(picked))
         }
@@ -302,7 +302,9 @@ fn int_param(name: &str, v: &Value) -> Result<i64, ScimError> {
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
             .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
-        Value::String(s) => s.trim().parse().map_err(|_| ScimError::invalid_value(format!("{name} must be an integer"))),
+        Value::String(s) => {
+            s.trim().parse().map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
+        }
         _ => Err(ScimError::invalid_value(format!("{name} must be an integer"))),
     }
 }
@@ -339,7 +341,9 @@ impl ListParams {
         let descending = match text("sortOrder")?.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("ascending") => false,
             Some("descending") => true,
-            Some(other) => return Err(ScimError::invalid_value(format!("sortOrder {other:?} must be ascending or descending"))),
+            Some(other) => {
+                return Err(ScimError::invalid_value(format!("sortOrder {other:?} must be ascending or descending")))
+            }
         };
         let projection = Projection::parse(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref())?;
         Ok(ListParams { filter, start_index, count, sort_by, descending, projection })
@@ -350,9 +354,7 @@ impl ListParams {
     /// # Errors
     /// `invalidFilter` / `invalidValue`.
     pub fn from_query(q: &HashMap<String, String>) -> Result<ListParams, ScimError> {
-        Self::build(|name| {
-            q.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| Value::String(v.clone()))
-        })
+        Self::build(|name| q.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| Value::String(v.clone())))
     }
 
     /// From a `POST /.search` body.

@@ -186,7 +186,14 @@ pub const USER_ATTRS: &[Attr] = &[
     complex(a("name", Ty::Complex, "The components of the user's real name."), NAME_SUB),
     a("displayName", Ty::Str, "The name of the User, suitable for display."),
     a("nickName", Ty::Str, "The casual way to address the user."),
-    refs(a("profileUrl", Ty::Reference, "A fully qualified URL pointing to a page representing the User's online profile."), &["external"]),
+    refs(
+        a(
+            "profileUrl",
+            Ty::Reference,
+            "A fully qualified URL pointing to a page representing the User's online profile.",
+        ),
+        &["external"],
+    ),
     a("title", Ty::Str, "The user's title."),
     a("userType", Ty::Str, "The relationship between the organization and the user."),
     a("preferredLanguage", Ty::Str, "The User's preferred written or spoken language."),
@@ -319,7 +326,11 @@ const fn always(mut at: Attr) -> Attr {
 /// Attributes common to every resource (RFC 7643 §3.1).
 pub const COMMON_ATTRS: &[Attr] = &[
     always(ro(exact(a("id", Ty::Str, "A unique identifier for a SCIM resource as defined by the service provider.")))),
-    exact(a("externalId", Ty::Str, "A String that is an identifier for the resource as defined by the provisioning client.")),
+    exact(a(
+        "externalId",
+        Ty::Str,
+        "A String that is an identifier for the resource as defined by the provisioning client.",
+    )),
     ro(complex(a("meta", Ty::Complex, "A complex attribute containing resource metadata."), META_SUB)),
 ];
 
@@ -619,10 +630,8 @@ pub fn normalize(kind: Kind, body: Value) -> Result<Value, ScimError> {
                     }
                     _ => return Err(ScimError::invalid_value(format!("{k} must be an object"))),
                 }
-            } else if let Some(rest) = k
-                .strip_prefix(kind.core_urn())
-                .and_then(|r| r.strip_prefix(':'))
-                .filter(|r| !r.is_empty())
+            } else if let Some(rest) =
+                k.strip_prefix(kind.core_urn()).and_then(|r| r.strip_prefix(':')).filter(|r| !r.is_empty())
             {
                 // A core attribute written with its schema URN.
                 core_in.insert(rest.to_string(), v);

@@ -246,7 +246,12 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
-    pub async fn delete_group(&self, intent: &Intent<'_>, id: &str, expected_version: Option<i64>) -> Result<(), StoreError> {
+    pub async fn delete_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM scim_groups WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
             .bind(intent.tenant_id)
@@ -275,7 +280,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn members_of(&self, tenant_id: i64, group_ids: &[&str]) -> Result<HashMap<String, Vec<Member>>, StoreError> {
+    pub async fn members_of(
+        &self,
+        tenant_id: i64,
+        group_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<Member>>, StoreError> {
         let mut out: HashMap<String, Vec<Member>> = HashMap::new();
         for chunk in group_ids.chunks(500) {
             let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
@@ -315,7 +324,13 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn page_groups(&self, tenant_id: i64, q: &ListQuery, offset: i64, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+    pub async fn page_groups(
+        &self,
+        tenant_id: i64,
+        q: &ListQuery,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
         self.page_in("scim_groups", tenant_id, q, offset, limit).await
     }
 

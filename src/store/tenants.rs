@@ -121,9 +121,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants ORDER BY id")).fetch_all(&self.pool).await?;
         rows.iter().map(Tenant::from_row).collect()
     }
 
@@ -148,10 +146,7 @@ impl Store {
         let tenant = self.tenant(tenant_slug).await?;
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
-        let secret = format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
+        let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
         let info = TokenInfo {
             id: uuid::Uuid::new_v4().to_string(),
             prefix: secret[..TOKEN_PREFIX.len() + 6].to_string(),
@@ -262,9 +257,6 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn tenant_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tenants")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tenants").fetch_one(&self.pool).await?.try_get("n")?)
     }
 }

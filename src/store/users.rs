@@ -26,12 +26,7 @@ fn cols(doc: &Value) -> UserCols {
     let mut emails: Vec<String> = doc
         .get("emails")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.get("value").and_then(Value::as_str))
-                .map(str::to_lowercase)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|e| e.get("value").and_then(Value::as_str)).map(str::to_lowercase).collect())
         .unwrap_or_default();
     emails.sort();
     emails.dedup();
@@ -186,7 +181,12 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
-    pub async fn delete_user(&self, intent: &Intent<'_>, id: &str, expected_version: Option<i64>) -> Result<(), StoreError> {
+    pub async fn delete_user(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
             .bind(intent.tenant_id)
@@ -281,7 +281,13 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn page_users(&self, tenant_id: i64, q: &ListQuery, offset: i64, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+    pub async fn page_users(
+        &self,
+        tenant_id: i64,
+        q: &ListQuery,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
         self.page_in("scim_users", tenant_id, q, offset, limit).await
     }
 
@@ -321,9 +327,7 @@ impl Store {
                 q = q.bind(*id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.entry(r.try_get("member_id")?)
-                    .or_default()
-                    .push((r.try_get("id")?, r.try_get("display_name")?));
+                out.entry(r.try_get("member_id")?).or_default().push((r.try_get("id")?, r.try_get("display_name")?));
             }
         }
         Ok(out)
