@@ -4,14 +4,14 @@
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::auth::BaseUrl;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::list::list_kind;
 use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
 use super::{ApiError, AppState, RequestId};
-use crate::scim::filter::{matches_value, AttrPath};
+use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
 use crate::scim::resource::{projection_from_query, ListParams};
 use crate::scim::schema::{normalize, Kind, ResourceSchema};
@@ -147,7 +147,7 @@ async fn member_changes(
                     .filter(|m| {
                         let el =
                             crate::scim::resource::member_ref(base, &m.value, &m.member_type, m.display.as_deref());
-                        matches_value(&filter, &el, &AttrPath::new("members"), &schema)
+                        matches(&filter, &json!({ "members": [el] }), &schema)
                     })
                     .map(|m| m.value)
                     .collect();
