@@ -66,6 +66,7 @@ CREATE TABLE scim_group_members (
     group_id TEXT NOT NULL,
     member_id TEXT NOT NULL,
     member_type TEXT NOT NULL,
+    display TEXT,
     PRIMARY KEY (tenant_id, group_id, member_id)
 );
 CREATE INDEX scim_group_members_member ON scim_group_members(tenant_id, member_id, group_id);

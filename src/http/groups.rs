@@ -30,6 +30,7 @@ fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
             Ok(MemberRef {
                 value: value.to_string(),
                 member_type: m.get("type").and_then(Value::as_str).map(str::to_string),
+                display: m.get("display").and_then(Value::as_str).map(str::to_string),
             })
         })
         .collect()

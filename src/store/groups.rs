@@ -18,6 +18,8 @@ pub struct MemberRef {
     pub value: String,
     /// "User" or "Group" when the request says; looked up otherwise.
     pub member_type: Option<String>,
+    /// `display` as the client sent it (stored as sent, returned only when sent).
+    pub display: Option<String>,
 }
 
 /// A stored member, as returned in `members`.
@@ -116,13 +118,14 @@ async fn apply_changes(
         for m in add {
             let ty = member_type(tx, tenant_id, group_id, m).await?;
             sqlx::query(
-                "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
+                "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type, display) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
             )
             .bind(tenant_id)
             .bind(group_id)
             .bind(&m.value)
             .bind(ty)
+            .bind(&m.display)
             .execute(&mut **tx)
             .await?;
         }
@@ -289,12 +292,7 @@ impl Store {
         for chunk in group_ids.chunks(500) {
             let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "SELECT m.group_id, m.member_id, m.member_type, \
-                 COALESCE(u.display_name, u.user_name, g.display_name) AS display \
-                 FROM scim_group_members m \
-                 LEFT JOIN scim_users u ON u.tenant_id = m.tenant_id AND u.id = m.member_id \
-                 LEFT JOIN scim_groups g ON g.tenant_id = m.tenant_id AND g.id = m.member_id \
-                 WHERE m.tenant_id = $1 AND m.group_id IN ({}) ORDER BY m.group_id, m.member_id",
+                "SELECT m.group_id, m.member_id, m.member_type, m.display FROM scim_group_members m WHERE m.tenant_id = $1 AND m.group_id IN ({}) ORDER BY m.group_id, m.member_id",
                 ph.join(", ")
             );
             let mut q = sqlx::query(&sql).bind(tenant_id);
