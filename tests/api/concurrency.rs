@@ -1,0 +1,132 @@
+//! Races: the database decides uniqueness, and concurrent member changes all land.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::scim_test;
+use crate::support::*;
+
+scim_test!(
+    async fn twenty_concurrent_creates_of_one_user_name_give_one_201_and_nineteen_409s(app) {
+        let reqs = (0..20).map(|i| {
+            // Same userName in different cases: uniqueness is case-insensitive.
+            let name = if i % 2 == 0 { "Race@Example.com" } else { "race@example.COM" };
+            let body = json!({"schemas": [USER_URN], "userName": name});
+            let app = &app;
+            async move { app.post("/Users", &body).await }
+        });
+        let results = join_all(reqs).await;
+        let mut created = 0;
+        for r in &results {
+            match r.status.as_u16() {
+                201 => created += 1,
+                409 => r.expect_error(409, Some("uniqueness")),
+                other => panic!("unexpected {other}: {}", r.body),
+            }
+        }
+        assert_eq!(created, 1);
+        assert_eq!(app.get_ok("/Users").await["totalResults"], 1);
+    }
+);
+
+scim_test!(
+    async fn concurrent_creates_of_one_group_name_give_one_201(app) {
+        let reqs = (0..10).map(|_| {
+            let app = &app;
+            async move { app.post("/Groups", &json!({"schemas": [GROUP_URN], "displayName": "Racers"})).await }
+        });
+        let results = join_all(reqs).await;
+        let codes: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
+        assert_eq!(codes.iter().filter(|&&c| c == 201).count(), 1, "{codes:?}");
+        assert!(codes.iter().all(|&c| c == 201 || c == 409), "{codes:?}");
+    }
+);
+
+scim_test!(
+    async fn fifty_concurrent_member_adds_all_land(app) {
+        let g = app.create_group("Crowd", &[]).await;
+        let mut users = Vec::new();
+        for i in 0..50 {
+            users.push(id_of(&app.create_user(&format!("m{i}@example.com")).await));
+        }
+        let gp = group_path(&g);
+        let reqs = users.iter().map(|uid| {
+            let (app, gp) = (&app, &gp);
+            async move { app.patch_ops(gp, json!([{"op": "add", "path": "members", "value": [{"value": uid}]}])).await }
+        });
+        for r in join_all(reqs).await {
+            r.expect(204);
+        }
+        assert_eq!(member_ids(&app.get_ok(&gp).await), users.iter().cloned().collect());
+    }
+);
+
+scim_test!(
+    async fn concurrent_removes_and_adds_all_land(app) {
+        let mut users = Vec::new();
+        for i in 0..20 {
+            users.push(id_of(&app.create_user(&format!("m{i}@example.com")).await));
+        }
+        let initial: Vec<&str> = users[..10].iter().map(String::as_str).collect();
+        let g = app.create_group("Churn", &initial).await;
+        let gp = group_path(&g);
+        let reqs = users.iter().enumerate().map(|(i, uid)| {
+            let (app, gp) = (&app, &gp);
+            let ops = if i < 10 {
+                json!([{"op": "remove", "path": format!("members[value eq \"{uid}\"]")}])
+            } else {
+                json!([{"op": "add", "path": "members", "value": [{"value": uid}]}])
+            };
+            async move { app.patch_ops(gp, ops).await }
+        });
+        for r in join_all(reqs).await {
+            r.expect(204);
+        }
+        assert_eq!(member_ids(&app.get_ok(&gp).await), users[10..].iter().cloned().collect());
+    }
+);
+
+scim_test!(
+    async fn a_concurrent_rename_and_member_adds_both_land(app) {
+        let g = app.create_group("Before", &[]).await;
+        let mut users = Vec::new();
+        for i in 0..10 {
+            users.push(id_of(&app.create_user(&format!("r{i}@example.com")).await));
+        }
+        let gp = group_path(&g);
+        let mut reqs: Vec<_> = users
+            .iter()
+            .map(|uid| json!([{"op": "add", "path": "members", "value": [{"value": uid}]}]))
+            .collect();
+        reqs.insert(5, json!([{"op": "replace", "value": {"id": id_of(&g), "displayName": "After"}}]));
+        let futs = reqs.into_iter().map(|ops| {
+            let (app, gp) = (&app, &gp);
+            async move { app.patch_ops(gp, ops).await }
+        });
+        for r in join_all(futs).await {
+            r.expect(204);
+        }
+        let got = app.get_ok(&gp).await;
+        assert_eq!(got["displayName"], "After");
+        assert_eq!(member_ids(&got), users.iter().cloned().collect());
+    }
+);
+
+scim_test!(
+    async fn concurrent_patches_of_one_user_are_all_applied(app) {
+        let u = app.create_user("busy@example.com").await;
+        let up = user_path(&u);
+        let attrs = ["title", "nickName", "displayName", "locale", "timezone", "userType", "preferredLanguage"];
+        let futs = attrs.iter().map(|a| {
+            let (app, up) = (&app, &up);
+            async move { app.patch_ops(up, json!([{"op": "add", "path": a, "value": format!("v-{a}")}])).await }
+        });
+        for r in join_all(futs).await {
+            r.expect(200);
+        }
+        let got = app.get_ok(&up).await;
+        for a in attrs {
+            assert_eq!(got[a], format!("v-{a}"), "{a}");
+        }
+    }
+);
