@@ -3,6 +3,7 @@
 //! users and roles.
 
 pub mod cli;
+pub mod controller;
 pub mod http;
 pub mod scim;
 pub mod store;

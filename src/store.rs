@@ -2,6 +2,7 @@
 //! backend, portable SQL (`$n` placeholders work on both). Holds tenants, SCIM tokens and the SCIM
 //! desired state with its intent journal.
 
+mod actual;
 mod groups;
 mod query;
 mod tenants;
@@ -16,7 +17,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use groups::{MemberChange, MemberRef};
+pub use actual::{Applied, ControllerState, OutboxEvent, RunRow};
+pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};
 pub use tenants::{Tenant, Tier, TokenInfo};
 

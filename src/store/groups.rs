@@ -87,12 +87,32 @@ async fn member_type(
     Err(StoreError::UnknownMember(m.value.clone()))
 }
 
+/// Journals a user whose group membership changed: the controller re-evaluates that user's roles.
+async fn journal_member(
+    tx: &mut Transaction<'static, Any>,
+    intent: &Intent<'_>,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
+         VALUES ($1, 'User', $2, 'membership', $3, $4)",
+    )
+    .bind(intent.tenant_id)
+    .bind(user_id)
+    .bind(intent.now)
+    .bind(intent.request_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn apply_changes(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: i64,
+    intent: &Intent<'_>,
     group_id: &str,
     changes: &[MemberChange],
 ) -> Result<(), StoreError> {
+    let tenant_id = intent.tenant_id;
     for c in changes {
         let (clear, add, remove): (bool, &[MemberRef], &[String]) = match c {
             MemberChange::Add(a) => (false, a, &[]),
@@ -101,6 +121,18 @@ async fn apply_changes(
             MemberChange::ReplaceAll(a) => (true, a, &[]),
         };
         if clear {
+            // The members a clear removes are journaled, so the controller re-evaluates them.
+            let gone = sqlx::query(
+                "SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_type = 'User'",
+            )
+            .bind(tenant_id)
+            .bind(group_id)
+            .fetch_all(&mut **tx)
+            .await?;
+            for r in gone {
+                let id: String = r.try_get("member_id")?;
+                journal_member(tx, intent, &id).await?;
+            }
             sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2")
                 .bind(tenant_id)
                 .bind(group_id)
@@ -108,15 +140,21 @@ async fn apply_changes(
                 .await?;
         }
         for id in remove {
-            sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3")
-                .bind(tenant_id)
-                .bind(group_id)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            let n =
+                sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3")
+                    .bind(tenant_id)
+                    .bind(group_id)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            if n > 0 {
+                journal_member(tx, intent, id).await?;
+            }
         }
         for m in add {
             let ty = member_type(tx, tenant_id, group_id, m).await?;
+            let ty = ty.as_str();
             sqlx::query(
                 "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type, display) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
@@ -128,6 +166,9 @@ async fn apply_changes(
             .bind(&m.display)
             .execute(&mut **tx)
             .await?;
+            if ty == "User" {
+                journal_member(tx, intent, &m.value).await?;
+            }
         }
     }
     Ok(())
@@ -162,7 +203,7 @@ impl Store {
         .await
         .map_err(unique_group)?;
         let stored = StoredResource::from_row(&row)?;
-        apply_changes(&mut w.tx, intent.tenant_id, id, &[MemberChange::Add(members.to_vec())]).await?;
+        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())]).await?;
         record_intent(&mut w.tx, intent, "Group", id, "create").await?;
         w.commit().await?;
         Ok(stored)
@@ -239,7 +280,7 @@ impl Store {
             });
         };
         let stored = StoredResource::from_row(&row)?;
-        apply_changes(&mut w.tx, intent.tenant_id, id, changes).await?;
+        apply_changes(&mut w.tx, intent, id, changes).await?;
         record_intent(&mut w.tx, intent, "Group", id, op).await?;
         w.commit().await?;
         Ok(stored)
@@ -270,6 +311,7 @@ impl Store {
                 Err(e) => e,
             });
         }
+        apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll]).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
             .bind(intent.tenant_id)
             .bind(id)

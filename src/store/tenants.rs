@@ -138,6 +138,19 @@ impl Store {
         Tenant::from_row(&row)
     }
 
+    /// A tenant by id.
+    ///
+    /// # Errors
+    /// `NotFound` when there is none.
+    pub async fn tenant_by_id(&self, id: i64) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Tenant::from_row(&row)
+    }
+
     /// Issues a new SCIM token for a tenant; returns its listing and the secret (shown once).
     ///
     /// # Errors

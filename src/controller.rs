@@ -1,0 +1,457 @@
+//! The reconciliation controller: level-triggered, per tenant. It reads the desired state (SCIM
+//! users, groups, memberships, group→role bindings) and Moonborn's actual users and roles,
+//! computes a plan with the pure `plan::plan`, and applies it with compare-and-set writes. The
+//! same code path serves every trigger: a push, the cron drift-repair run, a binding change, an
+//! operator, the daily purge.
+
+pub mod model;
+pub mod outbox;
+pub mod plan;
+mod queue;
+pub mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use self::model::{desired_user, DesiredUser};
+use self::plan::{fingerprint, plan, Change, Scope, Summary};
+pub use self::queue::Queue;
+use crate::store::{Applied, Store, StoreError, Tenant};
+
+/// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
+const BATCH: i64 = 1000;
+/// How long a reconcile lease lasts before another process may take over the tenant.
+const LEASE_SECS: i64 = 60;
+
+/// Why a run happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Push,
+    Cron,
+    Operator,
+    Bindings,
+    Purge,
+    Startup,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Push => "push",
+            Trigger::Cron => "cron",
+            Trigger::Operator => "operator",
+            Trigger::Bindings => "bindings",
+            Trigger::Purge => "purge",
+            Trigger::Startup => "startup",
+        }
+    }
+}
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the plan changed since it was shown (fingerprint {shown}, now {current}); review the new plan")]
+    StalePlan { shown: String, current: String },
+    #[error("another process is reconciling this tenant")]
+    Busy,
+}
+
+/// A computed plan with what a report needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComputedPlan {
+    pub tenant: String,
+    pub fingerprint: String,
+    pub summary: Summary,
+    pub changes: Vec<Change>,
+    /// The journal position the plan covers.
+    #[serde(skip)]
+    pub journal_head: i64,
+    /// Set when the safety valve holds (or would hold) the destructive changes.
+    pub held: Option<Hold>,
+}
+
+/// Why destructive changes are held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hold {
+    pub reason: String,
+    pub fingerprint: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub status: String,
+    pub applied: u64,
+    pub skipped_held: u64,
+    pub stale: u64,
+    pub plan: ComputedPlan,
+}
+
+/// What a run reconciles.
+#[derive(Debug, Clone)]
+pub enum Scope2 {
+    /// The whole tenant, streamed in key order.
+    Full,
+    /// The users the intent journal names since the last run.
+    Incremental,
+    /// An offline snapshot instead of the stored desired state (`plan --desired FILE`).
+    Snapshot(Vec<DesiredUser>),
+}
+
+/// The controller: a work queue of tenants plus the logic of one run.
+#[derive(Clone)]
+pub struct Controller {
+    store: Store,
+    queue: Arc<Queue>,
+    locks: Arc<Mutex<HashMap<i64, Arc<Mutex<()>>>>>,
+    holder: String,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("holder", &self.holder).finish_non_exhaustive()
+    }
+}
+
+/// Parses a cron schedule; five fields (minute first) get a leading seconds field.
+///
+/// # Errors
+/// When the expression is not a schedule.
+pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_string() };
+    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron schedule {expr:?}: {e}"))
+}
+
+impl Controller {
+    /// A controller over a store (nothing runs until `spawn`).
+    pub fn new(store: Store) -> Controller {
+        Controller {
+            store,
+            queue: Arc::new(Queue::default()),
+            locks: Arc::default(),
+            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Asks for a reconcile of a tenant; repeated wake-ups collapse. `full` asks for the whole
+    /// tenant rather than the journal's delta.
+    pub fn wake(&self, tenant_id: i64, trigger: Trigger, full: bool) {
+        self.queue.add(tenant_id, trigger, full);
+    }
+
+    /// Starts the workers, the drift-repair schedule and the daily purge; wakes every tenant once.
+    pub fn spawn(&self, workers: usize, drift: cron::Schedule, purge: cron::Schedule) {
+        for _ in 0..workers.max(1) {
+            let c = self.clone();
+            tokio::spawn(async move { c.work().await });
+        }
+        for (schedule, trigger) in [(drift, Trigger::Cron), (purge, Trigger::Purge)] {
+            let c = self.clone();
+            tokio::spawn(async move { c.tick(schedule, trigger).await });
+        }
+        let c = self.clone();
+        tokio::spawn(async move {
+            if let Ok(ts) = c.store.list_tenants().await {
+                for t in ts {
+                    c.wake(t.id, Trigger::Startup, true);
+                }
+            }
+        });
+    }
+
+    async fn tick(&self, schedule: cron::Schedule, trigger: Trigger) {
+        loop {
+            let Some(next) = schedule.upcoming(Utc).next() else { return };
+            let wait = (next - Utc::now()).to_std().unwrap_or(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
+            match self.store.list_tenants().await {
+                Ok(ts) => {
+                    for t in ts {
+                        self.wake(t.id, trigger, true);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list tenants for a scheduled run"),
+            }
+        }
+    }
+
+    async fn work(&self) {
+        loop {
+            let (tenant_id, item) = self.queue.get().await;
+            let result = async {
+                let tenant = self.store.tenant_by_id(tenant_id).await?;
+                let scope = if item.full { Scope2::Full } else { Scope2::Incremental };
+                self.reconcile(&tenant, item.trigger, scope, None).await
+            }
+            .await;
+            match result {
+                Ok(o) => {
+                    self.queue.succeeded(tenant_id);
+                    if o.plan.summary != Summary::default() {
+                        tracing::info!(tenant_id, run_id = %o.run_id, status = %o.status, applied = o.applied,
+                            summary = %o.plan.summary.line(), "reconcile finished");
+                    }
+                }
+                Err(e) => {
+                    let delay = self.queue.failed(tenant_id, item);
+                    tracing::warn!(tenant_id, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+                }
+            }
+            self.queue.done(tenant_id);
+        }
+    }
+
+    async fn tenant_lock(&self, tenant_id: i64) -> Arc<Mutex<()>> {
+        self.locks.lock().await.entry(tenant_id).or_default().clone()
+    }
+
+    /// Computes the plan for a tenant without applying anything.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
+        let state = self.store.controller_state(tenant.id).await?;
+        let head = self.store.journal_head(tenant.id).await?;
+        let now = Utc::now();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut touched: HashSet<String> = HashSet::new();
+        let mut push = |cs: Vec<Change>, changes: &mut Vec<Change>| {
+            for c in cs {
+                if touched.insert(c.user_id.clone()) {
+                    changes.push(c);
+                }
+            }
+        };
+        match scope {
+            Scope2::Full => {
+                let mut after = String::new();
+                loop {
+                    let rows = self.store.desired_after(tenant.id, &after, BATCH).await?;
+                    let Some(last) = rows.last() else { break };
+                    after = last.0.clone();
+                    let desired: Vec<DesiredUser> =
+                        rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
+                    let cs = self.plan_batch(tenant.id, &desired, &[], Scope::Candidates, now).await?;
+                    push(cs, &mut changes);
+                }
+                let mut after = String::new();
+                loop {
+                    let orphans = self.store.orphans_after(tenant.id, &after, BATCH).await?;
+                    let Some(last) = orphans.last() else { break };
+                    after = last.id.clone();
+                    let cs = plan(&[], &orphans, &HashSet::new(), now, Scope::Full);
+                    push(cs, &mut changes);
+                }
+            }
+            Scope2::Incremental => {
+                let mut ids: Vec<String> = Vec::new();
+                let mut seen = HashSet::new();
+                let mut after = state.applied_journal_seq;
+                while after < head {
+                    let rows = self.store.journal(tenant.id, after, 5000).await?;
+                    let Some(last) = rows.last() else { break };
+                    after = last.seq;
+                    for r in rows {
+                        let named = if r.resource_type == "Group" {
+                            self.store.group_member_ids(tenant.id, &r.resource_id).await?
+                        } else {
+                            vec![r.resource_id]
+                        };
+                        ids.extend(named.into_iter().filter(|i| seen.insert(i.clone())));
+                    }
+                }
+                for chunk in ids.chunks(BATCH as usize) {
+                    let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
+                    let desired: Vec<DesiredUser> =
+                        rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
+                    let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now).await?;
+                    push(cs, &mut changes);
+                }
+            }
+            Scope2::Snapshot(desired) => {
+                for chunk in desired.chunks(BATCH as usize) {
+                    let cs = self.plan_batch(tenant.id, chunk, &[], Scope::Candidates, now).await?;
+                    push(cs, &mut changes);
+                }
+                // Everything SCIM-managed that the snapshot does not name is deleted.
+                let named: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
+                let mut after = String::new();
+                loop {
+                    let users = self.store.scim_users_after(tenant.id, &after, BATCH).await?;
+                    let Some(last) = users.last() else { break };
+                    after = last.id.clone();
+                    let gone: Vec<_> =
+                        users.into_iter().filter(|u| u.scim_id.as_deref().is_none_or(|s| !named.contains(s))).collect();
+                    let cs = plan(&[], &gone, &HashSet::new(), now, Scope::Full);
+                    push(cs, &mut changes);
+                }
+            }
+        }
+        let summary = Summary::of(&changes);
+        let fp = fingerprint(&changes);
+        let scim_users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
+        let held = if state.held_fingerprint.is_some() && summary.destructive() > 0 {
+            Some(Hold {
+                reason: state.held_reason.clone().unwrap_or_else(|| "held by the safety valve".into()),
+                fingerprint: fp.clone(),
+            })
+        } else if state.safety.trips(summary.destructive(), scim_users) {
+            Some(Hold {
+                reason: format!(
+                    "this run would deactivate or delete {} of {} SCIM users (threshold {}% and at least {})",
+                    summary.destructive(),
+                    scim_users,
+                    state.safety.percent,
+                    state.safety.min_users
+                ),
+                fingerprint: fp.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(ComputedPlan { tenant: tenant.slug.clone(), fingerprint: fp, summary, changes, journal_head: head, held })
+    }
+
+    /// Plans a batch of desired users against the actual users that could match them.
+    /// `named` are SCIM ids (named by the journal) whose linked users are candidates too.
+    async fn plan_batch(
+        &self,
+        tenant_id: i64,
+        desired: &[DesiredUser],
+        named: &[String],
+        scope: Scope,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Change>, ControllerError> {
+        let mut scim_ids: Vec<String> = desired.iter().map(|d| d.scim_id.clone()).collect();
+        scim_ids.extend(named.iter().cloned());
+        let emails: Vec<String> = desired.iter().map(|d| d.user_name.to_lowercase()).collect();
+        let exts: Vec<String> = desired.iter().filter_map(|d| d.external_id.clone()).collect();
+        let candidates = self.store.actual_candidates(tenant_id, &scim_ids, &emails, &exts).await?;
+        let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
+        let others: Vec<String> = candidates
+            .iter()
+            .filter_map(|a| a.scim_id.clone())
+            .filter(|s| !in_batch.contains(s.as_str()))
+            .collect();
+        let live: HashSet<String> = self.store.existing_scim_ids(tenant_id, &others).await?.into_iter().collect();
+        Ok(plan(desired, &candidates, &live, now, scope))
+    }
+
+    /// Reconciles a tenant now: plans, applies (minus what the safety valve holds), records the
+    /// run. With `approve`, the plan must still have that fingerprint, and it is applied whole.
+    ///
+    /// # Errors
+    /// `StalePlan` when an approved fingerprint no longer matches; `Busy` when another process
+    /// holds the tenant's lease; database errors.
+    pub async fn reconcile(
+        &self,
+        tenant: &Tenant,
+        trigger: Trigger,
+        scope: Scope2,
+        approve: Option<&str>,
+    ) -> Result<RunOutcome, ControllerError> {
+        let lock = self.tenant_lock(tenant.id).await;
+        let _guard = lock.lock().await;
+        if self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await?.is_none() {
+            return Err(ControllerError::Busy);
+        }
+        let result = self.reconcile_locked(tenant, trigger, scope, approve).await;
+        if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
+            tracing::warn!(tenant_id = tenant.id, error = %e, "cannot release the reconcile lease");
+        }
+        result
+    }
+
+    async fn reconcile_locked(
+        &self,
+        tenant: &Tenant,
+        trigger: Trigger,
+        scope: Scope2,
+        approve: Option<&str>,
+    ) -> Result<RunOutcome, ControllerError> {
+        let full = matches!(scope, Scope2::Full);
+        let p = self.plan(tenant, scope).await?;
+        if let Some(fp) = approve {
+            if fp != p.fingerprint {
+                return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
+            }
+        }
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("reconcile", tenant = %tenant.slug, run_id = %run_id, trigger = trigger.as_str());
+        let _e = span.enter();
+        if p.changes.is_empty() && approve.is_none() {
+            // Nothing to do: no run row, just the progress mark.
+            self.store.set_progress(tenant.id, p.journal_head, full.then(crate::store::now).as_deref()).await?;
+            if self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
+                self.store.set_hold(tenant.id, None, "controller").await?;
+            }
+            return Ok(RunOutcome { run_id, status: "noop".into(), applied: 0, skipped_held: 0, stale: 0, plan: p });
+        }
+        self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
+        let hold = if approve.is_some() { None } else { p.held.clone() };
+        let actor = if approve.is_some() { "operator" } else { "controller" };
+        let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
+        let mut failure = None;
+        for (i, c) in p.changes.iter().enumerate() {
+            if hold.is_some() && c.kind.is_destructive() {
+                skipped += 1;
+                continue;
+            }
+            if i % 500 == 499 && self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await?.is_none() {
+                failure = Some("lost the reconcile lease".to_string());
+                break;
+            }
+            match self.store.apply_change(tenant.id, &run_id, actor, c, &crate::store::now()).await {
+                Ok(Applied::Done) => applied += 1,
+                Ok(Applied::Stale) => stale += 1,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let status = match (&failure, &hold) {
+            (Some(_), _) => "failed",
+            (None, Some(_)) => "held",
+            (None, None) => "applied",
+        };
+        let summary = json!({
+            "planned": p.summary,
+            "applied": applied,
+            "held": skipped,
+            "stale": stale,
+            "line": p.summary.line(),
+        });
+        self.store.finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref()).await?;
+        if let Some(f) = failure {
+            return Err(ControllerError::Store(StoreError::Invalid(f)));
+        }
+        match &hold {
+            Some(h) => self.store.set_hold(tenant.id, Some((&h.fingerprint, &h.reason)), "controller").await?,
+            None => {
+                if self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
+                    self.store.set_hold(tenant.id, None, actor).await?;
+                }
+            }
+        }
+        // Stale changes are re-planned by the next run; only a clean run marks the journal done.
+        if stale == 0 {
+            self.store.set_progress(tenant.id, p.journal_head, full.then(crate::store::now).as_deref()).await?;
+        } else {
+            self.wake(tenant.id, Trigger::Push, false);
+        }
+        Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })
+    }
+}

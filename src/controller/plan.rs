@@ -1,0 +1,333 @@
+//! `plan(desired, actual, now) -> changes`: the pure heart of the controller. No I/O, no clock:
+//! the same inputs always give the same plan, which is what lets a plan shown to an operator be
+//! applied exactly as shown, and a dry run never disagree with a real one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::model::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status};
+
+/// How long a soft-deleted user is kept before its personal data is purged.
+pub const GRACE_DAYS: i64 = 30;
+
+/// What a change does to a Moonborn user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A new SCIM user: provisioned, roles granted, a welcome email queued.
+    Create,
+    /// Profile fields or roles differ from what SCIM wants.
+    Update,
+    /// `active` went false: disabled, every session revoked, data kept.
+    Deactivate,
+    /// `active` went true again: enabled; old sessions stay revoked.
+    Reactivate,
+    /// The SCIM user is gone: soft delete, purge due after the grace period.
+    Delete,
+    /// A soft-deleted user is created again (same userName or externalId) within grace.
+    Restore,
+    /// A manually invited user whose email an IdP creates becomes SCIM-managed.
+    Adopt,
+    /// The grace period is over: personal data removed, the audit trail kept.
+    Purge,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Deactivate => "deactivate",
+            ChangeKind::Reactivate => "reactivate",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Restore => "restore",
+            ChangeKind::Adopt => "adopt",
+            ChangeKind::Purge => "purge",
+        }
+    }
+
+    /// Deactivations and deletions: what the safety valve counts.
+    pub fn is_destructive(self) -> bool {
+        matches!(self, ChangeKind::Deactivate | ChangeKind::Delete)
+    }
+}
+
+/// One planned change of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub user_id: String,
+    /// The record before (None for a create) and the version it was read at.
+    pub before: Option<Record>,
+    pub before_version: Option<i64>,
+    pub after: Record,
+}
+
+/// Which actual users a plan may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// SCIM-managed users that no desired user matches and whose SCIM resource is gone are
+    /// deleted (or purged when due).
+    Full,
+    /// Only `desired` is planned; unmatched actual users are left alone (a batch of a full run,
+    /// whose deletions come from its own pass over orphans).
+    Candidates,
+}
+
+/// The time format stored and compared.
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn due(purge_after: Option<&str>, now: DateTime<Utc>) -> bool {
+    purge_after.and_then(|p| DateTime::parse_from_rfc3339(p).ok()).is_some_and(|p| p <= now)
+}
+
+fn wanted(d: &DesiredUser) -> Record {
+    Record {
+        email: d.user_name.clone(),
+        display_name: Some(d.display_name.clone()),
+        contact_email: Some(d.contact_email.clone()),
+        status: if d.active { Status::Active } else { Status::Disabled },
+        roles: d.roles.clone(),
+        managed_by: ManagedBy::Scim,
+        scim_id: Some(d.scim_id.clone()),
+        external_id: d.external_id.clone(),
+        purge_after: None,
+    }
+}
+
+/// Plans one user: a desired user, the actual user it maps to, either or both.
+pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<Utc>) -> Option<Change> {
+    match (d, a) {
+        (None, None) => None,
+        (Some(d), None) => Some(Change {
+            kind: ChangeKind::Create,
+            user_id: user_id_for(&d.scim_id),
+            before: None,
+            before_version: None,
+            after: wanted(d),
+        }),
+        (d, Some(a)) if a.managed_by == ManagedBy::Manual && d.is_none() => None,
+        (_, Some(a)) if a.status == Status::Purged => None,
+        (Some(d), Some(a)) => {
+            let before = a.record();
+            let after = wanted(d);
+            let kind = if a.managed_by == ManagedBy::Manual {
+                ChangeKind::Adopt
+            } else if a.status == Status::Deleted {
+                ChangeKind::Restore
+            } else if after == before {
+                return None;
+            } else if a.status == Status::Active && after.status == Status::Disabled {
+                ChangeKind::Deactivate
+            } else if a.status == Status::Disabled && after.status == Status::Active {
+                ChangeKind::Reactivate
+            } else {
+                ChangeKind::Update
+            };
+            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+        }
+        (None, Some(a)) => {
+            let before = a.record();
+            let (kind, after) = match a.status {
+                Status::Deleted if due(a.purge_after.as_deref(), now) => (
+                    ChangeKind::Purge,
+                    Record {
+                        email: String::new(),
+                        display_name: None,
+                        contact_email: None,
+                        status: Status::Purged,
+                        roles: Default::default(),
+                        managed_by: ManagedBy::Scim,
+                        scim_id: None,
+                        external_id: None,
+                        purge_after: None,
+                    },
+                ),
+                Status::Deleted | Status::Purged => return None,
+                Status::Active | Status::Disabled => (
+                    ChangeKind::Delete,
+                    Record {
+                        status: Status::Deleted,
+                        purge_after: Some(fmt_time(now + Duration::days(GRACE_DAYS))),
+                        ..before.clone()
+                    },
+                ),
+            };
+            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+        }
+    }
+}
+
+/// Plans a set of desired users against actual users.
+///
+/// Matching, in order: the SCIM id a Moonborn user is linked to; else the sign-in email
+/// (case-insensitive) — a manual user there is adopted, a SCIM user whose SCIM resource is gone
+/// is taken over (restored if soft-deleted); else a soft-deleted SCIM user with the same
+/// externalId is restored. Each actual user matches at most one desired user. `live_elsewhere`
+/// names SCIM ids that exist in the desired state but are not in `desired` (a batch sees only
+/// part of the tenant): users linked to them are neither taken over nor deleted. With
+/// `Scope::Full`, SCIM-managed users matched by nobody and linked to no live SCIM id are deleted
+/// (or purged when due).
+pub fn plan(
+    desired: &[DesiredUser],
+    actual: &[ActualUser],
+    live_elsewhere: &HashSet<String>,
+    now: DateTime<Utc>,
+    scope: Scope,
+) -> Vec<Change> {
+    let live = |a: &&ActualUser| a.status != Status::Purged;
+    let desired_ids: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
+    let mut by_scim: HashMap<&str, usize> = HashMap::new();
+    let mut by_email: HashMap<String, usize> = HashMap::new();
+    let mut by_ext: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, a) in actual.iter().enumerate().filter(|(_, a)| live(a)) {
+        if let Some(s) = a.scim_id.as_deref().filter(|_| a.managed_by == ManagedBy::Scim) {
+            by_scim.insert(s, i);
+        }
+        by_email.entry(a.email.to_lowercase()).or_insert(i);
+        if let (Some(e), Status::Deleted, ManagedBy::Scim) = (a.external_id.as_deref(), a.status, a.managed_by) {
+            by_ext.entry(e).or_insert(i);
+        }
+    }
+    let mut used = vec![false; actual.len()];
+    // A SCIM user linked to a SCIM id that is still desired belongs to that id.
+    let orphan = |a: &ActualUser| {
+        a.scim_id.as_deref().is_none_or(|s| !desired_ids.contains(s) && !live_elsewhere.contains(s))
+    };
+    let mut changes = Vec::new();
+    // Pass 1: links by SCIM id, so the later matching by email cannot steal a linked user.
+    let mut unmatched = Vec::new();
+    for d in desired {
+        match by_scim.get(d.scim_id.as_str()) {
+            Some(&i) => {
+                used[i] = true;
+                changes.extend(plan_user(Some(d), Some(&actual[i]), now));
+            }
+            None => unmatched.push(d),
+        }
+    }
+    // Pass 2: adopt, take over, restore, or create.
+    for d in unmatched {
+        let by_mail = by_email
+            .get(&d.user_name.to_lowercase())
+            .copied()
+            .filter(|&i| !used[i] && (actual[i].managed_by == ManagedBy::Manual || orphan(&actual[i])));
+        let hit = by_mail.or_else(|| {
+            d.external_id.as_deref().and_then(|e| by_ext.get(e).copied()).filter(|&i| !used[i] && orphan(&actual[i]))
+        });
+        if let Some(i) = hit {
+            used[i] = true;
+        }
+        changes.extend(plan_user(Some(d), hit.map(|i| &actual[i]), now));
+    }
+    if scope == Scope::Full {
+        for (i, a) in actual.iter().enumerate() {
+            if !used[i] && a.managed_by == ManagedBy::Scim && orphan(a) {
+                changes.extend(plan_user(None, Some(a), now));
+            }
+        }
+    }
+    changes
+}
+
+/// Counts of a plan's changes by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: u64,
+    pub update: u64,
+    pub deactivate: u64,
+    pub reactivate: u64,
+    pub delete: u64,
+    pub restore: u64,
+    pub adopt: u64,
+    pub purge: u64,
+}
+
+impl Summary {
+    /// Counts changes.
+    pub fn of(changes: &[Change]) -> Summary {
+        let mut s = Summary::default();
+        for c in changes {
+            s.add(c.kind);
+        }
+        s
+    }
+
+    /// Counts one more change.
+    pub fn add(&mut self, k: ChangeKind) {
+        *match k {
+            ChangeKind::Create => &mut self.create,
+            ChangeKind::Update => &mut self.update,
+            ChangeKind::Deactivate => &mut self.deactivate,
+            ChangeKind::Reactivate => &mut self.reactivate,
+            ChangeKind::Delete => &mut self.delete,
+            ChangeKind::Restore => &mut self.restore,
+            ChangeKind::Adopt => &mut self.adopt,
+            ChangeKind::Purge => &mut self.purge,
+        } += 1;
+    }
+
+    /// Deactivations plus deletions.
+    pub fn destructive(&self) -> u64 {
+        self.deactivate + self.delete
+    }
+
+    /// The report's closing line.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "Plan: {} to create, {} to update, {} to deactivate, {} to delete, {} to purge",
+            self.create,
+            self.update + self.reactivate + self.restore + self.adopt,
+            self.deactivate,
+            self.delete,
+            self.purge
+        );
+        let extra: Vec<String> = [("reactivate", self.reactivate), ("restore", self.restore), ("adopt", self.adopt)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} to {k}"))
+            .collect();
+        if !extra.is_empty() {
+            s.push_str(&format!(" (of the updates: {})", extra.join(", ")));
+        }
+        s.push('.');
+        s
+    }
+}
+
+/// A fingerprint of a plan: of every change and the version each was computed from. Applying a
+/// plan by fingerprint is refused when the state moved since (the fingerprint differs).
+pub fn fingerprint(changes: &[Change]) -> String {
+    let mut h = Sha256::new();
+    for c in changes {
+        h.update(serde_json::to_vec(c).unwrap_or_default());
+        h.update(b"\n");
+    }
+    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Safety-valve settings: hold a run that would deactivate or delete more than `percent` of a
+/// tenant's SCIM users, when that is also at least `min_users` users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safety {
+    pub percent: u32,
+    pub min_users: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety { percent: 20, min_users: 10 }
+    }
+}
+
+impl Safety {
+    /// Whether `destructive` changes out of `scim_users` trip the valve.
+    pub fn trips(&self, destructive: u64, scim_users: u64) -> bool {
+        destructive >= self.min_users && destructive * 100 > u64::from(self.percent) * scim_users
+    }
+}

@@ -1,0 +1,195 @@
+//! The plan rendered for people: a header per user, a unified diff of the Moonborn record
+//! before → after (the `similar` crate) with unchanged fields collapsed, and a summary line; as
+//! text (coloured on a terminal), as stable JSON, and as an HTML page.
+
+use serde_json::{json, Value};
+use similar::{ChangeTag, TextDiff};
+
+use super::model::Record;
+use super::plan::{Change, ChangeKind};
+use super::ComputedPlan;
+
+/// The record as the lines a diff compares, one field a line, in a fixed order.
+pub fn record_lines(r: Option<&Record>) -> String {
+    let Some(r) = r else { return String::new() };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let roles = if r.roles.is_empty() { "-".to_string() } else { r.roles.iter().cloned().collect::<Vec<_>>().join(", ") };
+    [
+        format!("email: {}", if r.email.is_empty() { "-" } else { &r.email }),
+        format!("display_name: {}", opt(&r.display_name)),
+        format!("contact_email: {}", opt(&r.contact_email)),
+        format!("status: {}", r.status.as_str()),
+        format!("roles: {roles}"),
+        format!("managed_by: {}", r.managed_by.as_str()),
+        format!("scim_id: {}", opt(&r.scim_id)),
+        format!("external_id: {}", opt(&r.external_id)),
+        format!("purge_after: {}", opt(&r.purge_after)),
+    ]
+    .iter()
+    .map(|l| format!("{l}\n"))
+    .collect()
+}
+
+/// The header line of a change.
+pub fn header(c: &Change) -> String {
+    let email = if c.after.email.is_empty() {
+        c.before.as_ref().map(|b| b.email.clone()).unwrap_or_default()
+    } else {
+        c.after.email.clone()
+    };
+    let what = match c.kind {
+        ChangeKind::Create => "will be created (welcome email queued)".to_string(),
+        ChangeKind::Update => "will be updated".to_string(),
+        ChangeKind::Deactivate => "will be deactivated (signed out, sessions revoked)".to_string(),
+        ChangeKind::Reactivate => "will be reactivated".to_string(),
+        ChangeKind::Delete => {
+            format!("will be deleted (soft; purge after {})", c.after.purge_after.as_deref().unwrap_or("-"))
+        }
+        ChangeKind::Restore => "will be restored".to_string(),
+        ChangeKind::Adopt => "will be adopted (manual invite → SCIM-managed)".to_string(),
+        ChangeKind::Purge => "will be purged (personal data removed)".to_string(),
+    };
+    format!("user {email} {what}")
+}
+
+/// One line of a diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffLine {
+    Removed(String),
+    Added(String),
+    /// `n` unchanged fields, collapsed.
+    Unchanged(usize),
+}
+
+/// The diff of a change, unchanged runs collapsed.
+pub fn diff_lines(c: &Change) -> Vec<DiffLine> {
+    let before = record_lines(c.before.as_ref());
+    let after = record_lines(Some(&c.after));
+    let diff = TextDiff::from_lines(&before, &after);
+    let mut out: Vec<DiffLine> = Vec::new();
+    for ch in diff.iter_all_changes() {
+        let text = ch.value().trim_end_matches('\n').to_string();
+        match ch.tag() {
+            ChangeTag::Delete => out.push(DiffLine::Removed(text)),
+            ChangeTag::Insert => out.push(DiffLine::Added(text)),
+            ChangeTag::Equal => match out.last_mut() {
+                Some(DiffLine::Unchanged(n)) => *n += 1,
+                _ => out.push(DiffLine::Unchanged(1)),
+            },
+        }
+    }
+    out
+}
+
+/// The unified diff text of a change (what the JSON carries as `diff`).
+pub fn diff_text(c: &Change) -> String {
+    let mut s = String::from("--- before\n+++ after\n");
+    for l in diff_lines(c) {
+        match l {
+            DiffLine::Removed(t) => s.push_str(&format!("-{t}\n")),
+            DiffLine::Added(t) => s.push_str(&format!("+{t}\n")),
+            DiffLine::Unchanged(n) => s.push_str(&format!(" … {n} unchanged field{}\n", if n == 1 { "" } else { "s" })),
+        }
+    }
+    s
+}
+
+/// The text report; `color` adds ANSI colours (for a terminal).
+pub fn text(p: &ComputedPlan, color: bool) -> String {
+    let (red, green, bold, dim, reset) =
+        if color { ("\x1b[31m", "\x1b[32m", "\x1b[1m", "\x1b[2m", "\x1b[0m") } else { ("", "", "", "", "") };
+    let mut s = format!("Tenant {} — plan {}\n", p.tenant, p.fingerprint);
+    if let Some(h) = &p.held {
+        s.push_str(&format!(
+            "{bold}HELD{reset}: {}. Deactivations and deletions wait for an operator: approve plan {} or release the hold.\n",
+            h.reason, h.fingerprint
+        ));
+    }
+    s.push('\n');
+    for c in &p.changes {
+        s.push_str(&format!("{bold}{}{reset}\n", header(c)));
+        s.push_str(&format!("{dim}--- before\n+++ after{reset}\n"));
+        for l in diff_lines(c) {
+            match l {
+                DiffLine::Removed(t) => s.push_str(&format!("{red}-{t}{reset}\n")),
+                DiffLine::Added(t) => s.push_str(&format!("{green}+{t}{reset}\n")),
+                DiffLine::Unchanged(n) => {
+                    s.push_str(&format!("{dim} … {n} unchanged field{}{reset}\n", if n == 1 { "" } else { "s" }))
+                }
+            }
+        }
+        s.push('\n');
+    }
+    if p.changes.is_empty() {
+        s.push_str("No changes: Moonborn matches the desired state.\n\n");
+    }
+    s.push_str(&p.summary.line());
+    s.push('\n');
+    s
+}
+
+/// The JSON report (schema documented in the README; fields only ever added).
+pub fn json(p: &ComputedPlan) -> Value {
+    json!({
+        "schema": "moonborn-scim/plan/v1",
+        "tenant": p.tenant,
+        "fingerprint": p.fingerprint,
+        "summary": p.summary,
+        "summary_line": p.summary.line(),
+        "held": p.held,
+        "changes": p.changes.iter().map(|c| json!({
+            "kind": c.kind,
+            "user_id": c.user_id,
+            "header": header(c),
+            "before": c.before,
+            "before_version": c.before_version,
+            "after": c.after,
+            "diff": diff_text(c),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The HTML report: one self-contained page.
+pub fn html(p: &ComputedPlan) -> String {
+    let mut body = String::new();
+    if let Some(h) = &p.held {
+        body.push_str(&format!(
+            "<p class=\"held\"><strong>Held:</strong> {}. Approve plan <code>{}</code> or release the hold.</p>",
+            esc(&h.reason),
+            esc(&h.fingerprint)
+        ));
+    }
+    for c in &p.changes {
+        body.push_str(&format!("<section><h2 class=\"{}\">{}</h2><pre>", c.kind.as_str(), esc(&header(c))));
+        for l in diff_lines(c) {
+            match l {
+                DiffLine::Removed(t) => body.push_str(&format!("<del>-{}</del>\n", esc(&t))),
+                DiffLine::Added(t) => body.push_str(&format!("<ins>+{}</ins>\n", esc(&t))),
+                DiffLine::Unchanged(n) => body.push_str(&format!(
+                    "<span class=\"same\"> … {n} unchanged field{}</span>\n",
+                    if n == 1 { "" } else { "s" }
+                )),
+            }
+        }
+        body.push_str("</pre></section>");
+    }
+    if p.changes.is_empty() {
+        body.push_str("<p>No changes: Moonborn matches the desired state.</p>");
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Plan for {t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}\
+         pre{{background:#f6f8fa;padding:.75rem;border-radius:6px}}del{{color:#b31d28;text-decoration:none}}\
+         ins{{color:#22863a;text-decoration:none}}.same{{color:#6a737d}}h2{{font-size:1rem}}\
+         .held{{background:#fff5b1;padding:.5rem}}.summary{{font-weight:bold}}</style></head><body>\
+         <h1>Plan for {t}</h1><p>Fingerprint <code>{f}</code></p><p class=\"summary\">{s}</p>{body}\
+         <p class=\"summary\">{s}</p></body></html>",
+        t = esc(&p.tenant),
+        f = esc(&p.fingerprint),
+        s = esc(&p.summary.line()),
+    )
+}

@@ -1,0 +1,889 @@
+//! Moonborn's actual state (users, roles, sessions) and the controller's bookkeeping: bindings,
+//! safety valve and hold, runs, audit trail, outbox. `apply_change` is the one writer of users
+//! and roles: a compare-and-set on the user's version, with its outbox rows and audit row in the
+//! same transaction.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Store, StoreError};
+use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
+use crate::controller::plan::{Change, ChangeKind, Safety};
+
+const USER_COLS: &str =
+    "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, version";
+
+/// The controller's per-tenant settings and state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerState {
+    pub bindings: Bindings,
+    pub safety: Safety,
+    /// The fingerprint of a plan held by the safety valve, waiting for an operator.
+    pub held_fingerprint: Option<String>,
+    pub held_reason: Option<String>,
+    pub held_at: Option<String>,
+    /// The intent-journal position the controller has reconciled up to.
+    pub applied_journal_seq: i64,
+    pub last_full_run_at: Option<String>,
+}
+
+/// What applying a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The user moved since the plan was made; the next run re-plans it.
+    Stale,
+}
+
+fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
+    let status: String = r.try_get("status")?;
+    let managed: String = r.try_get("managed_by")?;
+    Ok(ActualUser {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        contact_email: r.try_get("contact_email")?,
+        status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?,
+        managed_by: ManagedBy::parse(&managed).ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
+        scim_id: r.try_get("scim_id")?,
+        external_id: r.try_get("external_id")?,
+        roles: BTreeSet::new(),
+        purge_after: r.try_get("purge_after")?,
+        version: r.try_get("version")?,
+    })
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (0..n).map(|i| format!("${}", from + i)).collect::<Vec<_>>().join(", ")
+}
+
+async fn outbox_event(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    event_type: &str,
+    user_id: &str,
+    key: &str,
+    payload: &Value,
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (id, tenant_id, event_type, user_id, idempotency_key, payload, status, attempts, \
+         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(tenant_id)
+    .bind(event_type)
+    .bind(user_id)
+    .bind(key)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes an audit row.
+pub(super) async fn audit(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    run_id: Option<&str>,
+    actor: &str,
+    action: &str,
+    user_id: Option<&str>,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, run_id, actor, action, user_id, before, after, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(actor)
+    .bind(action)
+    .bind(user_id)
+    .bind(before.map(Value::to_string))
+    .bind(after.map(Value::to_string))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The controller state of a tenant (defaults when never set).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn controller_state(&self, tenant_id: i64) -> Result<ControllerState, StoreError> {
+        let row = sqlx::query(
+            "SELECT default_role, bindings_set, safety_percent, safety_min_users, held_fingerprint, held_reason, \
+             held_at, applied_journal_seq, last_full_run_at FROM controller_state WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ControllerState {
+                bindings: Bindings::default(),
+                safety: Safety::default(),
+                held_fingerprint: None,
+                held_reason: None,
+                held_at: None,
+                applied_journal_seq: 0,
+                last_full_run_at: None,
+            });
+        };
+        let bindings_set: i64 = row.try_get("bindings_set")?;
+        let bindings = if bindings_set == 0 {
+            Bindings::default()
+        } else {
+            let rows = sqlx::query(
+                "SELECT group_name, role FROM group_bindings WHERE tenant_id = $1 ORDER BY group_name_lc, role",
+            )
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+            Bindings {
+                bindings: rows
+                    .iter()
+                    .map(|r| Ok(Binding { group: r.try_get("group_name")?, role: r.try_get("role")? }))
+                    .collect::<Result<_, sqlx::Error>>()?,
+                default_role: row.try_get("default_role")?,
+            }
+        };
+        let pct: i64 = row.try_get("safety_percent")?;
+        let min: i64 = row.try_get("safety_min_users")?;
+        Ok(ControllerState {
+            bindings,
+            safety: Safety { percent: pct.clamp(0, 100) as u32, min_users: min.max(0) as u64 },
+            held_fingerprint: row.try_get("held_fingerprint")?,
+            held_reason: row.try_get("held_reason")?,
+            held_at: row.try_get("held_at")?,
+            applied_journal_seq: row.try_get("applied_journal_seq")?,
+            last_full_run_at: row.try_get("last_full_run_at")?,
+        })
+    }
+
+    async fn ensure_controller_row(&self, tx: &mut Transaction<'static, Any>, tenant_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces a tenant's group bindings and default role.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_bindings(&self, tenant_id: i64, b: &Bindings, actor: &str) -> Result<(), StoreError> {
+        let before = self.controller_state(tenant_id).await?.bindings;
+        let mut w = self.begin_write().await?;
+        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
+        sqlx::query("DELETE FROM group_bindings WHERE tenant_id = $1").bind(tenant_id).execute(&mut *w.tx).await?;
+        for bd in &b.bindings {
+            sqlx::query(
+                "INSERT INTO group_bindings (tenant_id, group_name, group_name_lc, role) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, group_name_lc, role) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&bd.group)
+            .bind(bd.group.to_lowercase())
+            .bind(&bd.role)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        sqlx::query("UPDATE controller_state SET default_role = $1, bindings_set = 1 WHERE tenant_id = $2")
+            .bind(&b.default_role)
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?;
+        let now = super::now();
+        audit(&mut w.tx, tenant_id, None, actor, "bindings", None, Some(&json!(before)), Some(&json!(b)), &now).await?;
+        w.commit().await
+    }
+
+    /// Sets the safety-valve threshold of a tenant.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_safety(&self, tenant_id: i64, s: Safety) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
+        sqlx::query("UPDATE controller_state SET safety_percent = $1, safety_min_users = $2 WHERE tenant_id = $3")
+            .bind(i64::from(s.percent))
+            .bind(s.min_users as i64)
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
+
+    /// Holds (Some) or releases (None) a tenant's destructive changes.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_hold(&self, tenant_id: i64, hold: Option<(&str, &str)>, actor: &str) -> Result<(), StoreError> {
+        let now = super::now();
+        let mut w = self.begin_write().await?;
+        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
+        sqlx::query(
+            "UPDATE controller_state SET held_fingerprint = $1, held_reason = $2, held_at = $3 WHERE tenant_id = $4",
+        )
+        .bind(hold.map(|h| h.0))
+        .bind(hold.map(|h| h.1))
+        .bind(hold.map(|_| now.clone()))
+        .bind(tenant_id)
+        .execute(&mut *w.tx)
+        .await?;
+        let action = if hold.is_some() { "hold" } else { "release" };
+        let after = hold.map(|(f, r)| json!({"fingerprint": f, "reason": r}));
+        audit(&mut w.tx, tenant_id, None, actor, action, None, None, after.as_ref(), &now).await?;
+        w.commit().await
+    }
+
+    /// Records how far the intent journal has been reconciled (and when the last full run was).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_progress(&self, tenant_id: i64, journal_seq: i64, full_run_at: Option<&str>) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
+        sqlx::query(
+            "UPDATE controller_state SET applied_journal_seq = CASE WHEN applied_journal_seq > $1 \
+             THEN applied_journal_seq ELSE $1 END, last_full_run_at = COALESCE($2, last_full_run_at) WHERE tenant_id = $3",
+        )
+        .bind(journal_seq)
+        .bind(full_run_at)
+        .bind(tenant_id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await
+    }
+
+    /// The highest intent-journal position of a tenant.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn journal_head(&self, tenant_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM intent_journal WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("s")?)
+    }
+
+    async fn with_roles(&self, tenant_id: i64, mut users: Vec<ActualUser>) -> Result<Vec<ActualUser>, StoreError> {
+        if users.is_empty() {
+            return Ok(users);
+        }
+        let mut idx: HashMap<String, usize> = HashMap::new();
+        for (i, u) in users.iter().enumerate() {
+            idx.insert(u.id.clone(), i);
+        }
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let uid: String = r.try_get("user_id")?;
+                if let Some(&i) = idx.get(&uid) {
+                    users[i].roles.insert(r.try_get("role")?);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    async fn actual_where(&self, tenant_id: i64, col: &str, values: &[String], extra: &str) -> Result<Vec<ActualUser>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(500) {
+            let sql = format!(
+                "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN ({}) {extra}",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(user_from_row(&r)?);
+            }
+        }
+        self.with_roles(tenant_id, out).await
+    }
+
+    /// The actual users that could match these desired users: linked to one of the SCIM ids, or
+    /// holding one of the emails, or soft-deleted with one of the external ids.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn actual_candidates(
+        &self,
+        tenant_id: i64,
+        scim_ids: &[String],
+        emails_lc: &[String],
+        external_ids: &[String],
+    ) -> Result<Vec<ActualUser>, StoreError> {
+        let mut all = self.actual_where(tenant_id, "scim_id", scim_ids, "").await?;
+        all.extend(self.actual_where(tenant_id, "email_lc", emails_lc, "AND status <> 'purged'").await?);
+        all.extend(self.actual_where(tenant_id, "external_id", external_ids, "AND status = 'deleted'").await?);
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|u| seen.insert(u.id.clone()));
+        Ok(all)
+    }
+
+    /// A batch of SCIM-managed users whose SCIM resource no longer exists, in id order after
+    /// `after_id` (for the full run's deletion and purge pass).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn orphans_after(&self, tenant_id: i64, after_id: &str, limit: i64) -> Result<Vec<ActualUser>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLS} FROM users u WHERE u.tenant_id = $1 AND u.id > $2 AND u.managed_by = 'scim' \
+             AND u.status <> 'purged' AND NOT EXISTS (SELECT 1 FROM scim_users s WHERE s.tenant_id = u.tenant_id \
+             AND s.id = u.scim_id) ORDER BY u.id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.with_roles(tenant_id, users).await
+    }
+
+    /// A batch of desired users (SCIM id, document, group displayNames) in SCIM-id order after
+    /// `after_id`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn desired_after(
+        &self,
+        tenant_id: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(tenant_id)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        self.desired_rows(tenant_id, rows).await
+    }
+
+    /// Desired users by SCIM id (those that still exist).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn desired_by_ids(&self, tenant_id: i64, ids: &[String]) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN ({}) ORDER BY id",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            out.extend(self.desired_rows(tenant_id, rows).await?);
+        }
+        Ok(out)
+    }
+
+    async fn desired_rows(&self, tenant_id: i64, rows: Vec<AnyRow>) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let doc: String = r.try_get("doc")?;
+            let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            out.push((id, doc, Vec::new()));
+        }
+        let ids: Vec<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
+        let mut groups = self.groups_of_users(tenant_id, &ids).await?;
+        for (id, _, gs) in out.iter_mut() {
+            if let Some(g) = groups.remove(id.as_str()) {
+                *gs = g.into_iter().map(|(_, name)| name).collect();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Current members (user ids) of a group.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn group_member_ids(&self, tenant_id: i64, group_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_type = 'User'",
+        )
+        .bind(tenant_id)
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("member_id").map_err(StoreError::from)).collect()
+    }
+
+    /// Number of SCIM-managed, not deleted users of a tenant (the safety valve's denominator).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn scim_user_count(&self, tenant_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1 AND managed_by = 'scim' AND status IN ('active', 'disabled')",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Applies one planned change: a compare-and-set on the user's version, its roles, its side
+    /// effects (sessions revoked, outbox events) and an audit row, in one transaction.
+    ///
+    /// # Errors
+    /// Database errors. A change planned on a stale read is not an error: `Applied::Stale`.
+    pub async fn apply_change(
+        &self,
+        tenant_id: i64,
+        run_id: &str,
+        actor: &str,
+        c: &Change,
+        now: &str,
+    ) -> Result<Applied, StoreError> {
+        let a = &c.after;
+        let mut w = self.begin_write().await?;
+        let written = match c.before_version {
+            None => {
+                let r = sqlx::query(
+                    "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
+                     scim_id, external_id, purge_after, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
+                )
+                .bind(tenant_id)
+                .bind(&c.user_id)
+                .bind(&a.email)
+                .bind(a.email.to_lowercase())
+                .bind(&a.display_name)
+                .bind(&a.contact_email)
+                .bind(a.status.as_str())
+                .bind(a.managed_by.as_str())
+                .bind(&a.scim_id)
+                .bind(&a.external_id)
+                .bind(&a.purge_after)
+                .bind(now)
+                .execute(&mut *w.tx)
+                .await;
+                match r {
+                    Ok(_) => true,
+                    Err(e) if StoreError::is_unique(&e) => false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(v) => {
+                let email_lc = if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
+                let r = sqlx::query(
+                    "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
+                     managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
+                     updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
+                )
+                .bind(&a.email)
+                .bind(email_lc)
+                .bind(&a.display_name)
+                .bind(&a.contact_email)
+                .bind(a.status.as_str())
+                .bind(a.managed_by.as_str())
+                .bind(&a.scim_id)
+                .bind(&a.external_id)
+                .bind(&a.purge_after)
+                .bind(now)
+                .bind(tenant_id)
+                .bind(&c.user_id)
+                .bind(v)
+                .execute(&mut *w.tx)
+                .await;
+                match r {
+                    Ok(r) => r.rows_affected() == 1,
+                    Err(e) if StoreError::is_unique(&e) => false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if !written {
+            return Ok(Applied::Stale);
+        }
+        let empty = BTreeSet::new();
+        let before_roles = c.before.as_ref().map(|b| &b.roles).unwrap_or(&empty);
+        for role in before_roles.difference(&a.roles) {
+            sqlx::query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role = $3")
+                .bind(tenant_id)
+                .bind(&c.user_id)
+                .bind(role)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        for role in a.roles.difference(before_roles) {
+            sqlx::query(
+                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .bind(role)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(tenant_id)
+                .bind(&c.user_id)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        if c.kind == ChangeKind::Purge {
+            for table in ["sessions", "preferences", "api_keys", "workspace_memberships", "user_roles"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
+                    .bind(tenant_id)
+                    .bind(&c.user_id)
+                    .execute(&mut *w.tx)
+                    .await?;
+            }
+        }
+        let version = c.before_version.map_or(1, |v| v + 1);
+        let payload = json!({
+            "tenant_id": tenant_id,
+            "user_id": c.user_id,
+            "email": a.email,
+            "display_name": a.display_name,
+            "contact_email": a.contact_email,
+            "status": a.status,
+            "roles": a.roles,
+            "run_id": run_id,
+        });
+        let uid = &c.user_id;
+        // The welcome email: at most once per user, ever (a unique key, not a check).
+        if a.status == Status::Active && matches!(c.kind, ChangeKind::Create | ChangeKind::Reactivate | ChangeKind::Restore) {
+            let mut p = payload.clone();
+            p["type"] = json!("user.provisioned");
+            outbox_event(&mut w.tx, tenant_id, "user.provisioned", uid, &format!("user.provisioned:{tenant_id}:{uid}"), &p, now).await?;
+        }
+        let event = match c.kind {
+            ChangeKind::Deactivate => Some("user.deactivated"),
+            ChangeKind::Delete => Some("user.deleted"),
+            ChangeKind::Restore => Some("user.restored"),
+            ChangeKind::Purge => Some("user.purged"),
+            _ => None,
+        };
+        if let Some(ev) = event {
+            let mut p = payload.clone();
+            p["type"] = json!(ev);
+            outbox_event(&mut w.tx, tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now).await?;
+        }
+        let before = c.before.as_ref().map(|b| json!(b));
+        audit(&mut w.tx, tenant_id, Some(run_id), actor, c.kind.as_str(), Some(uid), before.as_ref(), Some(&json!(a)), now)
+            .await?;
+        w.commit().await?;
+        Ok(Applied::Done)
+    }
+}
+
+/// A run of the controller, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub summary: Option<Value>,
+    pub fingerprint: Option<String>,
+    pub error: Option<String>,
+}
+
+/// An outbox event.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub tenant_id: i64,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+fn event_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
+    let payload: String = r.try_get("payload")?;
+    Ok(OutboxEvent {
+        id: r.try_get("id")?,
+        event_type: r.try_get("event_type")?,
+        tenant_id: r.try_get("tenant_id")?,
+        user_id: r.try_get("user_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        delivered_at: r.try_get("delivered_at")?,
+    })
+}
+
+const EVENT_COLS: &str = "id, event_type, tenant_id, user_id, idempotency_key, payload, status, attempts, \
+                          next_attempt_at, last_error, created_at, delivered_at";
+
+impl Store {
+    /// Takes (or renews) the lease on reconciling a tenant; `Some(fence)` when held by `holder`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn acquire_lease(&self, tenant_id: i64, holder: &str, ttl_secs: i64) -> Result<Option<i64>, StoreError> {
+        let now = chrono::Utc::now();
+        let expires = crate::controller::plan::fmt_time(now + chrono::Duration::seconds(ttl_secs));
+        let now = crate::controller::plan::fmt_time(now);
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO controller_leases (tenant_id, holder, fence, expires_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, \
+             fence = CASE WHEN controller_leases.holder = excluded.holder THEN controller_leases.fence \
+             ELSE controller_leases.fence + 1 END \
+             WHERE controller_leases.holder = excluded.holder OR controller_leases.expires_at < $4 \
+             RETURNING fence",
+        )
+        .bind(tenant_id)
+        .bind(holder)
+        .bind(&expires)
+        .bind(&now)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("fence")?),
+            None => None,
+        })
+    }
+
+    /// Gives a lease back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn release_lease(&self, tenant_id: i64, holder: &str) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("DELETE FROM controller_leases WHERE tenant_id = $1 AND holder = $2")
+            .bind(tenant_id)
+            .bind(holder)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
+
+    /// Records the start of a run.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn start_run(&self, tenant_id: i64, run_id: &str, trigger: &str) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("INSERT INTO runs (id, tenant_id, trigger, started_at, status) VALUES ($1, $2, $3, $4, 'running')")
+            .bind(run_id)
+            .bind(tenant_id)
+            .bind(trigger)
+            .bind(super::now())
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
+
+    /// Records the end of a run.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: &str,
+        summary: Option<&Value>,
+        fingerprint: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE runs SET finished_at = $1, status = $2, summary = $3, fingerprint = $4, error = $5 WHERE id = $6",
+        )
+        .bind(super::now())
+        .bind(status)
+        .bind(summary.map(Value::to_string))
+        .bind(fingerprint)
+        .bind(error)
+        .bind(run_id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await
+    }
+
+    /// A tenant's runs, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_runs(&self, tenant_id: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, trigger, started_at, finished_at, status, summary, fingerprint, error FROM runs \
+             WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let summary: Option<String> = r.try_get("summary")?;
+                Ok(RunRow {
+                    id: r.try_get("id")?,
+                    trigger: r.try_get("trigger")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    status: r.try_get("status")?,
+                    summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+                    fingerprint: r.try_get("fingerprint")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A tenant's outbox, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_outbox(&self, tenant_id: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox WHERE tenant_id = $1 ORDER BY seq"))
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Claims up to `limit` due events for delivery: each claim pushes the event's next attempt
+    /// `lease_secs` ahead with a compare-and-set, so only one deliverer holds it, and a
+    /// deliverer that dies leaves it to be retried when the lease runs out.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_due_events(&self, limit: i64, lease_secs: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let now = chrono::Utc::now();
+        let now_s = crate::controller::plan::fmt_time(now);
+        let lease = crate::controller::plan::fmt_time(now + chrono::Duration::seconds(lease_secs));
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(&now_s)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::new();
+        for r in &rows {
+            let ev = event_from_row(r)?;
+            let mut w = self.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
+            )
+            .bind(&lease)
+            .bind(&ev.id)
+            .bind(&ev.next_attempt_at)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+            w.commit().await?;
+            if n == 1 {
+                claimed.push(ev);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Marks an event delivered.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_delivered(&self, id: &str) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_error = NULL WHERE id = $2")
+            .bind(super::now())
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
+
+    /// Records a failed delivery and when to try again.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_failed(&self, id: &str, next_attempt_at: &str, error: &str) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3 AND status = 'pending'")
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
+
+    /// Which of `scim_ids` exist in a tenant's desired state.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn existing_scim_ids(&self, tenant_id: i64, scim_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in scim_ids.chunks(500) {
+            let sql = format!("SELECT id FROM scim_users WHERE tenant_id = $1 AND id IN ({})", placeholders(2, chunk.len()));
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(r.try_get("id")?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// A batch of SCIM-managed, not purged users in id order after `after_id`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn scim_users_after(&self, tenant_id: i64, after_id: &str, limit: i64) -> Result<Vec<ActualUser>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id > $2 AND managed_by = 'scim' \
+             AND status <> 'purged' ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.with_roles(tenant_id, users).await
+    }
+}
