@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::controller::model::desired_from_snapshot;
+use crate::controller::outbox::{self, WebhookConfig};
+use crate::controller::{parse_schedule, report, Controller, Scope2, Trigger};
 use crate::http::{router, AppState, SCIM_BASE};
 use crate::store::{Store, StoreError, Tier};
 
@@ -24,11 +27,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the SCIM API.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "MOONBORN_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+    /// Serve the SCIM API (and the admin API when an admin token is set), and run the controller.
+    Serve(ServeArgs),
+    /// Show what a reconcile would do for a tenant (the diff report).
+    Plan {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Diff a SCIM ListResponse snapshot (e.g. desired-state/examples/acme-okta.json) against
+        /// the actual state instead of the stored desired state.
+        #[arg(long)]
+        desired: Option<std::path::PathBuf>,
+    },
+    /// Reconcile a tenant now (the whole tenant) and print the report.
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        /// Show the plan, apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply a held plan: its fingerprint as shown by `plan`.
+        #[arg(long)]
+        approve: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Manage tenants.
     Tenant {
@@ -40,6 +63,40 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+/// `serve` settings.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MOONBORN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Cron schedule of the drift-repair run over every tenant (5 fields, or 6 with seconds first).
+    #[arg(long, env = "MOONBORN_DRIFT_REPAIR_SCHEDULE", default_value = "*/15 * * * *")]
+    pub drift_repair_schedule: String,
+    /// Cron schedule of the purge of soft-deleted users whose grace period is over.
+    #[arg(long, env = "MOONBORN_PURGE_SCHEDULE", default_value = "0 3 * * *")]
+    pub purge_schedule: String,
+    /// Where outbox events (welcome emails, sign-outs, …) are delivered; without it they stay queued.
+    #[arg(long, env = "MOONBORN_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of the `X-Moonborn-Signature` header.
+    #[arg(long, env = "MOONBORN_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Bearer token of the admin API (`/v1/admin`); the admin API is off when unset.
+    #[arg(long, env = "MOONBORN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Tenants reconciled at once.
+    #[arg(long, env = "MOONBORN_CONTROLLER_WORKERS", default_value_t = 2)]
+    pub controller_workers: usize,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Html,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +163,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store =
         Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
     match cli.command {
-        Command::Serve { listen } => serve(store, listen).await,
+        Command::Serve(args) => serve(store, args).await,
+        Command::Plan { tenant, format, desired } => {
+            let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
+            let controller = Controller::new(store.clone());
+            let scope = match desired {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let json: serde_json::Value =
+                        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                    let bindings = store.controller_state(t.id).await?.bindings;
+                    Scope2::Snapshot(desired_from_snapshot(&json, &bindings).map_err(anyhow::Error::msg)?)
+                }
+                None => Scope2::Full,
+            };
+            let p = controller.plan(&t, scope).await?;
+            print_report(&p, format);
+            Ok(())
+        }
+        Command::Reconcile { tenant, dry_run, approve, format } => {
+            let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
+            let controller = Controller::new(store.clone());
+            if dry_run {
+                let p = controller.plan(&t, Scope2::Full).await?;
+                print_report(&p, format);
+                return Ok(());
+            }
+            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approve.as_deref()).await?;
+            print_report(&o.plan, format);
+            if format == Format::Text {
+                println!(
+                    "run {}: {} ({} applied, {} held, {} stale)",
+                    o.run_id, o.status, o.applied, o.skipped_held, o.stale
+                );
+            }
+            Ok(())
+        }
         Command::Tenant { command: TenantCommand::Create { slug, tier } } => {
             let t = store.create_tenant(&slug, tier).await?;
             println!("created tenant {} (tier {})", t.slug, t.tier.as_str());
@@ -150,7 +242,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(store: Store, listen: SocketAddr) -> anyhow::Result<()> {
+fn print_report(p: &crate::controller::ComputedPlan, format: Format) {
+    use std::io::IsTerminal as _;
+    match format {
+        Format::Text => print!("{}", report::text(p, std::io::stdout().is_terminal())),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(p)).unwrap_or_default()),
+        Format::Html => println!("{}", report::html(p)),
+    }
+}
+
+async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
+    let drift = parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?;
+    let purge = parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?;
+    let listen = args.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     if store.tenant_count().await? == 0 {
@@ -165,7 +269,21 @@ async fn serve(store: Store, listen: SocketAddr) -> anyhow::Result<()> {
         println!();
     }
     tracing::info!(%addr, backend = ?store.backend(), "serving SCIM at http://{addr}{SCIM_BASE}");
-    let app = router(AppState::new(store.clone()));
+    let mut state = AppState::new(store.clone());
+    state.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Into::into);
+    state.controller.spawn(args.controller_workers, drift, purge);
+    match args.webhook_url {
+        Some(url) => {
+            tracing::info!(%url, "delivering outbox events");
+            let cfg = WebhookConfig { url, secret: args.webhook_secret, poll: std::time::Duration::from_millis(200) };
+            tokio::spawn(outbox::run(store.clone(), cfg));
+        }
+        None => tracing::info!("no --webhook-url: outbox events stay queued (see the admin API's outbox)"),
+    }
+    if state.admin_token.is_none() {
+        tracing::info!("no --admin-token: the admin API is disabled");
+    }
+    let app = router(state);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");

@@ -340,11 +340,8 @@ impl Controller {
         let exts: Vec<String> = desired.iter().filter_map(|d| d.external_id.clone()).collect();
         let candidates = self.store.actual_candidates(tenant_id, &scim_ids, &emails, &exts).await?;
         let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
-        let others: Vec<String> = candidates
-            .iter()
-            .filter_map(|a| a.scim_id.clone())
-            .filter(|s| !in_batch.contains(s.as_str()))
-            .collect();
+        let others: Vec<String> =
+            candidates.iter().filter_map(|a| a.scim_id.clone()).filter(|s| !in_batch.contains(s.as_str())).collect();
         let live: HashSet<String> = self.store.existing_scim_ids(tenant_id, &others).await?.into_iter().collect();
         Ok(plan(desired, &candidates, &live, now, scope))
     }
@@ -389,7 +386,8 @@ impl Controller {
             }
         }
         let run_id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("reconcile", tenant = %tenant.slug, run_id = %run_id, trigger = trigger.as_str());
+        let span =
+            tracing::info_span!("reconcile", tenant = %tenant.slug, run_id = %run_id, trigger = trigger.as_str());
         let _e = span.enter();
         if p.changes.is_empty() && approve.is_none() {
             // Nothing to do: no run row, just the progress mark.

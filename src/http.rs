@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 pub use error::ApiError;
 
+use crate::controller::{Controller, Trigger};
 use crate::scim::schema::MAX_PAYLOAD;
 use crate::store::Store;
 
@@ -31,14 +32,22 @@ pub const SCIM_BASE: &str = "/v1/auth/scim/v2";
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    /// Called after every acknowledged write, with the tenant id (wakes the controller).
-    pub on_push: Arc<dyn Fn(i64) + Send + Sync>,
+    /// Woken after every acknowledged push (and by operators through the admin API).
+    pub controller: Controller,
+    /// The bearer token of the admin API; the admin API is disabled when unset.
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl AppState {
-    /// State with no wake-up hook.
+    /// State over a store, with a controller that runs only once `Controller::spawn` is called,
+    /// and no admin API.
     pub fn new(store: Store) -> AppState {
-        AppState { store, on_push: Arc::new(|_| {}) }
+        AppState { controller: Controller::new(store.clone()), store, admin_token: None }
+    }
+
+    /// Records that a tenant's desired state changed: wakes the controller for it.
+    pub fn pushed(&self, tenant_id: i64) {
+        self.controller.wake(tenant_id, Trigger::Push, false);
     }
 }
 
@@ -103,9 +112,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD));
-    Router::new()
-        .nest(SCIM_BASE, scim)
-        .route("/healthz", get(|| async { "ok" }))
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+    let mut app = Router::new().nest(SCIM_BASE, scim);
+    if state.admin_token.is_some() {
+        app = app.nest("/v1/admin", crate::admin::router());
+    }
+    app.route("/healthz", get(|| async { "ok" })).layer(middleware::from_fn(request_id)).with_state(state)
 }

@@ -2,6 +2,7 @@
 //! the push API records them as the desired state, and the controller turns that into Moonborn
 //! users and roles.
 
+pub mod admin;
 pub mod cli;
 pub mod controller;
 pub mod http;

@@ -136,12 +136,7 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 /// Maps a stored SCIM User document onto Moonborn's fields (DESIGN.md, Mapping). `groups` are the
 /// displayNames of the user's groups; `bindings` maps a lower-cased group name to its roles.
-pub fn desired_user(
-    scim_id: &str,
-    doc: &Value,
-    groups: &[String],
-    bindings: &Bindings,
-) -> DesiredUser {
+pub fn desired_user(scim_id: &str, doc: &Value, groups: &[String], bindings: &Bindings) -> DesiredUser {
     let user_name = s(doc, "userName").unwrap_or_default().to_string();
     let name = doc.get("name").cloned().unwrap_or(Value::Null);
     let joined = [s(&name, "givenName"), s(&name, "familyName")].into_iter().flatten().collect::<Vec<_>>().join(" ");
@@ -150,7 +145,8 @@ pub fn desired_user(
         .or_else(|| s(&name, "formatted").map(str::to_string))
         .or_else(|| s(doc, "displayName").map(str::to_string))
         .unwrap_or_else(|| user_name.clone());
-    let emails: Vec<&Value> = doc.get("emails").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let emails: Vec<&Value> =
+        doc.get("emails").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
     let contact_email = emails
         .iter()
         .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
@@ -228,4 +224,39 @@ impl Bindings {
         }
         Ok(())
     }
+}
+
+/// Reads a SCIM ListResponse snapshot (users and groups, as an IdP holds them) into desired
+/// users, with roles from `bindings`.
+///
+/// # Errors
+/// A message when the snapshot is not a ListResponse of valid Users and Groups.
+pub fn desired_from_snapshot(snapshot: &Value, bindings: &Bindings) -> Result<Vec<DesiredUser>, String> {
+    use crate::scim::schema::{normalize, Kind, GROUP_URN};
+    let resources = snapshot
+        .get("Resources")
+        .and_then(Value::as_array)
+        .ok_or("the snapshot must be a SCIM ListResponse with a Resources array")?;
+    let is_group = |r: &Value| {
+        r.get("schemas").and_then(Value::as_array).is_some_and(|s| s.iter().any(|u| u.as_str() == Some(GROUP_URN)))
+            || (r.get("members").is_some() && r.get("userName").is_none())
+    };
+    let mut groups_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for g in resources.iter().filter(|r| is_group(r)) {
+        let name = g.get("displayName").and_then(Value::as_str).ok_or("a group without displayName")?;
+        for m in g.get("members").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = m.get("value").and_then(Value::as_str) {
+                groups_of.entry(id.to_string()).or_default().push(name.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for u in resources.iter().filter(|r| !is_group(r)) {
+        let id = u.get("id").and_then(Value::as_str).ok_or("a user without id")?.to_string();
+        let doc = normalize(Kind::User, u.clone()).map_err(|e| format!("user {id}: {}", e.detail))?;
+        let groups = groups_of.remove(&id).unwrap_or_default();
+        out.push(desired_user(&id, &doc, &groups, bindings));
+    }
+    out.sort_by(|a, b| a.scim_id.cmp(&b.scim_id));
+    Ok(out)
 }

@@ -196,9 +196,8 @@ pub fn plan(
     }
     let mut used = vec![false; actual.len()];
     // A SCIM user linked to a SCIM id that is still desired belongs to that id.
-    let orphan = |a: &ActualUser| {
-        a.scim_id.as_deref().is_none_or(|s| !desired_ids.contains(s) && !live_elsewhere.contains(s))
-    };
+    let orphan =
+        |a: &ActualUser| a.scim_id.as_deref().is_none_or(|s| !desired_ids.contains(s) && !live_elsewhere.contains(s));
     let mut changes = Vec::new();
     // Pass 1: links by SCIM id, so the later matching by email cannot steal a linked user.
     let mut unmatched = Vec::new();

@@ -13,7 +13,8 @@ use super::ComputedPlan;
 pub fn record_lines(r: Option<&Record>) -> String {
     let Some(r) = r else { return String::new() };
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let roles = if r.roles.is_empty() { "-".to_string() } else { r.roles.iter().cloned().collect::<Vec<_>>().join(", ") };
+    let roles =
+        if r.roles.is_empty() { "-".to_string() } else { r.roles.iter().cloned().collect::<Vec<_>>().join(", ") };
     [
         format!("email: {}", if r.email.is_empty() { "-" } else { &r.email }),
         format!("display_name: {}", opt(&r.display_name)),

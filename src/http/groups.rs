@@ -90,7 +90,7 @@ pub async fn create_group(
     let id = uuid::Uuid::new_v4().to_string();
     let now = now();
     let r = state.store.insert_group(&intent(&tenant, &rid, &now), &id, &doc, &members).await?;
-    (state.on_push)(tenant.id);
+    state.pushed(tenant.id);
     respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::CREATED).await
 }
 
@@ -114,7 +114,7 @@ pub async fn put_group(
         let it = intent(&tenant, &rid, &now);
         match state.store.update_group(&it, &id, Some(&doc), Some(cur.version), &changes, "replace").await {
             Ok(r) => {
-                (state.on_push)(tenant.id);
+                state.pushed(tenant.id);
                 return respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await;
             }
             Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
@@ -187,7 +187,7 @@ pub async fn patch_group(
         let it = intent(&tenant, &rid, &now);
         match state.store.update_group(&it, &id, doc_changed.then_some(&doc), expect, &changes, "patch").await {
             Ok(r) => {
-                (state.on_push)(tenant.id);
+                state.pushed(tenant.id);
                 if proj.is_default() {
                     let mut res = StatusCode::NO_CONTENT.into_response();
                     if let Ok(v) = axum::http::HeaderValue::from_str(&crate::scim::resource::etag(r.version)) {
@@ -217,6 +217,6 @@ pub async fn delete_group(
     };
     let now = now();
     state.store.delete_group(&intent(&tenant, &rid, &now), &id, expected).await?;
-    (state.on_push)(tenant.id);
+    state.pushed(tenant.id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

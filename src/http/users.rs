@@ -118,7 +118,7 @@ pub async fn create_user(
     let id = uuid::Uuid::new_v4().to_string();
     let now = now();
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
-    (state.on_push)(tenant.id);
+    state.pushed(tenant.id);
     respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::CREATED).await
 }
 
@@ -147,7 +147,7 @@ pub async fn put_user(
         }
         match state.store.update_user(&intent(&tenant, &rid, &now), &id, &doc, cur.version, "replace").await {
             Ok(r) => {
-                (state.on_push)(tenant.id);
+                state.pushed(tenant.id);
                 return respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::OK).await;
             }
             Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
@@ -182,7 +182,7 @@ pub async fn patch_user(
         }
         match state.store.update_user(&intent(&tenant, &rid, &now), &id, &doc, cur.version, "patch").await {
             Ok(r) => {
-                (state.on_push)(tenant.id);
+                state.pushed(tenant.id);
                 return respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::OK).await;
             }
             Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
@@ -205,6 +205,6 @@ pub async fn delete_user(
     };
     let now = now();
     state.store.delete_user(&intent(&tenant, &rid, &now), &id, expected).await?;
-    (state.on_push)(tenant.id);
+    state.pushed(tenant.id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

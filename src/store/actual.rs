@@ -48,7 +48,8 @@ fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
         display_name: r.try_get("display_name")?,
         contact_email: r.try_get("contact_email")?,
         status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?,
-        managed_by: ManagedBy::parse(&managed).ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
+        managed_by: ManagedBy::parse(&managed)
+            .ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
         scim_id: r.try_get("scim_id")?,
         external_id: r.try_get("external_id")?,
         roles: BTreeSet::new(),
@@ -171,7 +172,11 @@ impl Store {
         })
     }
 
-    async fn ensure_controller_row(&self, tx: &mut Transaction<'static, Any>, tenant_id: i64) -> Result<(), sqlx::Error> {
+    async fn ensure_controller_row(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tenant_id: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') \
              ON CONFLICT (tenant_id) DO NOTHING",
@@ -256,7 +261,12 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn set_progress(&self, tenant_id: i64, journal_seq: i64, full_run_at: Option<&str>) -> Result<(), StoreError> {
+    pub async fn set_progress(
+        &self,
+        tenant_id: i64,
+        journal_seq: i64,
+        full_run_at: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
         self.ensure_controller_row(&mut w.tx, tenant_id).await?;
         sqlx::query(
@@ -311,7 +321,13 @@ impl Store {
         Ok(users)
     }
 
-    async fn actual_where(&self, tenant_id: i64, col: &str, values: &[String], extra: &str) -> Result<Vec<ActualUser>, StoreError> {
+    async fn actual_where(
+        &self,
+        tenant_id: i64,
+        col: &str,
+        values: &[String],
+        extra: &str,
+    ) -> Result<Vec<ActualUser>, StoreError> {
         let mut out = Vec::new();
         for chunk in values.chunks(500) {
             let sql = format!(
@@ -354,7 +370,12 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn orphans_after(&self, tenant_id: i64, after_id: &str, limit: i64) -> Result<Vec<ActualUser>, StoreError> {
+    pub async fn orphans_after(
+        &self,
+        tenant_id: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ActualUser>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLS} FROM users u WHERE u.tenant_id = $1 AND u.id > $2 AND u.managed_by = 'scim' \
              AND u.status <> 'purged' AND NOT EXISTS (SELECT 1 FROM scim_users s WHERE s.tenant_id = u.tenant_id \
@@ -389,7 +410,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn desired_by_ids(&self, tenant_id: i64, ids: &[String]) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+    pub async fn desired_by_ids(
+        &self,
+        tenant_id: i64,
+        ids: &[String],
+    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let sql = format!(
@@ -406,7 +431,11 @@ impl Store {
         Ok(out)
     }
 
-    async fn desired_rows(&self, tenant_id: i64, rows: Vec<AnyRow>) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+    async fn desired_rows(
+        &self,
+        tenant_id: i64,
+        rows: Vec<AnyRow>,
+    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -496,7 +525,8 @@ impl Store {
                 }
             }
             Some(v) => {
-                let email_lc = if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
+                let email_lc =
+                    if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
                 let r = sqlx::query(
                     "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
                      managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
@@ -549,12 +579,14 @@ impl Store {
             .await?;
         }
         if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(tenant_id)
-                .bind(&c.user_id)
-                .execute(&mut *w.tx)
-                .await?;
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .execute(&mut *w.tx)
+            .await?;
         }
         if c.kind == ChangeKind::Purge {
             for table in ["sessions", "preferences", "api_keys", "workspace_memberships", "user_roles"] {
@@ -578,10 +610,21 @@ impl Store {
         });
         let uid = &c.user_id;
         // The welcome email: at most once per user, ever (a unique key, not a check).
-        if a.status == Status::Active && matches!(c.kind, ChangeKind::Create | ChangeKind::Reactivate | ChangeKind::Restore) {
+        if a.status == Status::Active
+            && matches!(c.kind, ChangeKind::Create | ChangeKind::Reactivate | ChangeKind::Restore)
+        {
             let mut p = payload.clone();
             p["type"] = json!("user.provisioned");
-            outbox_event(&mut w.tx, tenant_id, "user.provisioned", uid, &format!("user.provisioned:{tenant_id}:{uid}"), &p, now).await?;
+            outbox_event(
+                &mut w.tx,
+                tenant_id,
+                "user.provisioned",
+                uid,
+                &format!("user.provisioned:{tenant_id}:{uid}"),
+                &p,
+                now,
+            )
+            .await?;
         }
         let event = match c.kind {
             ChangeKind::Deactivate => Some("user.deactivated"),
@@ -596,8 +639,18 @@ impl Store {
             outbox_event(&mut w.tx, tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now).await?;
         }
         let before = c.before.as_ref().map(|b| json!(b));
-        audit(&mut w.tx, tenant_id, Some(run_id), actor, c.kind.as_str(), Some(uid), before.as_ref(), Some(&json!(a)), now)
-            .await?;
+        audit(
+            &mut w.tx,
+            tenant_id,
+            Some(run_id),
+            actor,
+            c.kind.as_str(),
+            Some(uid),
+            before.as_ref(),
+            Some(&json!(a)),
+            now,
+        )
+        .await?;
         w.commit().await?;
         Ok(Applied::Done)
     }
@@ -859,7 +912,8 @@ impl Store {
     pub async fn existing_scim_ids(&self, tenant_id: i64, scim_ids: &[String]) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for chunk in scim_ids.chunks(500) {
-            let sql = format!("SELECT id FROM scim_users WHERE tenant_id = $1 AND id IN ({})", placeholders(2, chunk.len()));
+            let sql =
+                format!("SELECT id FROM scim_users WHERE tenant_id = $1 AND id IN ({})", placeholders(2, chunk.len()));
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for v in chunk {
                 q = q.bind(v.as_str());
@@ -877,7 +931,12 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn scim_users_after(&self, tenant_id: i64, after_id: &str, limit: i64) -> Result<Vec<ActualUser>, StoreError> {
+    pub async fn scim_users_after(
+        &self,
+        tenant_id: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ActualUser>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id > $2 AND managed_by = 'scim' \
              AND status <> 'purged' ORDER BY id LIMIT $3"
