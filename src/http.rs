@@ -11,7 +11,6 @@ mod users;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -22,7 +21,6 @@ use tracing::Instrument;
 pub use error::ApiError;
 
 use crate::controller::{Controller, Trigger};
-use crate::scim::schema::MAX_PAYLOAD;
 use crate::store::Store;
 
 /// Base path of the SCIM API.
@@ -110,8 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/Me", any(error::not_implemented))
         .route("/Bulk", any(error::not_implemented))
         .fallback(error::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD));
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = Router::new().nest(SCIM_BASE, scim);
     if state.admin_token.is_some() {
         app = app.nest("/v1/admin", crate::admin::router());

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::ApiError;
+use crate::scim::schema::MAX_PAYLOAD;
 use crate::scim::ScimError;
 
 /// A JSON request body (`application/scim+json` or `application/json`).
@@ -18,14 +19,8 @@ pub struct ScimJson(pub Value);
 impl<S: Send + Sync> FromRequest<S> for ScimJson {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ScimError::new(413, "the request body is too large")
-            } else {
-                ScimError::invalid_syntax("the request body could not be read")
-            }
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_limited(req.into_body()).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ScimError::invalid_syntax("the request body is empty").into());
         }
@@ -33,6 +28,33 @@ impl<S: Send + Sync> FromRequest<S> for ScimJson {
             .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))?;
         Ok(ScimJson(v))
     }
+}
+
+/// How much of an oversized body is read and discarded so that the client, still sending, gets
+/// the 413 answer instead of a reset connection; past this the connection is simply closed.
+const DRAIN_LIMIT: usize = 4 * MAX_PAYLOAD;
+
+/// Reads a body of at most `MAX_PAYLOAD` bytes. A larger body is a 413.
+async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
+        total = total.saturating_add(chunk.len());
+        if total <= MAX_PAYLOAD {
+            buf.extend_from_slice(&chunk);
+        } else {
+            buf = Vec::new();
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_PAYLOAD {
+        return Err(ScimError::new(413, format!("the request body is larger than {MAX_PAYLOAD} bytes")).into());
+    }
+    Ok(buf)
 }
 
 /// The query string's parameters.

@@ -90,6 +90,17 @@ fn sort_value(v: &Value, path: &AttrPath) -> Option<String> {
     }
 }
 
+/// Whether a filter names a top-level attribute.
+fn mentions(f: &Filter, name: &str) -> bool {
+    match f {
+        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
+            path.name.eq_ignore_ascii_case(name)
+        }
+        Filter::And(a, b) | Filter::Or(a, b) => mentions(a, name) || mentions(b, name),
+        Filter::Not(a) => mentions(a, name),
+    }
+}
+
 /// Selects, orders and pages the resources of one kind.
 async fn select(
     store: &Store,
@@ -110,7 +121,7 @@ async fn select(
         }
     }
     let offset = p.start_index - 1;
-    if q.exact && sort_in_memory.is_none() {
+    if q.is_exact() && sort_in_memory.is_none() {
         let total = match kind {
             Kind::User => store.count_users(tenant_id, &q).await?,
             Kind::Group => store.count_groups(tenant_id, &q).await?,
@@ -124,29 +135,55 @@ async fn select(
         };
         return Ok((total, page));
     }
-    // Evaluate in memory over the candidates, streaming; keep only the page (or, to sort in
-    // memory, every match).
-    let filter: Option<&Filter> = if q.exact { None } else { p.filter.as_ref() };
+    // Evaluate what SQL could not express in memory over the candidates SQL selects, streaming;
+    // keep only the page (or, to sort in memory, every match).
     let schema = ResourceSchema(kind);
-    let mut total = 0i64;
-    let mut kept: Vec<StoredResource> = Vec::new();
+    let computed = match kind {
+        Kind::User => "groups",
+        Kind::Group => "members",
+    };
+    let residual = q.residual.clone();
     let keep_all = sort_in_memory.is_some();
     let (lo, hi) = (offset, offset.saturating_add(p.count));
-    let mut visit = |r: StoredResource| {
-        if let Some(f) = filter {
-            let full = render_one(kind, base, &r, None);
-            if !matches(f, &full, &schema) {
-                return;
-            }
-        }
-        if keep_all || (total >= lo && total < hi) {
+    let mut total = 0i64;
+    let mut kept: Vec<StoredResource> = Vec::new();
+    let mut take = |r: StoredResource, total: &mut i64| {
+        if keep_all || (*total >= lo && *total < hi) {
             kept.push(r);
         }
-        total += 1;
+        *total += 1;
     };
-    match kind {
-        Kind::User => store.scan_users(tenant_id, &q, &mut visit).await?,
-        Kind::Group => store.scan_groups(tenant_id, &q, &mut visit).await?,
+    if residual.as_ref().is_some_and(|f| mentions(f, computed)) {
+        // The residual needs `groups` / `members`: read the candidates, then their computed
+        // attribute in batches.
+        let mut candidates = Vec::new();
+        let mut collect = |r: StoredResource| candidates.push(r);
+        match kind {
+            Kind::User => store.scan_users(tenant_id, &q, &mut collect).await?,
+            Kind::Group => store.scan_groups(tenant_id, &q, &mut collect).await?,
+        }
+        let everything = Projection::default();
+        for chunk in candidates.chunks(500) {
+            let rendered = render_many(store, tenant_id, base, kind, chunk, &everything).await?;
+            for (r, full) in chunk.iter().zip(rendered) {
+                if residual.as_ref().is_none_or(|f| matches(f, &full, &schema)) {
+                    take(r.clone(), &mut total);
+                }
+            }
+        }
+    } else {
+        let mut visit = |r: StoredResource| {
+            if let Some(f) = &residual {
+                if !matches(f, &render_one(kind, base, &r, None), &schema) {
+                    return;
+                }
+            }
+            take(r, &mut total);
+        };
+        match kind {
+            Kind::User => store.scan_users(tenant_id, &q, &mut visit).await?,
+            Kind::Group => store.scan_groups(tenant_id, &q, &mut visit).await?,
+        }
     }
     if let Some(sb) = sort_in_memory {
         let mut keyed: Vec<(Option<String>, StoredResource)> =

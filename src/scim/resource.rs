@@ -118,7 +118,9 @@ pub struct Projection {
 fn is_schema_urn(p: &AttrPath) -> Option<String> {
     // "urn:…:enterprise:2.0:User" parses as urn "urn:…:2.0", name "User".
     let urn = p.urn.as_ref()?;
-    (p.sub.is_none() && urn.to_ascii_lowercase().starts_with("urn:")).then(|| format!("{urn}:{}", p.name))
+    let whole = format!("{urn}:{}", p.name);
+    let known = [super::schema::USER_URN, super::schema::GROUP_URN, super::schema::ENTERPRISE_URN];
+    (p.sub.is_none() && known.iter().any(|k| k.eq_ignore_ascii_case(&whole))).then_some(whole)
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, k: &str) -> Option<(&'a String, &'a Value)> {

@@ -19,13 +19,14 @@ pub enum SortKey {
     Column(&'static str),
 }
 
-/// A list query: an optional SQL condition (placeholders `$2…`, `$1` is the tenant), whether it is
-/// exactly the filter (else the caller must also evaluate the filter in memory), and the order.
+/// A list query: an optional SQL condition (placeholders `$2…`, `$1` is the tenant), the part of
+/// the filter SQL does not express (the caller evaluates it in memory over the rows SQL selects),
+/// and the order.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     pub cond: Option<String>,
     pub args: Vec<Arg>,
-    pub exact: bool,
+    pub residual: Option<Filter>,
     pub sort: SortKey,
     pub descending: bool,
 }
@@ -34,15 +35,20 @@ impl ListQuery {
     /// Builds the query for `filter` on a resource kind (no filter: everything, exactly).
     pub fn new(kind: Kind, filter: Option<&Filter>) -> ListQuery {
         let mut b = Builder { kind, args: Vec::new() };
-        match filter {
-            None => ListQuery { cond: None, args: vec![], exact: true, sort: SortKey::Seq, descending: false },
+        let (cond, residual) = match filter {
+            None => (None, None),
             Some(f) => match b.translate(f) {
-                Some((sql, exact)) => {
-                    ListQuery { cond: Some(sql), args: b.args, exact, sort: SortKey::Seq, descending: false }
-                }
-                None => ListQuery { cond: None, args: vec![], exact: false, sort: SortKey::Seq, descending: false },
+                Some((sql, residual)) => (Some(sql), residual),
+                None => (None, Some(f.clone())),
             },
-        }
+        };
+        let args = if cond.is_some() { b.args } else { Vec::new() };
+        ListQuery { cond, args, residual, sort: SortKey::Seq, descending: false }
+    }
+
+    /// True when SQL expresses the whole filter.
+    pub fn is_exact(&self) -> bool {
+        self.residual.is_none()
     }
 
     /// The sort column for a `sortBy` path, when it is a column; `None` means sort in memory.
@@ -101,16 +107,18 @@ impl Builder {
         format!("${}", self.args.len() + 1)
     }
 
-    /// Translates a filter; `Some((sql, exact))` where `exact` says the SQL is the whole filter.
-    fn translate(&mut self, f: &Filter) -> Option<(String, bool)> {
+    /// Translates a filter: `Some((sql, residual))` where `residual` is what SQL does not express
+    /// (`None`: the SQL is the whole filter). `None` when nothing can be expressed.
+    fn translate(&mut self, f: &Filter) -> Option<(String, Option<Filter>)> {
         match f {
             Filter::And(a, b) => {
                 let mark = self.args.len();
                 let ta = self.translate(a);
                 let tb = self.translate(b);
                 match (ta, tb) {
-                    (Some((sa, ea)), Some((sb, eb))) => Some((format!("({sa}) AND ({sb})"), ea && eb)),
-                    (Some((s, _)), None) | (None, Some((s, _))) => Some((s, false)),
+                    (Some((sa, ra)), Some((sb, rb))) => Some((format!("({sa}) AND ({sb})"), and(ra, rb))),
+                    (Some((s, r)), None) => Some((s, and(r, Some((**b).clone())))),
+                    (None, Some((s, r))) => Some((s, and(Some((**a).clone()), r))),
                     (None, None) => {
                         self.args.truncate(mark);
                         None
@@ -120,10 +128,10 @@ impl Builder {
             Filter::Or(a, b) => {
                 let mark = self.args.len();
                 match (self.translate(a), self.translate(b)) {
-                    (Some((sa, ea)), Some((sb, eb))) => Some((format!("({sa}) OR ({sb})"), ea && eb)),
+                    (Some((sa, None)), Some((sb, None))) => Some((format!("({sa}) OR ({sb})"), None)),
+                    (Some((sa, _)), Some((sb, _))) => Some((format!("({sa}) OR ({sb})"), Some(f.clone()))),
                     _ => {
-                        // An untranslatable side of an `or` cannot narrow anything; renumber by
-                        // dropping what the other side pushed.
+                        // An untranslatable side of an `or` cannot narrow anything.
                         self.args.truncate(mark);
                         None
                     }
@@ -131,23 +139,23 @@ impl Builder {
             }
             Filter::Compare { path, op: CompareOp::Eq, value } => {
                 let s = value.as_str()?;
-                self.compare_eq(path, s)
+                self.compare_eq(path, s).map(|sql| (sql, None))
             }
             Filter::Present(path) if is_core(self.kind, path) && path.sub.is_none() && eq(&path.name, "externalId") => {
-                Some(("external_id IS NOT NULL AND external_id <> ''".into(), true))
+                Some(("external_id IS NOT NULL AND external_id <> ''".into(), None))
             }
             Filter::ValuePath { path, filter } if is_core(self.kind, path) && path.sub.is_none() => {
                 // Narrow by the indexed `value eq` inside the brackets; the rest is evaluated after.
-                let (v, exact) = value_eq_in(filter)?;
+                let (v, whole) = value_eq_in(filter)?;
                 let inner = AttrPath { urn: None, name: path.name.clone(), sub: Some("value".into()) };
-                let (sql, e) = self.compare_eq(&inner, &v)?;
-                Some((sql, e && exact))
+                let sql = self.compare_eq(&inner, &v)?;
+                Some((sql, (!whole).then(|| f.clone())))
             }
             _ => None,
         }
     }
 
-    fn compare_eq(&mut self, path: &AttrPath, v: &str) -> Option<(String, bool)> {
+    fn compare_eq(&mut self, path: &AttrPath, v: &str) -> Option<String> {
         if !is_core(self.kind, path) {
             // Extension attributes (enterprise) are not indexed.
             return None;
@@ -158,43 +166,45 @@ impl Builder {
         match self.kind {
             Kind::User if eq(name, "userName") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_lowercase()));
-                Some((format!("user_name_lc = {p}"), true))
+                Some(format!("user_name_lc = {p}"))
             }
             Kind::User if eq(name, "emails") && value_sub => {
                 let p = self.arg(Arg::Str(v.to_lowercase()));
-                Some((
-                    format!("id IN (SELECT user_id FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = {p})"),
-                    true,
-                ))
+                Some(format!("id IN (SELECT user_id FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = {p})"))
             }
             Kind::User if eq(name, "groups") && value_sub => {
                 let p = self.arg(Arg::Str(v.to_string()));
-                Some((
-                    format!("id IN (SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = {p})"),
-                    true,
+                Some(format!(
+                    "id IN (SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = {p})"
                 ))
             }
             Kind::Group if eq(name, "displayName") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_lowercase()));
-                Some((format!("display_name_lc = {p}"), true))
+                Some(format!("display_name_lc = {p}"))
             }
             Kind::Group if eq(name, "members") && value_sub => {
                 let p = self.arg(Arg::Str(v.to_string()));
-                Some((
-                    format!("id IN (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = {p})"),
-                    true,
+                Some(format!(
+                    "id IN (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = {p})"
                 ))
             }
             _ if eq(name, "externalId") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_string()));
-                Some((format!("external_id = {p}"), true))
+                Some(format!("external_id = {p}"))
             }
             _ if eq(name, "id") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_string()));
-                Some((format!("id = {p}"), true))
+                Some(format!("id = {p}"))
             }
             _ => None,
         }
+    }
+}
+
+fn and(a: Option<Filter>, b: Option<Filter>) -> Option<Filter> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Filter::And(Box::new(a), Box::new(b))),
+        (a, b) => a.or(b),
     }
 }
 
