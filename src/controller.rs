@@ -243,7 +243,7 @@ impl Controller {
                     after = last.0.clone();
                     let desired: Vec<DesiredUser> =
                         rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
-                    let cs = self.plan_batch(tenant.id, &desired, &[], Scope::Candidates, now).await?;
+                    let cs = self.plan_batch(tenant.id, &desired, &[], Scope::Candidates, now, true).await?;
                     push(cs, &mut changes);
                 }
                 let mut after = String::new();
@@ -276,13 +276,14 @@ impl Controller {
                     let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
                     let desired: Vec<DesiredUser> =
                         rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
-                    let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now).await?;
+                    let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
                 }
             }
             Scope2::Snapshot(desired) => {
                 for chunk in desired.chunks(BATCH as usize) {
-                    let cs = self.plan_batch(tenant.id, chunk, &[], Scope::Candidates, now).await?;
+                    // The snapshot is the whole desired state: stored SCIM ids are not live.
+                    let cs = self.plan_batch(tenant.id, chunk, &[], Scope::Candidates, now, false).await?;
                     push(cs, &mut changes);
                 }
                 // Everything SCIM-managed that the snapshot does not name is deleted.
@@ -326,6 +327,8 @@ impl Controller {
 
     /// Plans a batch of desired users against the actual users that could match them.
     /// `named` are SCIM ids (named by the journal) whose linked users are candidates too.
+    /// `stored_is_live`: whether SCIM ids in the stored desired state count as live (not when
+    /// planning against an offline snapshot).
     async fn plan_batch(
         &self,
         tenant_id: i64,
@@ -333,6 +336,7 @@ impl Controller {
         named: &[String],
         scope: Scope,
         now: chrono::DateTime<Utc>,
+        stored_is_live: bool,
     ) -> Result<Vec<Change>, ControllerError> {
         let mut scim_ids: Vec<String> = desired.iter().map(|d| d.scim_id.clone()).collect();
         scim_ids.extend(named.iter().cloned());
@@ -342,7 +346,11 @@ impl Controller {
         let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
         let others: Vec<String> =
             candidates.iter().filter_map(|a| a.scim_id.clone()).filter(|s| !in_batch.contains(s.as_str())).collect();
-        let live: HashSet<String> = self.store.existing_scim_ids(tenant_id, &others).await?.into_iter().collect();
+        let live: HashSet<String> = if stored_is_live {
+            self.store.existing_scim_ids(tenant_id, &others).await?.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
         Ok(plan(desired, &candidates, &live, now, scope))
     }
 

@@ -14,6 +14,27 @@ use crate::store::{Tenant, Tier};
 #[derive(Clone, Debug)]
 pub struct BaseUrl(pub String);
 
+/// What every SCIM handler knows about its request: the tenant the token belongs to, the base
+/// URL resources are located under, and the request id.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub tenant: Tenant,
+    pub base: String,
+    pub request_id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let e = &parts.extensions;
+        match (e.get::<Tenant>(), e.get::<BaseUrl>(), e.get::<super::RequestId>()) {
+            (Some(t), Some(b), Some(r)) => Ok(Ctx { tenant: t.clone(), base: b.0.clone(), request_id: r.0.clone() }),
+            _ => Err(ScimError::new(401, "a bearer token is required").into()),
+        }
+    }
+}
+
 fn base_url(req: &Request) -> String {
     let h = req.headers();
     let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -26,7 +26,20 @@ impl<S: Send + Sync> FromRequest<S> for ScimJson {
         }
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))?;
+        if has_nul(&v) {
+            return Err(ScimError::invalid_value("NUL characters are not allowed in values").into());
+        }
         Ok(ScimJson(v))
+    }
+}
+
+/// Whether any string (key or value) holds a NUL character, which no database column stores.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -65,7 +78,11 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        Ok(QueryMap(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+        let map: HashMap<String, String> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        if map.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            return Err(ScimError::invalid_value("NUL characters are not allowed in query parameters").into());
+        }
+        Ok(QueryMap(map))
     }
 }
 
@@ -79,6 +96,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ResourceId {
         let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ScimError::not_found("resource not found"))?;
+        if id.contains('\0') || id.len() > 256 {
+            return Err(ScimError::not_found("resource not found").into());
+        }
         Ok(ResourceId(id))
     }
 }

@@ -1,16 +1,16 @@
 //! `/Groups` handlers. Members live in their own table: a PATCH turns member operations into
 //! row inserts and deletes, so its cost follows the change, not the group's size.
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::auth::BaseUrl;
+use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::list::list_kind;
 use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
-use super::{ApiError, AppState, RequestId};
+use super::{ApiError, AppState};
 use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
 use crate::scim::resource::{projection_from_query, ListParams};
@@ -48,8 +48,7 @@ fn split_members(mut doc: Value) -> Result<(Value, Vec<MemberRef>), ScimError> {
 
 pub async fn list_groups(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_query(&q.0)?;
@@ -58,8 +57,7 @@ pub async fn list_groups(
 
 pub async fn search_groups(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_search(&body)?;
@@ -68,8 +66,7 @@ pub async fn search_groups(
 
 pub async fn get_group(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -79,9 +76,7 @@ pub async fn get_group(
 
 pub async fn create_group(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     q: QueryMap,
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
@@ -96,9 +91,7 @@ pub async fn create_group(
 
 pub async fn put_group(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -161,9 +154,7 @@ async fn member_changes(
 
 pub async fn patch_group(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -206,8 +197,7 @@ pub async fn patch_group(
 
 pub async fn delete_group(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, request_id: rid, .. }: Ctx,
     ResourceId(id): ResourceId,
     cond: Conditions,
 ) -> Result<Response, ApiError> {

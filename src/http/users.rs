@@ -1,15 +1,15 @@
 //! `/Users` handlers: parse, record the desired state, answer.
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::auth::BaseUrl;
+use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_response;
 use super::list::{list_kind, render_many};
-use super::{ApiError, AppState, RequestId};
+use super::{ApiError, AppState};
 use crate::scim::patch::{apply_patch, parse_patch};
 use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
 use crate::scim::schema::{normalize, Kind, ResourceSchema};
@@ -70,14 +70,13 @@ pub(super) async fn get_one(
     respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
 }
 
-pub(super) fn intent<'a>(tenant: &Tenant, rid: &'a RequestId, now: &'a str) -> Intent<'a> {
-    Intent { tenant_id: tenant.id, request_id: &rid.0, now }
+pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {
+    Intent { tenant_id: tenant.id, request_id, now }
 }
 
 pub async fn list_users(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_query(&q.0)?;
@@ -86,8 +85,7 @@ pub async fn list_users(
 
 pub async fn search_users(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_search(&body)?;
@@ -96,8 +94,7 @@ pub async fn search_users(
 
 pub async fn get_user(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
+    Ctx { tenant, base, .. }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -107,9 +104,7 @@ pub async fn get_user(
 
 pub async fn create_user(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     q: QueryMap,
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
@@ -124,9 +119,7 @@ pub async fn create_user(
 
 pub async fn put_user(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -159,9 +152,7 @@ pub async fn put_user(
 
 pub async fn patch_user(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(BaseUrl(base)): Extension<BaseUrl>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, base, request_id: rid }: Ctx,
     ResourceId(id): ResourceId,
     q: QueryMap,
     cond: Conditions,
@@ -194,8 +185,7 @@ pub async fn patch_user(
 
 pub async fn delete_user(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Extension(rid): Extension<RequestId>,
+    Ctx { tenant, request_id: rid, .. }: Ctx,
     ResourceId(id): ResourceId,
     cond: Conditions,
 ) -> Result<Response, ApiError> {

@@ -89,6 +89,7 @@ async fn outbox_event(
 }
 
 /// Writes an audit row.
+#[expect(clippy::too_many_arguments, reason = "one parameter per audit column")]
 pub(super) async fn audit(
     tx: &mut Transaction<'static, Any>,
     tenant_id: i64,

@@ -1,0 +1,147 @@
+//! The command line, driven as a user would: the real binary on a real SQLite file.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+use moonborn_scim::cli::Cli;
+
+const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
+
+fn run(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).arg("--database-url").arg(db).args(args).output().expect("run the binary");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn db() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    (dir, url)
+}
+
+#[test]
+fn verify_cli() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn tenants_and_tokens() {
+    let (_dir, db) = db();
+    let (ok, out, _) = run(&db, &["tenant", "create", "acme"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("enterprise"), "{out}");
+    assert!(run(&db, &["tenant", "create", "free-co", "--tier", "free"]).0);
+    let (ok, _, err) = run(&db, &["tenant", "create", "acme"]);
+    assert!(!ok, "a duplicate slug must fail");
+    assert!(err.contains("already taken"), "{err}");
+    let (_, list, _) = run(&db, &["tenant", "list"]);
+    assert!(list.contains("acme") && list.contains("free-co") && list.contains("free"), "{list}");
+
+    let (ok, out, _) = run(&db, &["token", "create", "--tenant", "acme"]);
+    assert!(ok);
+    let token = out.lines().last().expect("a last line").trim().to_string();
+    assert!(token.starts_with("mbscim_") && token.len() >= 7 + 43, "{token}");
+    let (_, listed, _) = run(&db, &["token", "list", "--tenant", "acme"]);
+    assert!(!listed.contains(&token), "token list must never show a secret");
+    let id = listed.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("a token row").to_string();
+    assert!(run(&db, &["token", "revoke", &id]).0);
+    let (_, listed, _) = run(&db, &["token", "list", "--tenant", "acme"]);
+    assert!(!listed.lines().nth(1).unwrap().trim_end().ends_with(" no"), "{listed}");
+    assert!(!run(&db, &["token", "revoke", &id]).0, "revoking twice fails");
+    let (ok, _, err) = run(&db, &["token", "create", "--tenant", "nope"]);
+    assert!(!ok && err.contains("tenant not found"), "{err}");
+}
+
+#[test]
+fn plan_diffs_an_offline_snapshot() {
+    let (_dir, db) = db();
+    assert!(run(&db, &["tenant", "create", "acme"]).0);
+    let snapshot = concat!(env!("CARGO_MANIFEST_DIR"), "/desired-state/examples/acme-okta.json");
+    let (ok, out, err) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot]);
+    assert!(ok, "{err}");
+    let users = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(snapshot).unwrap()).unwrap()
+        ["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("userName").is_some())
+        .count();
+    assert!(
+        out.trim_end()
+            .ends_with(&format!("Plan: {users} to create, 0 to update, 0 to deactivate, 0 to delete, 0 to purge.")),
+        "{out}"
+    );
+    assert!(out.contains("will be created (welcome email queued)"), "{out}");
+    assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
+    let (ok, json, _) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot, "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    assert_eq!(v["changes"].as_array().unwrap().len(), users);
+    assert_eq!(v["summary"]["create"], users);
+    // Offline: nothing was applied.
+    let (_, again, _) = run(&db, &["plan", "--tenant", "acme"]);
+    assert!(again.contains("Plan: 0 to create"), "{again}");
+}
+
+#[test]
+fn serve_creates_the_default_tenant_and_stops_on_sigterm() {
+    let (_dir, db) = db();
+    let mut child = Command::new(BIN)
+        .args(["--database-url", &db, "serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    // Keep the pipe open for the whole test: the server still writes to it.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut token = None;
+    for line in stdout.by_ref().lines().map_while(Result::ok) {
+        let l = line.trim();
+        if l.starts_with("mbscim_") {
+            token = Some(l.to_string());
+        }
+        if l.starts_with("curl") {
+            break;
+        }
+    }
+    let token = token.expect("serve prints the token of the default tenant");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut addr = None;
+    for line in stderr.by_ref().lines().map_while(Result::ok) {
+        assert!(!line.contains('\x1b'), "no colour in logs that are not a terminal: {line}");
+        if let Some(i) = line.find("http://") {
+            let rest = &line[i + 7..];
+            addr = rest.split('/').next().map(str::to_string);
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not report its address");
+    }
+    let addr = addr.expect("listening address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{addr}/v1/auth/scim/v2/Users?count=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .status()
+    });
+    assert_eq!(status.as_u16(), 200);
+    let (_, list, _) = run(&db, &["tenant", "list"]);
+    assert!(list.contains("default") && list.contains("enterprise"), "{list}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "serve exits cleanly on SIGTERM: {st}");
+            drop((stdout, stderr));
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
