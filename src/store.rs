@@ -3,6 +3,7 @@
 //! desired state with its intent journal.
 
 mod actual;
+mod admin;
 mod groups;
 mod query;
 mod tenants;
@@ -18,6 +19,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use actual::{Applied, ControllerState, OutboxEvent, RunRow};
+pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
 pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};
 pub use tenants::{Tenant, Tier, TokenInfo};

@@ -1,0 +1,153 @@
+//! Extractors of the admin API: the operator's bearer token (checked in constant time), the
+//! tenant a path names, and JSON bodies, queries and paths whose rejections answer in the admin
+//! error shape rather than axum's plain text.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::AdminError;
+use crate::http::AppState;
+use crate::store::Tenant;
+
+/// Proof that the request carries the admin token. Every admin handler takes it (first), so no
+/// route, not even an unknown one, answers anything but 401 without it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+/// Whether `given` is the admin token. Both sides are hashed first, so the comparison is
+/// constant-time in their contents and says nothing about the token's length either.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let (g, e) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
+    !expected.is_empty() && bool::from(g.ct_eq(&e))
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let expected = state.admin_token.as_deref().unwrap_or_default();
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match given {
+            Some(t) if token_matches(t, expected) => Ok(Operator),
+            _ => Err(AdminError::unauthorized()),
+        }
+    }
+}
+
+/// The tenant named by the `{slug}` of the path (after the admin token is checked).
+#[derive(Debug, Clone)]
+pub struct TenantCtx(pub Tenant);
+
+impl FromRequestParts<AppState> for TenantCtx {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Operator::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AdminError::bad_request(e.body_text()))?;
+        let slug = params
+            .iter()
+            .find(|(k, _)| *k == "slug")
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| AdminError::internal("a tenant route without {slug}"))?;
+        let tenant =
+            state.store.tenant(&slug).await.map_err(|e| AdminError::store(e, || format!("no tenant {slug:?}")))?;
+        Ok(TenantCtx(tenant))
+    }
+}
+
+/// A JSON request body. Any content type is accepted (operators use `curl -d`); an empty or
+/// malformed body, or one of the wrong shape, is a 400 that says what is wrong.
+#[derive(Debug, Clone)]
+pub struct Body<T>(pub T);
+
+/// An optional JSON body: `None` when the request has none.
+#[derive(Debug, Clone)]
+pub struct MaybeBody<T>(pub Option<T>);
+
+async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AdminError> {
+    Bytes::from_request(req, state).await.map_err(|e| AdminError::new(e.status(), e.body_text()))
+}
+
+fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(b).map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let b = bytes(req, state).await?;
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Err(AdminError::bad_request("a JSON body is required"));
+        }
+        parse(&b).map(Body)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeBody<T> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let b = bytes(req, state).await?;
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Ok(MaybeBody(None));
+        }
+        parse(&b).map(|v| MaybeBody(Some(v)))
+    }
+}
+
+/// Query parameters; a malformed query is a 400.
+#[derive(Debug, Clone)]
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// Path parameters; a malformed path is a 400.
+#[derive(Debug, Clone)]
+pub struct P<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| P(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// Deserialises a field that may be absent (`None`), null (`Some(None)`) or set
+/// (`Some(Some(v))`); use with `#[serde(default, deserialize_with = "double_option")]`.
+///
+/// # Errors
+/// When the value is not a `T`.
+pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

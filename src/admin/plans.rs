@@ -1,0 +1,137 @@
+//! The operator's view of the controller: the plan for a tenant (JSON report; text or an HTML
+//! page by `Accept`), a reconcile now (or a dry run), and approving a held plan by fingerprint.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::AdminError;
+use super::extract::{MaybeBody, TenantCtx, P, Q};
+use crate::controller::{report, RunOutcome, Scope2, Trigger};
+use crate::http::AppState;
+
+/// A report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+    Html,
+}
+
+/// Picks the format from `?format=` if given, else from `Accept`: the acceptable type with the
+/// highest quality (ties: the first listed); JSON when nothing else matches.
+fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, AdminError> {
+    if let Some(f) = format {
+        return match f {
+            "json" => Ok(Format::Json),
+            "text" => Ok(Format::Text),
+            "html" => Ok(Format::Html),
+            other => Err(AdminError::bad_request(format!("unknown format {other:?}; formats are json, text, html"))),
+        };
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut best: Option<(f32, Format)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts.filter_map(|p| p.strip_prefix("q=")).find_map(|v| v.parse::<f32>().ok()).unwrap_or(1.0);
+        let f = match media.as_str() {
+            "application/json" | "application/*" => Format::Json,
+            "text/plain" => Format::Text,
+            "text/html" => Format::Html,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, f));
+        }
+    }
+    Ok(best.map_or(Format::Json, |(_, f)| f))
+}
+
+/// `GET /tenants/{slug}/plan` query.
+#[derive(Debug, Deserialize)]
+pub struct PlanQuery {
+    /// `json`, `text` or `html`; overrides `Accept`.
+    format: Option<String>,
+}
+
+/// `GET /tenants/{slug}/plan` → the JSON report of a full plan; `Accept: text/plain` gives the
+/// text report (no colour), `Accept: text/html` a readable page.
+pub async fn plan(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    Q(q): Q<PlanQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
+    let format = negotiate(q.format.as_deref(), &headers)?;
+    let p = s.controller.plan(&t, Scope2::Full).await?;
+    Ok(match format {
+        Format::Json => Json(report::json(&p)).into_response(),
+        Format::Text => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report::text(&p, false)).into_response()
+        }
+        Format::Html => Html(report::html(&p)).into_response(),
+    })
+}
+
+/// `POST /tenants/{slug}/reconcile` body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn outcome(o: RunOutcome) -> Value {
+    // A run with nothing to do records no run row: it has no id to look up.
+    let run_id = (o.status != "noop").then_some(o.run_id);
+    json!({
+        "run_id": run_id,
+        "status": o.status,
+        "applied": o.applied,
+        "held": o.skipped_held,
+        "stale": o.stale,
+        "report": report::json(&o.plan),
+    })
+}
+
+/// `POST /tenants/{slug}/reconcile` (optional `{"dry_run": true}`) → `{"run_id","status",
+/// "applied","held","stale","report"}`. A dry run only plans (`status` "dry_run", `run_id` null,
+/// `held` the destructive changes the safety valve would hold). 409 when another process is
+/// reconciling the tenant.
+pub async fn reconcile(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    MaybeBody(b): MaybeBody<ReconcileBody>,
+) -> Result<Json<Value>, AdminError> {
+    if b.unwrap_or_default().dry_run {
+        let p = s.controller.plan(&t, Scope2::Full).await?;
+        let held = if p.held.is_some() { p.summary.destructive() } else { 0 };
+        return Ok(Json(json!({
+            "run_id": null,
+            "status": "dry_run",
+            "applied": 0,
+            "held": held,
+            "stale": 0,
+            "report": report::json(&p),
+        })));
+    }
+    Ok(Json(outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?)))
+}
+
+/// `POST /tenants/{slug}/plan/{fingerprint}/approve` → the run, applied whole (held changes
+/// included); 409 when the plan changed since it was shown.
+pub async fn approve(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    P((_, fingerprint)): P<(String, String)>,
+) -> Result<Json<Value>, AdminError> {
+    if fingerprint.is_empty() || fingerprint.len() > 128 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
+    }
+    let fp = fingerprint.to_ascii_lowercase();
+    Ok(Json(outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?)))
+}

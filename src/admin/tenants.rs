@@ -1,0 +1,75 @@
+//! Tenants and their SCIM tokens: create and list tenants; issue (shown once), list (never the
+//! secrets) and revoke a tenant's tokens.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::AdminError;
+use super::extract::{Body, Operator, TenantCtx, P};
+use crate::http::AppState;
+use crate::store::{Tenant, Tier};
+
+/// `POST /tenants` body.
+#[derive(Debug, Deserialize)]
+pub struct NewTenant {
+    slug: String,
+    tier: String,
+}
+
+/// `POST /tenants` → 201 with the tenant; 409 when the slug exists; 400 on a bad slug or tier.
+pub async fn create(
+    _: Operator,
+    State(s): State<AppState>,
+    Body(b): Body<NewTenant>,
+) -> Result<impl IntoResponse, AdminError> {
+    let tier = Tier::parse(&b.tier).ok_or_else(|| {
+        AdminError::bad_request(format!("unknown tier {:?}; tiers are free, pro, enterprise", b.tier))
+    })?;
+    let t = s.store.create_tenant(&b.slug, tier).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict(_) => AdminError::conflict(format!("tenant {:?} already exists", b.slug)),
+        other => other.into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+/// `GET /tenants` → `{"tenants": [...]}`, by creation.
+pub async fn list(_: Operator, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(json!({ "tenants": s.store.list_tenants().await? })))
+}
+
+/// `GET /tenants/{slug}` → the tenant.
+pub async fn get(TenantCtx(t): TenantCtx) -> Json<Tenant> {
+    Json(t)
+}
+
+/// `POST /tenants/{slug}/scim-tokens` → 201 `{"id","token","prefix","created_at"}`: the only time
+/// the secret is shown.
+pub async fn create_token(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<impl IntoResponse, AdminError> {
+    let (info, token) = s.store.create_token(&t.slug).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": info.id, "token": token, "prefix": info.prefix, "created_at": info.created_at})),
+    ))
+}
+
+/// `GET /tenants/{slug}/scim-tokens` → `{"tokens":[{id,prefix,created_at,last_used_at,revoked_at}]}`.
+pub async fn list_tokens(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(json!({ "tokens": s.store.list_tokens(&t.slug).await? })))
+}
+
+/// `DELETE /tenants/{slug}/scim-tokens/{id}` → 204; 404 when the tenant has no such token.
+pub async fn revoke_token(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    P((_, id)): P<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    if s.store.revoke_tenant_token(t.id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError::not_found(format!("tenant {:?} has no SCIM token {id:?}", t.slug)))
+    }
+}

@@ -1,0 +1,717 @@
+//! What the admin API reads and writes beyond the controller's own functions: the operator's view
+//! of Moonborn users (with roles and live sessions), the audit trail, tenant-scoped token
+//! revocation, and the Moonborn-side hand actions that create the drift a real app would (manual
+//! invites, sign-ins, role and profile edits, API keys, preferences, workspace memberships).
+//!
+//! Every hand action is one transaction with an audit row (actor `admin`). Actions that change a
+//! user bump `users.version`, so a controller run that planned on the old state finds its
+//! compare-and-set stale and re-plans. Every action starts with an `UPDATE` of the user's row:
+//! that takes the row lock on PostgreSQL (on SQLite the writer lock serialises anyway), so a hand
+//! action and a controller change of the same user never interleave.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::actual::audit;
+use super::{now, Store, StoreError};
+use crate::controller::model::{ManagedBy, Status};
+
+const COLS: &str = "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
+                    version, created_at, updated_at";
+
+/// The admin actor recorded in the audit trail for hand actions.
+const ACTOR: &str = "admin";
+
+/// A Moonborn user as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminUser {
+    pub id: String,
+    /// The sign-in email (empty once purged).
+    pub email: String,
+    pub display_name: Option<String>,
+    pub contact_email: Option<String>,
+    pub status: Status,
+    /// Sorted.
+    pub roles: Vec<String>,
+    pub managed_by: ManagedBy,
+    pub scim_id: Option<String>,
+    pub external_id: Option<String>,
+    /// Sessions not revoked.
+    pub active_sessions: i64,
+    pub purge_after: Option<String>,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Why a hand action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HandError {
+    /// No such user in the tenant.
+    #[error("no such user")]
+    NotFound,
+    /// The action conflicts with the user's state (taken email, purged user, …).
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for HandError {
+    fn from(e: sqlx::Error) -> Self {
+        HandError::Store(StoreError::Db(e))
+    }
+}
+
+/// A manual invite.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: Option<String>,
+    pub contact_email: Option<String>,
+    pub roles: BTreeSet<String>,
+}
+
+/// A hand edit of a user: `None` leaves a field alone; `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct UserEdit {
+    pub display_name: Option<Option<String>>,
+    pub contact_email: Option<Option<String>>,
+    /// Only `Active` or `Disabled`.
+    pub status: Option<Status>,
+}
+
+impl UserEdit {
+    /// Whether the edit names no field.
+    pub fn is_empty(&self) -> bool {
+        self.display_name.is_none() && self.contact_email.is_none() && self.status.is_none()
+    }
+}
+
+/// A sign-in session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// An API key (never touched by the controller).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// A manual workspace membership (never touched by the controller).
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub user_id: String,
+    pub workspace: String,
+    pub created_at: String,
+}
+
+/// What the controller must never touch, for one user.
+#[derive(Debug, Clone, Serialize)]
+pub struct Extras {
+    pub api_keys: Vec<ApiKey>,
+    /// Key → value (any JSON).
+    pub preferences: BTreeMap<String, Value>,
+    pub workspaces: Vec<Workspace>,
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub run_id: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub user_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub at: String,
+}
+
+/// Which users to list.
+enum Which<'a> {
+    All,
+    EmailLc(&'a str),
+    Id(&'a str),
+}
+
+fn user_from_row(r: &AnyRow) -> Result<AdminUser, StoreError> {
+    let status: String = r.try_get("status")?;
+    let managed: String = r.try_get("managed_by")?;
+    Ok(AdminUser {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        contact_email: r.try_get("contact_email")?,
+        status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?,
+        managed_by: ManagedBy::parse(&managed)
+            .ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
+        scim_id: r.try_get("scim_id")?,
+        external_id: r.try_get("external_id")?,
+        roles: Vec::new(),
+        active_sessions: 0,
+        purge_after: r.try_get("purge_after")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn json_text(s: Option<String>) -> Option<Value> {
+    s.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+}
+
+/// Locks a user's row for a hand action and checks it may take one. With `bump`, the user's
+/// version moves (a change the controller must notice); without, the row is only locked.
+/// `need_active` refuses users that are not active (a sign-in). Answers the user's status.
+async fn lock_user(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    user_id: &str,
+    bump: bool,
+    need_active: bool,
+    now: &str,
+) -> Result<Status, HandError> {
+    let cond = if need_active { "status = 'active'" } else { "status <> 'purged'" };
+    let n = if bump {
+        let sql = format!(
+            "UPDATE users SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND {cond}"
+        );
+        sqlx::query(&sql).bind(tenant_id).bind(user_id).bind(now).execute(&mut **tx).await?
+    } else {
+        let sql = format!("UPDATE users SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2 AND {cond}");
+        sqlx::query(&sql).bind(tenant_id).bind(user_id).execute(&mut **tx).await?
+    }
+    .rows_affected();
+    let row = sqlx::query("SELECT status FROM users WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Err(HandError::NotFound) };
+    let status: String = row.try_get("status")?;
+    let status = Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?;
+    if n == 0 {
+        return Err(HandError::Conflict(match status {
+            Status::Purged => format!("user {user_id} was purged"),
+            s => format!("user {user_id} is {}; only active users can sign in", s.as_str()),
+        }));
+    }
+    Ok(status)
+}
+
+async fn roles_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    user_id: &str,
+) -> Result<BTreeSet<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT role FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(|r| r.try_get("role")).collect()
+}
+
+async fn insert_roles(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    user_id: &str,
+    roles: &BTreeSet<String>,
+) -> Result<(), sqlx::Error> {
+    for role in roles {
+        sqlx::query(
+            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    async fn admin_users(&self, tenant_id: i64, which: Which<'_>) -> Result<Vec<AdminUser>, StoreError> {
+        let (cond, arg) = match which {
+            Which::All => ("", None),
+            Which::EmailLc(e) => (" AND email_lc = $2", Some(e)),
+            Which::Id(id) => (" AND id = $2", Some(id)),
+        };
+        let sql = format!("SELECT {COLS} FROM users WHERE tenant_id = $1{cond}");
+        let mut q = sqlx::query(&sql).bind(tenant_id);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        let mut users = q.fetch_all(&self.pool).await?.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        if users.is_empty() {
+            return Ok(users);
+        }
+        // Roles and live sessions: one query each, for the one user asked for or the whole tenant.
+        let only = (users.len() == 1).then(|| users[0].id.clone());
+        let (rsql, ssql) = if only.is_some() {
+            (
+                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id = $2",
+                "SELECT user_id, COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND user_id = $2 \
+                 AND revoked_at IS NULL GROUP BY user_id",
+            )
+        } else {
+            (
+                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1",
+                "SELECT user_id, COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND revoked_at IS NULL \
+                 GROUP BY user_id",
+            )
+        };
+        let mut roles: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut q = sqlx::query(rsql).bind(tenant_id);
+        if let Some(id) = &only {
+            q = q.bind(id.as_str());
+        }
+        for r in q.fetch_all(&self.pool).await? {
+            roles.entry(r.try_get("user_id")?).or_default().insert(r.try_get("role")?);
+        }
+        let mut sessions: HashMap<String, i64> = HashMap::new();
+        let mut q = sqlx::query(ssql).bind(tenant_id);
+        if let Some(id) = &only {
+            q = q.bind(id.as_str());
+        }
+        for r in q.fetch_all(&self.pool).await? {
+            sessions.insert(r.try_get("user_id")?, r.try_get("n")?);
+        }
+        for u in &mut users {
+            u.roles = roles.remove(&u.id).map(|r| r.into_iter().collect()).unwrap_or_default();
+            u.active_sessions = sessions.get(&u.id).copied().unwrap_or(0);
+        }
+        // Ordered by email, case-insensitively, in Rust: collations differ between backends.
+        users.sort_by(|a, b| a.email.to_lowercase().cmp(&b.email.to_lowercase()).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
+    }
+
+    /// A tenant's Moonborn users (purged ones included), ordered by email; with `email`, only the
+    /// user holding that sign-in email (compared case-insensitively).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn admin_list_users(&self, tenant_id: i64, email: Option<&str>) -> Result<Vec<AdminUser>, StoreError> {
+        match email {
+            Some(e) => self.admin_users(tenant_id, Which::EmailLc(&e.to_lowercase())).await,
+            None => self.admin_users(tenant_id, Which::All).await,
+        }
+    }
+
+    /// One Moonborn user.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such user.
+    pub async fn admin_user(&self, tenant_id: i64, user_id: &str) -> Result<AdminUser, StoreError> {
+        self.admin_users(tenant_id, Which::Id(user_id)).await?.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// Revokes a tenant's SCIM token. Answers false when the tenant has no token with that id;
+    /// revoking a revoked token is a no-op that answers true.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke_tenant_token(&self, tenant_id: i64, token_id: &str) -> Result<bool, StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("UPDATE scim_tokens SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_id)
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?;
+        let found = sqlx::query("SELECT 1 AS one FROM scim_tokens WHERE id = $1 AND tenant_id = $2")
+            .bind(token_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .is_some();
+        w.commit().await?;
+        Ok(found)
+    }
+
+    /// A tenant's audit trail, oldest first: entries after `after_seq`, at most `limit`,
+    /// optionally only those about one user.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_audit(
+        &self,
+        tenant_id: i64,
+        after_seq: i64,
+        limit: i64,
+        user_id: Option<&str>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let cond = if user_id.is_some() { " AND user_id = $4" } else { "" };
+        let sql = format!(
+            "SELECT seq, run_id, actor, action, user_id, before, after, at FROM audit_log \
+             WHERE tenant_id = $1 AND seq > $2{cond} ORDER BY seq LIMIT $3"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(after_seq).bind(limit);
+        if let Some(u) = user_id {
+            q = q.bind(u);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    seq: r.try_get("seq")?,
+                    run_id: r.try_get("run_id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    user_id: r.try_get("user_id")?,
+                    before: json_text(r.try_get("before")?),
+                    after: json_text(r.try_get("after")?),
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A manual invite: a new active user managed by hand. Answers its id.
+    ///
+    /// # Errors
+    /// `Conflict` when a user that is not purged holds the email (case-insensitively).
+    pub async fn invite_user(&self, tenant_id: i64, u: &NewUser) -> Result<String, HandError> {
+        let id = format!("usr_{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
+        let now = now();
+        let mut w = self.begin_write().await?;
+        let r = sqlx::query(
+            "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
+             scim_id, external_id, purge_after, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'active', 'manual', NULL, NULL, NULL, 1, $7, $7)",
+        )
+        .bind(tenant_id)
+        .bind(&id)
+        .bind(&u.email)
+        .bind(u.email.to_lowercase())
+        .bind(&u.display_name)
+        .bind(&u.contact_email)
+        .bind(&now)
+        .execute(&mut *w.tx)
+        .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if StoreError::is_unique(&e) => {
+                return Err(HandError::Conflict(format!("a user with email {} already exists", u.email)))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_roles(&mut w.tx, tenant_id, &id, &u.roles).await?;
+        let after = json!({
+            "email": u.email,
+            "display_name": u.display_name,
+            "contact_email": u.contact_email,
+            "status": "active",
+            "managed_by": "manual",
+            "roles": u.roles,
+        });
+        audit(&mut w.tx, tenant_id, None, ACTOR, "invite", Some(&id), None, Some(&after), &now).await?;
+        w.commit().await?;
+        Ok(id)
+    }
+
+    /// A sign-in: a new session of an active user.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user is not active.
+    pub async fn sign_in(&self, tenant_id: i64, user_id: &str) -> Result<Session, HandError> {
+        let now = now();
+        let s = Session {
+            id: format!("ses_{}", uuid::Uuid::new_v4().simple()),
+            user_id: user_id.to_string(),
+            created_at: now.clone(),
+            revoked_at: None,
+        };
+        let mut w = self.begin_write().await?;
+        lock_user(&mut w.tx, tenant_id, user_id, true, true, &now).await?;
+        sqlx::query("INSERT INTO sessions (id, tenant_id, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&s.id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(&now)
+            .execute(&mut *w.tx)
+            .await?;
+        let after = json!({"session_id": s.id});
+        audit(&mut w.tx, tenant_id, None, ACTOR, "sign_in", Some(user_id), None, Some(&after), &now).await?;
+        w.commit().await?;
+        Ok(s)
+    }
+
+    /// A user's sessions, newest first.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such user.
+    pub async fn list_sessions(&self, tenant_id: i64, user_id: &str) -> Result<Vec<Session>, StoreError> {
+        self.admin_user(tenant_id, user_id).await?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, created_at, revoked_at FROM sessions WHERE tenant_id = $1 AND user_id = $2 \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Session {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    created_at: r.try_get("created_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a user's roles by hand.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user was purged.
+    pub async fn set_user_roles(
+        &self,
+        tenant_id: i64,
+        user_id: &str,
+        roles: &BTreeSet<String>,
+    ) -> Result<(), HandError> {
+        let now = now();
+        let mut w = self.begin_write().await?;
+        lock_user(&mut w.tx, tenant_id, user_id, true, false, &now).await?;
+        let before = roles_in_tx(&mut w.tx, tenant_id, user_id).await?;
+        sqlx::query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(&mut *w.tx)
+            .await?;
+        insert_roles(&mut w.tx, tenant_id, user_id, roles).await?;
+        let (b, a) = (json!({"roles": before}), json!({"roles": roles}));
+        audit(&mut w.tx, tenant_id, None, ACTOR, "set_roles", Some(user_id), Some(&b), Some(&a), &now).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Edits a user's profile or status by hand. Disabling signs the user out (every session
+    /// revoked), as the app would.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user was purged, or a status change of a deleted user.
+    pub async fn edit_user(&self, tenant_id: i64, user_id: &str, e: &UserEdit) -> Result<(), HandError> {
+        if e.is_empty() {
+            return Ok(());
+        }
+        let now = now();
+        let mut w = self.begin_write().await?;
+        let status = lock_user(&mut w.tx, tenant_id, user_id, true, false, &now).await?;
+        if let Some(to) = e.status {
+            if status == Status::Deleted {
+                return Err(HandError::Conflict(format!(
+                    "user {user_id} is deleted (in its grace period); its status cannot be changed by hand"
+                )));
+            }
+            if !matches!(to, Status::Active | Status::Disabled) {
+                return Err(HandError::Conflict(format!("status {} cannot be set by hand", to.as_str())));
+            }
+        }
+        let row = sqlx::query("SELECT display_name, contact_email FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_one(&mut *w.tx)
+            .await?;
+        let old_name: Option<String> = row.try_get("display_name")?;
+        let old_contact: Option<String> = row.try_get("contact_email")?;
+        let name = e.display_name.clone().unwrap_or_else(|| old_name.clone());
+        let contact = e.contact_email.clone().unwrap_or_else(|| old_contact.clone());
+        let new_status = e.status.unwrap_or(status);
+        sqlx::query(
+            "UPDATE users SET display_name = $1, contact_email = $2, status = $3 WHERE tenant_id = $4 AND id = $5",
+        )
+        .bind(&name)
+        .bind(&contact)
+        .bind(new_status.as_str())
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&mut *w.tx)
+        .await?;
+        if status == Status::Active && new_status == Status::Disabled {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(&now)
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        let before = json!({"display_name": old_name, "contact_email": old_contact, "status": status});
+        let after = json!({"display_name": name, "contact_email": contact, "status": new_status});
+        audit(&mut w.tx, tenant_id, None, ACTOR, "edit", Some(user_id), Some(&before), Some(&after), &now).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Creates an API key for a user (the controller never touches it).
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user was purged.
+    pub async fn create_api_key(&self, tenant_id: i64, user_id: &str, name: &str) -> Result<ApiKey, HandError> {
+        let now = now();
+        let k = ApiKey {
+            id: format!("key_{}", uuid::Uuid::new_v4().simple()),
+            user_id: user_id.to_string(),
+            name: name.to_string(),
+            created_at: now.clone(),
+        };
+        let mut w = self.begin_write().await?;
+        lock_user(&mut w.tx, tenant_id, user_id, false, false, &now).await?;
+        sqlx::query("INSERT INTO api_keys (id, tenant_id, user_id, name, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&k.id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(name)
+            .bind(&now)
+            .execute(&mut *w.tx)
+            .await?;
+        let after = json!({"api_key_id": k.id, "name": name});
+        audit(&mut w.tx, tenant_id, None, ACTOR, "api_key", Some(user_id), None, Some(&after), &now).await?;
+        w.commit().await?;
+        Ok(k)
+    }
+
+    /// Sets one of a user's personal preferences (the controller never touches them).
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user was purged.
+    pub async fn set_preference(
+        &self,
+        tenant_id: i64,
+        user_id: &str,
+        key: &str,
+        value: &Value,
+    ) -> Result<(), HandError> {
+        let now = now();
+        let mut w = self.begin_write().await?;
+        lock_user(&mut w.tx, tenant_id, user_id, false, false, &now).await?;
+        let before = sqlx::query("SELECT value FROM preferences WHERE tenant_id = $1 AND user_id = $2 AND key = $3")
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .map(|r| r.try_get::<String, _>("value"))
+            .transpose()?;
+        sqlx::query(
+            "INSERT INTO preferences (tenant_id, user_id, key, value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, user_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(key)
+        .bind(value.to_string())
+        .execute(&mut *w.tx)
+        .await?;
+        let b = before.map(|v| json!({"key": key, "value": json_text(Some(v))}));
+        let a = json!({"key": key, "value": value});
+        audit(&mut w.tx, tenant_id, None, ACTOR, "preference", Some(user_id), b.as_ref(), Some(&a), &now).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a user to a workspace by hand (the controller never touches it).
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the user was purged or already a member.
+    pub async fn add_workspace(&self, tenant_id: i64, user_id: &str, workspace: &str) -> Result<Workspace, HandError> {
+        let now = now();
+        let mut w = self.begin_write().await?;
+        lock_user(&mut w.tx, tenant_id, user_id, false, false, &now).await?;
+        let n = sqlx::query(
+            "INSERT INTO workspace_memberships (tenant_id, user_id, workspace, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, user_id, workspace) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(workspace)
+        .bind(&now)
+        .execute(&mut *w.tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(HandError::Conflict(format!("user {user_id} is already a member of workspace {workspace:?}")));
+        }
+        let after = json!({"workspace": workspace});
+        audit(&mut w.tx, tenant_id, None, ACTOR, "workspace", Some(user_id), None, Some(&after), &now).await?;
+        w.commit().await?;
+        Ok(Workspace { user_id: user_id.to_string(), workspace: workspace.to_string(), created_at: now })
+    }
+
+    /// A user's API keys, preferences and manual workspace memberships.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such user.
+    pub async fn user_extras(&self, tenant_id: i64, user_id: &str) -> Result<Extras, StoreError> {
+        self.admin_user(tenant_id, user_id).await?;
+        let keys = sqlx::query(
+            "SELECT id, user_id, name, created_at FROM api_keys WHERE tenant_id = $1 AND user_id = $2 \
+             ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let prefs = sqlx::query("SELECT key, value FROM preferences WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let spaces = sqlx::query(
+            "SELECT user_id, workspace, created_at FROM workspace_memberships WHERE tenant_id = $1 AND user_id = $2 \
+             ORDER BY workspace",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Extras {
+            api_keys: keys
+                .iter()
+                .map(|r| {
+                    Ok(ApiKey {
+                        id: r.try_get("id")?,
+                        user_id: r.try_get("user_id")?,
+                        name: r.try_get("name")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?,
+            preferences: prefs
+                .iter()
+                .map(|r| Ok((r.try_get("key")?, json_text(Some(r.try_get("value")?)).unwrap_or(Value::Null))))
+                .collect::<Result<_, sqlx::Error>>()?,
+            workspaces: spaces
+                .iter()
+                .map(|r| {
+                    Ok(Workspace {
+                        user_id: r.try_get("user_id")?,
+                        workspace: r.try_get("workspace")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?,
+        })
+    }
+}
