@@ -1,0 +1,518 @@
+//! Webhook delivery of the outbox to a real receiver on loopback, driven by the controller on a
+//! real store: SQLite always, PostgreSQL too when `MOONBORN_TEST_POSTGRES_URL` is set (a fresh
+//! database per test).
+//!
+//! Checks: one signed `user.provisioned` per user with an `Idempotency-Key`; retries with backoff
+//! until the receiver answers 2xx, then exactly one delivery with the attempts recorded; a receiver
+//! that is down leaves events pending, never dropped; no second welcome, ever; a deactivation
+//! queues exactly one `user.deactivated` and revokes every session.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use moonborn_scim::controller::model::user_id_for;
+use moonborn_scim::controller::outbox::{self, signature, WebhookConfig};
+use moonborn_scim::controller::{Controller, RunOutcome, Scope2, Trigger};
+use moonborn_scim::scim::schema::{normalize, Kind};
+use moonborn_scim::store::{Intent, OutboxEvent, Tenant};
+use moonborn_scim::{Store, Tier};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::{Connection as _, Row as _};
+
+const SECRET: &str = "s3cret-webhook-key";
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// A store per test, on either backend
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+enum Guard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, db: String },
+}
+
+struct Db {
+    store: Store,
+    tenant: Tenant,
+    guard: Option<Guard>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn postgres_url() -> Option<String> {
+    static NOTICE: OnceLock<()> = OnceLock::new();
+    match std::env::var("MOONBORN_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            NOTICE.get_or_init(|| {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "\nNOTE: outbox tests on PostgreSQL SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (head, tail) = match url.split_once('?') {
+        Some((h, t)) => (h, format!("?{t}")),
+        None => (url, String::new()),
+    };
+    let cut = head.rfind('/').filter(|&i| i > "postgres://".len()).unwrap_or(head.len());
+    format!("{}/{db}{tail}", &head[..cut])
+}
+
+impl Db {
+    async fn open(backend: Backend) -> Option<Db> {
+        let (url, guard) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+                (url, Guard::Sqlite(dir))
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_url()?;
+                let db = format!("moonborn_outbox_{}", uuid::Uuid::new_v4().simple());
+                let mut c = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut c).await.expect("create database");
+                c.close().await.ok();
+                (with_db(&admin_url, &db), Guard::Postgres { admin_url, db })
+            }
+        };
+        let store = Store::open(&url).await.expect("open store");
+        let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+        Some(Db { store, tenant, guard: Some(guard), tasks: Vec::new() })
+    }
+
+    fn intent<'a>(&self, now: &'a str) -> Intent<'a> {
+        Intent { tenant_id: self.tenant.id, request_id: "test", now }
+    }
+
+    /// Pushes a SCIM user into the desired state; returns its SCIM id.
+    async fn push_user(&self, user_name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = moonborn_scim::store::now();
+        self.store.insert_user(&self.intent(&now), &id, &user_doc(user_name, true)).await.expect("insert user");
+        id
+    }
+
+    async fn set_active(&self, scim_id: &str, user_name: &str, active: bool) {
+        let cur = self.store.get_user(self.tenant.id, scim_id).await.expect("get user");
+        let now = moonborn_scim::store::now();
+        self.store
+            .update_user(&self.intent(&now), scim_id, &user_doc(user_name, active), cur.version, "replace")
+            .await
+            .expect("update user");
+    }
+
+    async fn reconcile(&self) -> RunOutcome {
+        Controller::new(self.store.clone())
+            .reconcile(&self.tenant, Trigger::Operator, Scope2::Full, None)
+            .await
+            .expect("reconcile")
+    }
+
+    async fn outbox(&self) -> Vec<OutboxEvent> {
+        self.store.list_outbox(self.tenant.id).await.expect("list outbox")
+    }
+
+    async fn events(&self, ty: &str) -> Vec<OutboxEvent> {
+        self.outbox().await.into_iter().filter(|e| e.event_type == ty).collect()
+    }
+
+    /// Starts the delivery worker (stopped when the test ends).
+    fn start_worker(&mut self, url: &str) {
+        let cfg = WebhookConfig { url: url.to_string(), secret: Some(SECRET.into()), poll: Duration::from_millis(50) };
+        self.tasks.push(tokio::spawn(outbox::run(self.store.clone(), cfg)));
+    }
+
+    async fn sign_in(&self, user_id: &str) {
+        sqlx::query("INSERT INTO sessions (id, tenant_id, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(self.tenant.id)
+            .bind(user_id)
+            .bind(moonborn_scim::store::now())
+            .execute(self.store.pool())
+            .await
+            .expect("insert session");
+    }
+
+    async fn live_sessions(&self, user_id: &str) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+            .bind(self.tenant.id)
+            .bind(user_id)
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count sessions")
+            .try_get("n")
+            .expect("n")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(Guard::Postgres { admin_url, db }) = self.guard.take() {
+            let store = self.store.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    store.close().await;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut c).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs a test on SQLite, and on PostgreSQL when configured.
+macro_rules! db_test {
+    (async fn $name:ident($db:ident) $body:block) => {
+        mod $name {
+            use super::*;
+            async fn case(mut $db: Db) {
+                let _ = &mut $db;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                case(Db::open(Backend::Sqlite).await.expect("sqlite")).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = Db::open(Backend::Postgres).await {
+                    case(db).await
+                }
+            }
+        }
+    };
+}
+
+fn user_doc(user_name: &str, active: bool) -> Value {
+    normalize(
+        Kind::User,
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+            "name": {"givenName": "Given", "familyName": user_name.split('@').next().unwrap_or_default()},
+            "emails": [{"value": user_name, "type": "work", "primary": true}],
+            "active": active
+        }),
+    )
+    .expect("a valid user")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiver
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    /// What the receiver answered.
+    status: StatusCode,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    /// Answer 500 to this many requests first.
+    fail_first: usize,
+}
+
+impl Receiver {
+    fn all(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+    /// The requests answered 2xx.
+    fn accepted(&self) -> Vec<Received> {
+        self.all().into_iter().filter(|r| r.status.is_success()).collect()
+    }
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut got = r.got.lock().expect("lock");
+    let status = if got.len() < r.fail_first { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    got.push(Received { headers, body, status });
+    status
+}
+
+/// Serves a receiver on `listener`; returns its URL and the server task.
+fn serve(listener: tokio::net::TcpListener, r: Receiver) -> (String, tokio::task::JoinHandle<()>) {
+    let url = format!("http://{}/hooks/moonborn", listener.local_addr().expect("addr"));
+    let app = Router::new().route("/hooks/moonborn", post(hook)).with_state(r);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (url, task)
+}
+
+async fn receiver(fail_first: usize) -> (Receiver, String, tokio::task::JoinHandle<()>) {
+    let r = Receiver { fail_first, ..Receiver::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (url, task) = serve(listener, r.clone());
+    (r, url, task)
+}
+
+/// Polls `f` until it gives `Some`, at most `WAIT`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn verify(body: &[u8], header: &str) {
+    let hex = header.strip_prefix("sha256=").unwrap_or_else(|| panic!("signature {header:?} lacks sha256="));
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    mac.verify_slice(&hex::decode(hex).expect("hex signature")).expect("the signature verifies");
+    assert_eq!(header, signature(SECRET, body));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+db_test!(
+    async fn one_signed_welcome_per_user(db) {
+        let names = ["ann@acme.com", "ben@acme.com", "cat@acme.com"];
+        let mut scim_ids = Vec::new();
+        for n in names {
+            scim_ids.push(db.push_user(n).await);
+        }
+        let run = db.reconcile().await;
+        assert_eq!(run.status, "applied");
+        assert_eq!(run.applied, 3);
+        // Queued in the same transactions as the creates, before any worker runs.
+        let queued = db.events("user.provisioned").await;
+        assert_eq!(queued.len(), 3);
+        assert!(queued.iter().all(|e| e.status == "pending" && e.attempts == 0));
+
+        let (rx, url, _server) = receiver(0).await;
+        db.start_worker(&url);
+        let got = eventually("three deliveries", || {
+            let rx = rx.clone();
+            async move { Some(rx.accepted()).filter(|g| g.len() >= 3) }
+        })
+        .await;
+        assert_eq!(got.len(), 3);
+        let events = eventually("the outbox marked delivered", || async {
+            Some(db.outbox().await).filter(|es| es.iter().all(|e| e.status == "delivered"))
+        })
+        .await;
+
+        let mut seen_users = Vec::new();
+        for r in &got {
+            let body = r.json();
+            let ev = events.iter().find(|e| e.id == body["id"]).expect("the body names its event");
+            assert_eq!(body["type"], "user.provisioned");
+            assert_eq!(r.header("x-moonborn-event"), "user.provisioned");
+            assert_eq!(r.header("idempotency-key"), ev.idempotency_key);
+            assert!(!ev.idempotency_key.is_empty());
+            assert!(r.header("content-type").starts_with("application/json"));
+            verify(&r.body, r.header("x-moonborn-signature"));
+            assert_eq!(body["user_id"], ev.user_id.as_str());
+            assert_eq!(body["tenant_id"], db.tenant.id);
+            assert_eq!(body["data"]["user_id"], ev.user_id.as_str());
+            assert_eq!(body["data"]["status"], "active");
+            assert_eq!(body["data"]["roles"], json!(["viewer"]));
+            assert_eq!(ev.attempts, 1);
+            assert!(ev.delivered_at.is_some());
+            seen_users.push((body["data"]["email"].as_str().unwrap_or_default().to_string(), ev.user_id.clone()));
+        }
+        seen_users.sort();
+        let mut want: Vec<(String, String)> =
+            names.iter().zip(&scim_ids).map(|(n, s)| (n.to_string(), user_id_for(s))).collect();
+        want.sort();
+        assert_eq!(seen_users, want);
+        let keys: std::collections::HashSet<&str> = got.iter().map(|r| r.header("idempotency-key")).collect();
+        assert_eq!(keys.len(), 3, "one key per event");
+
+        // A tampered body does not verify.
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(b"{\"type\":\"user.provisioned\"}");
+        let sig = got[0].header("x-moonborn-signature").trim_start_matches("sha256=");
+        assert!(mac.verify_slice(&hex::decode(sig).expect("hex")).is_err());
+    }
+);
+
+db_test!(
+    async fn failing_receiver_gets_the_event_once_it_recovers(db) {
+        db.push_user("dan@acme.com").await;
+        db.reconcile().await;
+        let (rx, url, _server) = receiver(3).await;
+        db.start_worker(&url);
+        // Backoff is 1 s, 2 s, 4 s: about 7 s to the fourth attempt.
+        let ev = eventually("delivery after three failures", || async {
+            db.events("user.provisioned").await.into_iter().find(|e| e.status == "delivered")
+        })
+        .await;
+        assert_eq!(ev.attempts, 4);
+        assert_eq!(ev.last_error, None);
+        let all = rx.all();
+        assert_eq!(all.len(), 4, "three failures then one success");
+        assert_eq!(all.iter().filter(|r| r.status.is_success()).count(), 1);
+        // Every attempt carries the same key and the same signed body.
+        for r in &all {
+            assert_eq!(r.header("idempotency-key"), ev.idempotency_key);
+            assert_eq!(r.body, all[0].body);
+            verify(&r.body, r.header("x-moonborn-signature"));
+        }
+        // Delivered exactly once: a few more poll rounds bring nothing new.
+        let before = rx.all().len();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(rx.all().len(), before, "redelivered after success");
+        assert_eq!(db.outbox().await.len(), 1);
+    }
+);
+
+db_test!(
+    async fn receiver_down_leaves_events_pending_then_delivers(db) {
+        db.push_user("eve@acme.com").await;
+        db.reconcile().await;
+        // A port nobody listens on (for now).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let url = format!("http://{addr}/hooks/moonborn");
+        db.start_worker(&url);
+        let ev = eventually("two failed attempts", || async {
+            db.events("user.provisioned").await.into_iter().find(|e| e.attempts >= 2)
+        })
+        .await;
+        assert_eq!(ev.status, "pending", "never dropped");
+        assert!(ev.last_error.as_deref().is_some_and(|e| !e.is_empty()), "the failure is recorded: {ev:?}");
+        assert!(ev.delivered_at.is_none());
+        assert!(chrono::DateTime::parse_from_rfc3339(&ev.next_attempt_at).is_ok());
+
+        // The receiver comes back on the same address: the event goes out.
+        let rx = Receiver::default();
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the receiver's port");
+        let (_, _server) = serve(listener, rx.clone());
+        let ev = eventually("delivery after the receiver is back", || async {
+            db.events("user.provisioned").await.into_iter().find(|e| e.status == "delivered")
+        })
+        .await;
+        assert!(ev.attempts >= 3);
+        assert_eq!(rx.accepted().len(), 1);
+        assert_eq!(rx.accepted()[0].header("idempotency-key"), ev.idempotency_key);
+    }
+);
+
+db_test!(
+    async fn no_second_welcome_and_one_deactivation_with_sessions_revoked(db) {
+        let fay = db.push_user("fay@acme.com").await;
+        let gus = db.push_user("gus@acme.com").await;
+        assert_eq!(db.reconcile().await.applied, 2);
+        let uid = user_id_for(&fay);
+        db.sign_in(&uid).await;
+        db.sign_in(&uid).await;
+        db.sign_in(&user_id_for(&gus)).await;
+        assert_eq!(db.live_sessions(&uid).await, 2);
+
+        // Reconciling again changes nothing and queues nothing.
+        let again = db.reconcile().await;
+        assert_eq!(again.status, "noop", "{:?}", again.plan.changes);
+        assert_eq!(db.outbox().await.len(), 2);
+
+        // Deactivate fay: one user.deactivated, every session revoked; gus untouched.
+        db.set_active(&fay, "fay@acme.com", false).await;
+        let run = db.reconcile().await;
+        assert_eq!(run.applied, 1);
+        assert_eq!(db.events("user.deactivated").await.len(), 1);
+        assert_eq!(db.events("user.deactivated").await[0].user_id, uid);
+        assert_eq!(db.live_sessions(&uid).await, 0);
+        assert_eq!(db.live_sessions(&user_id_for(&gus)).await, 1);
+        assert_eq!(db.reconcile().await.status, "noop");
+        assert_eq!(db.events("user.deactivated").await.len(), 1, "a rerun queues no second deactivation");
+
+        // Reactivate: enabled again, old sessions stay revoked, and still one welcome.
+        db.set_active(&fay, "fay@acme.com", true).await;
+        assert_eq!(db.reconcile().await.applied, 1);
+        assert_eq!(db.live_sessions(&uid).await, 0);
+        let welcomes = db.events("user.provisioned").await;
+        assert_eq!(welcomes.iter().filter(|e| e.user_id == uid).count(), 1, "one welcome per user, ever");
+
+        // Deleted in the IdP, then created again with the same userName within grace: restored,
+        // no second welcome.
+        let now = moonborn_scim::store::now();
+        db.store.delete_user(&db.intent(&now), &fay, None).await.expect("delete");
+        let run = db.reconcile().await;
+        assert_eq!(run.plan.summary.delete, 1, "{}", run.plan.summary.line());
+        assert_eq!(db.events("user.deleted").await.len(), 1);
+        let fay2 = db.push_user("fay@acme.com").await;
+        let run = db.reconcile().await;
+        assert_eq!(run.plan.summary.restore, 1, "{}", run.plan.summary.line());
+        assert_eq!(run.plan.changes[0].user_id, uid, "the same Moonborn user");
+        assert_ne!(fay2, fay);
+        assert_eq!(db.events("user.restored").await.len(), 1);
+        assert_eq!(db.events("user.provisioned").await.iter().filter(|e| e.user_id == uid).count(), 1);
+        assert_eq!(db.reconcile().await.status, "noop");
+
+        // Everything queued reaches the receiver once, welcome included.
+        let (rx, url, _server) = receiver(0).await;
+        db.start_worker(&url);
+        let total = db.outbox().await.len();
+        eventually("all delivered", || async {
+            Some(()).filter(|_| rx.accepted().len() >= total)
+        })
+        .await;
+        eventually("the outbox marked delivered", || async {
+            Some(db.outbox().await).filter(|es| es.iter().all(|e| e.status == "delivered"))
+        })
+        .await;
+        let types: Vec<String> = rx.accepted().iter().map(|r| r.json()["type"].as_str().unwrap_or_default().to_string()).collect();
+        let count = |t: &str| types.iter().filter(|x| *x == t).count();
+        assert_eq!(count("user.provisioned"), 2, "{types:?}");
+        assert_eq!(count("user.deactivated"), 1, "{types:?}");
+        assert_eq!(count("user.deleted"), 1, "{types:?}");
+        assert_eq!(count("user.restored"), 1, "{types:?}");
+        let deact = rx.accepted().into_iter().find(|r| r.json()["type"] == "user.deactivated").expect("deactivated");
+        assert_eq!(deact.json()["user_id"], uid.as_str());
+        assert_eq!(deact.json()["data"]["status"], "disabled");
+        verify(&deact.body, deact.header("x-moonborn-signature"));
+    }
+);
