@@ -189,7 +189,8 @@ impl Drop for Db {
 
 /// Runs a test on SQLite, and on PostgreSQL when configured.
 macro_rules! db_test {
-    (async fn $name:ident($db:ident) $body:block) => {
+    ($(#[$m:meta])* async fn $name:ident($db:ident) $body:block) => {
+        $(#[$m])*
         mod $name {
             use super::*;
             async fn case(mut $db: Db) {
@@ -514,5 +515,30 @@ db_test!(
         assert_eq!(deact.json()["user_id"], uid.as_str());
         assert_eq!(deact.json()["data"]["status"], "disabled");
         verify(&deact.body, deact.header("x-moonborn-signature"));
+    }
+);
+
+db_test!(
+    /// BUG (expected to fail): the IdP deletes bob (soft-deleted here, keeping bob@ for the 30-day
+    /// grace) and renames alice to bob@. alice's update clashes with the deleted user's email on
+    /// the unique index: every run reports it stale and the plan never empties (until the purge).
+    async fn rename_onto_a_soft_deleted_users_email_converges(db) {
+        let alice = db.push_user("alice@acme.com").await;
+        let bob = db.push_user("bob@acme.com").await;
+        db.reconcile().await;
+        let now = moonborn_scim::store::now();
+        db.store.delete_user(&db.intent(&now), &bob, None).await.expect("delete bob");
+        db.reconcile().await;
+        let cur = db.store.get_user(db.tenant.id, &alice).await.expect("alice");
+        db.store
+            .update_user(&db.intent(&now), &alice, &user_doc("bob@acme.com", true), cur.version, "replace")
+            .await
+            .expect("rename alice");
+        let mut stale = Vec::new();
+        for _ in 0..3 {
+            stale.push(db.reconcile().await.stale);
+        }
+        let left = Controller::new(db.store.clone()).plan(&db.tenant, Scope2::Full).await.expect("plan");
+        assert!(left.changes.is_empty(), "stale per run {stale:?}; still planned: {}", left.summary.line());
     }
 );

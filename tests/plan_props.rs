@@ -840,3 +840,25 @@ fn roles_and_fields_diff_into_one_update() {
     let by_id: BTreeMap<_, _> = p.iter().map(|c| (c.user_id.clone(), c.kind)).collect();
     assert_eq!(by_id.len(), 1);
 }
+
+/// BUG (expected to fail): idempotence. A linked user renamed onto the email of a soft-deleted
+/// user whose purge is due: the plan orders the update before the purge that frees the email, so
+/// the update is stale the first time and succeeds when the same plan is applied again.
+#[test]
+fn bug_update_is_ordered_before_the_purge_that_frees_its_email() {
+    let alice = d("s1", "alice@acme.com", true);
+    let mut gone = synced(&d("s-gone", "bob@acme.com", true));
+    gone.status = Status::Deleted;
+    gone.purge_after = Some(fmt_time(now() - Duration::days(1)));
+    let actual = vec![synced(&alice), gone];
+    let desired = vec![d("s1", "bob@acme.com", true)];
+    let p = full_plan(&desired, &actual);
+    assert_eq!(describe(&p).len(), 2, "{:?}", describe(&p));
+    let mut once = actual.clone();
+    apply_all(&mut once, &p, &mut Log::default(), &mut HashSet::new());
+    let mut twice = once.clone();
+    let mut log = Log::default();
+    apply_all(&mut twice, &p, &mut log, &mut HashSet::new());
+    assert_eq!(log.stale, p.len(), "the second application of {:?} wrote something", describe(&p));
+    assert_eq!(sorted(once), sorted(twice));
+}

@@ -109,7 +109,14 @@ fn text_report_headers_diffs_and_summary() {
 
     assert_eq!(
         section(&text, "user alice@acme.com will be deactivated (signed out, sessions revoked)"),
-        vec!["--- before", "+++ after", " … 3 unchanged fields", "-status: active", "+status: disabled", " … 5 unchanged fields"],
+        vec![
+            "--- before",
+            "+++ after",
+            " … 3 unchanged fields",
+            "-status: active",
+            "+status: disabled",
+            " … 5 unchanged fields"
+        ],
         "{text}"
     );
     assert_eq!(
@@ -270,7 +277,10 @@ fn held_plan_says_so() {
     let p = four_kinds();
     let held = computed(
         p.changes.clone(),
-        Some(Hold { reason: "this run would deactivate or delete 2 of 3 SCIM users".into(), fingerprint: p.fingerprint }),
+        Some(Hold {
+            reason: "this run would deactivate or delete 2 of 3 SCIM users".into(),
+            fingerprint: p.fingerprint,
+        }),
     );
     let text = report::text(&held, false);
     assert!(
@@ -310,8 +320,17 @@ fn json_report_has_a_stable_shape() {
     assert_eq!(j["summary"]["create"], 1);
     let changes = j["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 4);
-    let record_keys =
-        vec!["contact_email", "display_name", "email", "external_id", "managed_by", "purge_after", "roles", "scim_id", "status"];
+    let record_keys = vec![
+        "contact_email",
+        "display_name",
+        "email",
+        "external_id",
+        "managed_by",
+        "purge_after",
+        "roles",
+        "scim_id",
+        "status",
+    ];
     for (c, orig) in changes.iter().zip(&p.changes) {
         assert_eq!(keys(c), vec!["after", "before", "before_version", "diff", "header", "kind", "user_id"]);
         assert_eq!(c["kind"], orig.kind.as_str());
@@ -355,7 +374,10 @@ fn html_escapes_what_the_idp_sent() {
     assert!(html.contains("<title>Plan for &lt;b&gt;acme&lt;/b&gt;</title>"), "{html}");
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("Plan: 1 to create, 0 to update, 0 to deactivate, 0 to delete, 0 to purge."));
-    assert!(html.contains("<h2 class=\"create\">user x@acme.com will be created (welcome email queued)</h2>"), "{html}");
+    assert!(
+        html.contains("<h2 class=\"create\">user x@acme.com will be created (welcome email queued)</h2>"),
+        "{html}"
+    );
     // The text report is not HTML: it shows the name as sent.
     assert!(report::text(&p, false).contains("+display_name: <script>alert('pwned')</script> & \"Co\""));
     // An email with markup in the header is escaped too.
@@ -364,5 +386,7 @@ fn html_escapes_what_the_idp_sent() {
     assert!(!html.contains("<img"), "{html}");
     assert!(html.contains("user &lt;img src=x onerror=alert(1)&gt;@acme.com will be created"), "{html}");
     // The empty plan page.
-    assert!(report::html(&computed(Vec::new(), None)).contains("<p>No changes: Moonborn matches the desired state.</p>"));
+    assert!(
+        report::html(&computed(Vec::new(), None)).contains("<p>No changes: Moonborn matches the desired state.</p>")
+    );
 }
