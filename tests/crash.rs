@@ -1,0 +1,119 @@
+//! Crash safety: SIGKILL the server in the middle of applying a large plan, restart it, and
+//! prove the tenant converges with exactly one welcome email per user.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moonborn_scim::controller::{Controller, Scope2};
+use moonborn_scim::scim::schema::{normalize, Kind};
+use moonborn_scim::store::Intent;
+use moonborn_scim::{Store, Tier};
+use serde_json::json;
+use sqlx::Connection as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
+const USERS: usize = 3000;
+
+fn start(db: &str) -> Child {
+    Command::new(BIN)
+        .args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server")
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn scenario(db: &str) {
+    let store = Store::open(db).await.expect("open");
+    let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+    // The desired state: many SCIM users nobody has reconciled yet (the server is not running).
+    for i in 0..USERS {
+        let doc = normalize(
+            Kind::User,
+            json!({"userName": format!("user{i:05}@acme.com"), "name": {"givenName": "U", "familyName": format!("{i}")}}),
+        )
+        .unwrap();
+        let now = moonborn_scim::store::now();
+        let intent = Intent { tenant_id: tenant.id, request_id: "seed", now: &now };
+        store.insert_user(&intent, &format!("scim-{i:05}"), &doc).await.expect("insert");
+    }
+    let users = |store: Store, tid: i64| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+            .bind(tid)
+            .fetch_one(store.pool())
+            .await
+            .unwrap_or(0)
+    };
+
+    // Start: the start-up run plans USERS creates. Kill it once some, not all, are applied.
+    let mut server = start(db);
+    wait_for("the first users to be applied", || {
+        let s = store.clone();
+        async move { users(s, tenant.id).await >= 50 }
+    })
+    .await;
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reap");
+    let applied_at_kill = users(store.clone(), tenant.id).await;
+    assert!(
+        (applied_at_kill as usize) < USERS,
+        "the server finished before it was killed ({applied_at_kill} users); raise USERS"
+    );
+
+    // Restart: it converges.
+    let mut server = start(db);
+    wait_for("convergence", || {
+        let s = store.clone();
+        async move { users(s, tenant.id).await as usize == USERS }
+    })
+    .await;
+    let controller = Controller::new(store.clone());
+    wait_for("an empty plan", || {
+        let (c, t) = (controller.clone(), tenant.clone());
+        async move { c.plan(&t, Scope2::Full).await.map(|p| p.changes.is_empty()).unwrap_or(false) }
+    })
+    .await;
+    server.kill().ok();
+    server.wait().ok();
+
+    let events = store.list_outbox(tenant.id).await.expect("outbox");
+    let welcomes: Vec<_> = events.iter().filter(|e| e.event_type == "user.provisioned").collect();
+    let distinct: std::collections::HashSet<_> = welcomes.iter().map(|e| e.user_id.clone()).collect();
+    assert_eq!(welcomes.len(), USERS, "one welcome email per user");
+    assert_eq!(distinct.len(), USERS, "no user welcomed twice");
+    eprintln!("killed after {applied_at_kill} of {USERS} users; converged after restart");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_apply_then_restart_converges_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&format!("sqlite://{}", dir.path().join("crash.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_apply_then_restart_converges_postgres() {
+    let Ok(admin) = std::env::var("MOONBORN_TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL crash test SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let name = format!("moonborn_crash_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("create db");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a database in the URL");
+    scenario(&format!("{base}/{name}")).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok();
+}
