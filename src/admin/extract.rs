@@ -81,7 +81,11 @@ async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AdminEr
     Bytes::from_request(req, state).await.map_err(|e| AdminError::new(e.status(), e.body_text()))
 }
 
+/// Parses a body, which must be a JSON object (serde would take an array for a struct too).
 fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, AdminError> {
+    if b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AdminError::bad_request("the body must be a JSON object"));
+    }
     serde_json::from_slice(b).map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
 }
 

@@ -1,0 +1,53 @@
+//! Runs, the audit trail and the outbox: shapes, filters, paging and bad parameters.
+
+use serde_json::json;
+
+use crate::admin_test;
+
+admin_test!(
+    async fn runs_audit_and_outbox_listings(app) {
+        assert_eq!(app.get("/tenants/acme/runs").await.expect(200), &json!({"runs": []}));
+        assert_eq!(app.get("/tenants/acme/outbox").await.expect(200), &json!({"events": []}));
+        for e in ["a@acme.com", "b@acme.com", "c@acme.com"] {
+            app.post("/tenants/acme/users", &json!({"email": e})).await.expect(201);
+        }
+        let all = app.get("/tenants/acme/audit").await.expect(200)["entries"].as_array().unwrap().clone();
+        assert_eq!(all.len(), 3);
+        let e = &all[0];
+        let mut keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["action", "actor", "after", "at", "before", "run_id", "seq", "user_id"]);
+        assert!(e["after"].is_object(), "before/after are JSON, not text: {e}");
+        assert!(all.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "oldest first");
+        // Paging.
+        let first = all[0]["seq"].as_i64().unwrap();
+        let page = app.get(&format!("/tenants/acme/audit?after={first}&limit=1")).await.expect(200).clone();
+        assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+        assert_eq!(page["entries"][0]["seq"], all[1]["seq"]);
+        for bad in ["limit=0", "limit=x", "after=x", "limit=100000"] {
+            app.get(&format!("/tenants/acme/audit?{bad}")).await.expect_error(400);
+        }
+        app.get("/tenants/acme/runs?limit=-1").await.expect_error(400);
+
+        // A SCIM user: a run and a welcome email.
+        app.scim_user("sam@acme.com").await;
+        let sam = app.wait_user("sam@acme.com", "sam provisioned", |u| u["status"] == "active").await;
+        let runs = app.get("/tenants/acme/runs?limit=1").await.expect(200)["runs"].as_array().unwrap().clone();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0]["trigger"].as_str(), runs[0]["status"].as_str()), (Some("push"), Some("applied")));
+        assert_eq!(runs[0]["summary"]["applied"], 1);
+        let ev = app.events("acme", None).await;
+        assert_eq!(ev.len(), 1);
+        for k in ["id", "type", "user_id", "status", "attempts", "created_at"] {
+            assert!(ev[0].get(k).is_some(), "{k} missing in {}", ev[0]);
+        }
+        assert_eq!((ev[0]["type"].as_str(), ev[0]["user_id"].as_str()), (Some("user.provisioned"), sam["id"].as_str()));
+        assert_eq!((ev[0]["status"].as_str(), ev[0]["attempts"].as_i64()), (Some("pending"), Some(0)));
+        assert!(app.events("acme", Some("user.deleted")).await.is_empty());
+        let by_user = app.get("/tenants/acme/outbox?user_id=usr_nope").await.expect(200).clone();
+        assert_eq!(by_user, json!({"events": []}));
+        app.get("/tenants/nope/runs").await.expect_error(404);
+        app.get("/tenants/nope/audit").await.expect_error(404);
+        app.get("/tenants/nope/outbox").await.expect_error(404);
+    }
+);

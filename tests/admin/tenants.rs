@@ -1,0 +1,100 @@
+//! Tenants and SCIM tokens: create, list, conflicts and bad input; tokens shown once, listed
+//! without secrets, revoked per tenant.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::admin_test;
+
+admin_test!(
+    async fn create_and_list_tenants(app) {
+        let t = app.post("/tenants", &json!({"slug": "globex", "tier": "pro"})).await;
+        let t = t.expect(201);
+        assert_eq!(t["slug"], "globex");
+        assert_eq!(t["tier"], "pro");
+        assert!(t["id"].is_i64() && t["created_at"].is_string(), "{t}");
+        let list = app.get("/tenants").await;
+        let slugs: Vec<&str> =
+            list.expect(200)["tenants"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+        assert_eq!(slugs, ["acme", "globex"]);
+        assert_eq!(app.get("/tenants/globex").await.expect(200)["tier"], "pro");
+        assert!(app.get("/tenants/nope").await.expect_error(404).contains("nope"));
+    }
+);
+
+admin_test!(
+    async fn tenant_errors(app) {
+        let msg = app.post("/tenants", &json!({"slug": "acme", "tier": "enterprise"})).await.expect_error(409);
+        assert!(msg.contains("acme"), "{msg}");
+        for bad in ["Acme", "has space", "", "-lead", &"x".repeat(64)] {
+            app.post("/tenants", &json!({"slug": bad, "tier": "free"})).await.expect_error(400);
+        }
+        let msg = app.post("/tenants", &json!({"slug": "ok", "tier": "platinum"})).await.expect_error(400);
+        assert!(msg.contains("platinum"), "{msg}");
+        app.post("/tenants", &json!({"slug": "ok"})).await.expect_error(400);
+        app.post("/tenants", &json!({"slug": 7, "tier": "free"})).await.expect_error(400);
+        app.post("/tenants", &json!(["ok", "free"])).await.expect_error(400);
+        app.post_empty("/tenants").await.expect_error(400);
+        let r = app.request(Some(crate::helpers::ADMIN_TOKEN), Method::POST, "/tenants", Some("{\"slug\":"), &[]).await;
+        assert!(r.expect_error(400).contains("invalid JSON"));
+        // Nothing was created by the bad requests.
+        assert_eq!(app.get("/tenants").await.expect(200)["tenants"].as_array().unwrap().len(), 1);
+    }
+);
+
+admin_test!(
+    async fn tokens_are_shown_once_listed_without_secrets_and_revoked(app) {
+        let created = app.post_empty("/tenants/acme/scim-tokens").await;
+        let created = created.expect(201).clone();
+        let (id, secret) = (created["id"].as_str().unwrap(), created["token"].as_str().unwrap());
+        // The new token works on the SCIM API.
+        let r = app.request(Some(secret), Method::GET, "/v1/auth/scim/v2/Users", None, &[]).await;
+        r.expect(200);
+        let list = app.get("/tenants/acme/scim-tokens").await;
+        assert!(!list.text.contains(secret), "a listing must never show a secret");
+        assert!(!list.text.contains(&app.token));
+        let tokens = list.expect(200)["tokens"].as_array().unwrap().clone();
+        assert_eq!(tokens.len(), 2);
+        let mine = tokens.iter().find(|t| t["id"] == id).expect("listed");
+        let mut keys: Vec<&str> = mine.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["created_at", "id", "last_used_at", "prefix", "revoked_at"]);
+        assert!(secret.starts_with(mine["prefix"].as_str().unwrap()));
+        assert!(mine["revoked_at"].is_null());
+        assert!(mine["last_used_at"].is_string(), "used once above: {mine}");
+
+        let r = app.delete(&format!("/tenants/acme/scim-tokens/{id}")).await;
+        assert_eq!(r.status.as_u16(), 204, "{}", r.text);
+        let r = app.request(Some(secret), Method::GET, "/v1/auth/scim/v2/Users", None, &[]).await;
+        assert_eq!(r.status.as_u16(), 401);
+        // Revoking again is a no-op; the other token is untouched.
+        assert_eq!(app.delete(&format!("/tenants/acme/scim-tokens/{id}")).await.status.as_u16(), 204);
+        let list = app.get("/tenants/acme/scim-tokens").await;
+        let tokens = list.expect(200)["tokens"].as_array().unwrap().clone();
+        assert!(tokens.iter().find(|t| t["id"] == id).unwrap()["revoked_at"].is_string());
+        assert!(tokens.iter().find(|t| t["id"] != id).unwrap()["revoked_at"].is_null());
+        app.scim(Method::GET, "/Users", None).await.expect(200);
+
+        app.delete("/tenants/acme/scim-tokens/no-such-token").await.expect_error(404);
+        app.post_empty("/tenants/nope/scim-tokens").await.expect_error(404);
+        app.get("/tenants/nope/scim-tokens").await.expect_error(404);
+    }
+);
+
+admin_test!(
+    async fn revoking_is_scoped_to_the_tenant(app) {
+        app.post("/tenants", &json!({"slug": "globex", "tier": "enterprise"})).await.expect(201);
+        let other = app.post_empty("/tenants/globex/scim-tokens").await.expect(201).clone();
+        let id = other["id"].as_str().unwrap();
+        // acme cannot revoke (or even see) globex's token.
+        app.delete(&format!("/tenants/acme/scim-tokens/{id}")).await.expect_error(404);
+        let acme = app.get("/tenants/acme/scim-tokens").await;
+        assert!(!acme.text.contains(id));
+        let secret = other["token"].as_str().unwrap();
+        let r = app.request(Some(secret), Method::GET, "/v1/auth/scim/v2/Users", None, &[]).await;
+        r.expect(200);
+        assert_eq!(app.delete(&format!("/tenants/globex/scim-tokens/{id}")).await.status.as_u16(), 204);
+        let r = app.request(Some(secret), Method::GET, "/v1/auth/scim/v2/Users", None, &[]).await;
+        assert_eq!(r.status.as_u16(), 401);
+    }
+);

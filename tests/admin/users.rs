@@ -1,0 +1,206 @@
+//! Moonborn users through the admin API: the listing, and the hand actions (manual invite,
+//! sign-in, role edit, profile/status edit) with their validation, conflicts and audit rows.
+
+use serde_json::{json, Value};
+
+use crate::admin_test;
+use crate::helpers::TestApp;
+
+const USER_KEYS: &[&str] = &[
+    "active_sessions",
+    "contact_email",
+    "display_name",
+    "email",
+    "id",
+    "managed_by",
+    "purge_after",
+    "roles",
+    "scim_id",
+    "status",
+];
+
+async fn invite(app: &TestApp, email: &str, roles: Option<&[&str]>) -> Value {
+    let mut body = json!({"email": email, "display_name": "Manual Person"});
+    if let Some(r) = roles {
+        body["roles"] = json!(r);
+    }
+    app.post("/tenants/acme/users", &body).await.expect(201).clone()
+}
+
+fn path(u: &Value) -> String {
+    format!("/tenants/acme/users/{}", u["id"].as_str().unwrap())
+}
+
+admin_test!(
+    async fn a_manual_invite(app) {
+        let u = invite(&app, "Mia@Acme.com", None).await;
+        for k in USER_KEYS {
+            assert!(u.get(*k).is_some(), "{k} missing in {u}");
+        }
+        assert_eq!(u["email"], "Mia@Acme.com");
+        assert_eq!(u["display_name"], "Manual Person");
+        assert_eq!(u["contact_email"], Value::Null);
+        assert_eq!(u["status"], "active");
+        assert_eq!(u["managed_by"], "manual");
+        assert_eq!(u["scim_id"], Value::Null);
+        assert_eq!(u["purge_after"], Value::Null);
+        assert_eq!(u["active_sessions"], 0);
+        // No roles given: the tenant's default role.
+        assert_eq!(u["roles"], json!(["viewer"]));
+        let v = invite(&app, "ops@acme.com", Some(&["billing", "admin", "billing"])).await;
+        assert_eq!(v["roles"], json!(["admin", "billing"]));
+        let w = app.post("/tenants/acme/users", &json!({"email": "x@acme.com", "roles": [], "contact_email": "x@home.example"})).await;
+        let w = w.expect(201);
+        assert_eq!(w["roles"], json!([]));
+        assert_eq!(w["contact_email"], "x@home.example");
+        assert_eq!(app.get(&path(&u)).await.expect(200), &u);
+        // The audit trail records it, by the admin.
+        let audit = app.get(&format!("/tenants/acme/audit?user_id={}", u["id"].as_str().unwrap())).await;
+        let entries = audit.expect(200)["entries"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["actor"], "admin");
+        assert_eq!(entries[0]["action"], "invite");
+        assert_eq!(entries[0]["after"]["email"], "Mia@Acme.com");
+    }
+);
+
+admin_test!(
+    async fn invite_errors(app) {
+        invite(&app, "mia@acme.com", None).await;
+        let msg = app.post("/tenants/acme/users", &json!({"email": "MIA@acme.COM"})).await.expect_error(409);
+        assert!(msg.contains("MIA@acme.COM"), "{msg}");
+        for (body, needle) in [
+            (json!({"email": "not-an-email"}), "email"),
+            (json!({"email": ""}), "email"),
+            (json!({"email": "a b@acme.com"}), "email"),
+            (json!({"display_name": "No Email"}), "email"),
+            (json!({"email": "r@acme.com", "roles": ["root"]}), "root"),
+            (json!({"email": "r@acme.com", "roles": "admin"}), "invalid"),
+            (json!({"email": "r@acme.com", "contact_email": "nope"}), "contact_email"),
+            (json!({"email": "r@acme.com", "display_name": ""}), "display_name"),
+            (json!({"email": "r@acme.com", "emial": "typo"}), "emial"),
+        ] {
+            let msg = app.post("/tenants/acme/users", &body).await.expect_error(400);
+            assert!(msg.contains(needle), "{body}: {msg}");
+        }
+        app.post("/tenants/nope/users", &json!({"email": "a@b.c"})).await.expect_error(404);
+        let users = app.get("/tenants/acme/users").await.expect(200)["users"].as_array().unwrap().len();
+        assert_eq!(users, 1, "nothing stored by a refused request");
+    }
+);
+
+admin_test!(
+    async fn the_listing_is_ordered_by_email_and_filters_by_email(app) {
+        for e in ["carol@acme.com", "Alice@acme.com", "bob@acme.com"] {
+            invite(&app, e, None).await;
+        }
+        let list = app.get("/tenants/acme/users").await.expect(200).clone();
+        let emails: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+        assert_eq!(emails, ["Alice@acme.com", "bob@acme.com", "carol@acme.com"]);
+        let one = app.user_by_email("ALICE@ACME.COM").await.expect("found case-insensitively");
+        assert_eq!(one["email"], "Alice@acme.com");
+        assert!(app.user_by_email("nobody@acme.com").await.is_none());
+        app.get("/tenants/acme/users/usr_nope").await.expect_error(404);
+        app.get("/tenants/nope/users").await.expect_error(404);
+    }
+);
+
+admin_test!(
+    async fn users_of_another_tenant_are_invisible(app) {
+        app.post("/tenants", &json!({"slug": "globex", "tier": "enterprise"})).await.expect(201);
+        let g = app.post("/tenants/globex/users", &json!({"email": "hank@globex.com"})).await.expect(201).clone();
+        let id = g["id"].as_str().unwrap();
+        app.get(&format!("/tenants/acme/users/{id}")).await.expect_error(404);
+        app.post_empty(&format!("/tenants/acme/users/{id}/sessions")).await.expect_error(404);
+        app.put(&format!("/tenants/acme/users/{id}/roles"), &json!({"roles": []})).await.expect_error(404);
+        app.patch(&format!("/tenants/acme/users/{id}"), &json!({"display_name": "X"})).await.expect_error(404);
+        assert!(app.get("/tenants/acme/users").await.expect(200)["users"].as_array().unwrap().is_empty());
+        // The same email may exist in two tenants.
+        app.post("/tenants/acme/users", &json!({"email": "hank@globex.com"})).await.expect(201);
+    }
+);
+
+admin_test!(
+    async fn sign_ins_count_as_active_sessions(app) {
+        let u = invite(&app, "mia@acme.com", None).await;
+        let s = app.post_empty(&format!("{}/sessions", path(&u))).await.expect(201).clone();
+        assert_eq!(s["user_id"], u["id"]);
+        assert!(s["id"].is_string() && s["created_at"].is_string(), "{s}");
+        app.post_empty(&format!("{}/sessions", path(&u))).await.expect(201);
+        let now = app.get(&path(&u)).await.expect(200).clone();
+        assert_eq!(now["active_sessions"], 2);
+        assert!(now["version"].as_i64() > u["version"].as_i64(), "a sign-in bumps the version");
+        let list = app.get(&format!("{}/sessions", path(&u))).await.expect(200).clone();
+        assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
+        app.post_empty("/tenants/acme/users/usr_nope/sessions").await.expect_error(404);
+        // A disabled user cannot sign in.
+        app.patch(&path(&u), &json!({"status": "disabled"})).await.expect(200);
+        let msg = app.post_empty(&format!("{}/sessions", path(&u))).await.expect_error(409);
+        assert!(msg.contains("disabled"), "{msg}");
+    }
+);
+
+admin_test!(
+    async fn role_edits(app) {
+        let u = invite(&app, "mia@acme.com", None).await;
+        let r = app.put(&format!("{}/roles", path(&u)), &json!({"roles": ["editor", "admin"]})).await;
+        let r = r.expect(200).clone();
+        assert_eq!(r["roles"], json!(["admin", "editor"]));
+        assert!(r["version"].as_i64() > u["version"].as_i64());
+        let r = app.put(&format!("{}/roles", path(&u)), &json!({"roles": []})).await;
+        assert_eq!(r.expect(200)["roles"], json!([]));
+        for (body, needle) in [
+            (json!({"roles": ["god"]}), "god"),
+            (json!({"roles": "admin"}), "invalid"),
+            (json!({}), "roles"),
+            (json!({"roles": [], "x": 1}), "x"),
+        ] {
+            let msg = app.put(&format!("{}/roles", path(&u)), &body).await.expect_error(400);
+            assert!(msg.contains(needle), "{body}: {msg}");
+        }
+        app.put("/tenants/acme/users/usr_nope/roles", &json!({"roles": []})).await.expect_error(404);
+        let audit = app.get(&format!("/tenants/acme/audit?user_id={}", u["id"].as_str().unwrap())).await;
+        let entries = audit.expect(200)["entries"].as_array().unwrap().clone();
+        let edits: Vec<&Value> = entries.iter().filter(|e| e["action"] == "set_roles").collect();
+        assert_eq!(edits.len(), 2);
+        assert_eq!(edits[0]["before"], json!({"roles": ["viewer"]}));
+        assert_eq!(edits[0]["after"], json!({"roles": ["admin", "editor"]}));
+        assert_eq!(edits[0]["actor"], "admin");
+    }
+);
+
+admin_test!(
+    async fn profile_and_status_edits(app) {
+        let u = invite(&app, "mia@acme.com", None).await;
+        let p = path(&u);
+        let r = app.patch(&p, &json!({"display_name": "Mia M.", "contact_email": "mia@home.example"})).await;
+        let r = r.expect(200).clone();
+        assert_eq!((r["display_name"].as_str(), r["contact_email"].as_str()), (Some("Mia M."), Some("mia@home.example")));
+        assert_eq!(r["status"], "active");
+        let r = app.patch(&p, &json!({"contact_email": null})).await.expect(200).clone();
+        assert_eq!(r["contact_email"], Value::Null);
+        assert_eq!(r["display_name"], "Mia M.", "absent fields stay");
+        // Disabling signs the user out; enabling again keeps old sessions revoked.
+        app.post_empty(&format!("{p}/sessions")).await.expect(201);
+        let r = app.patch(&p, &json!({"status": "disabled"})).await.expect(200).clone();
+        assert_eq!((r["status"].as_str(), r["active_sessions"].as_i64()), (Some("disabled"), Some(0)));
+        let r = app.patch(&p, &json!({"status": "active"})).await.expect(200).clone();
+        assert_eq!((r["status"].as_str(), r["active_sessions"].as_i64()), (Some("active"), Some(0)));
+        for (body, needle) in [
+            (json!({"status": "deleted"}), "status"),
+            (json!({"status": "purged"}), "status"),
+            (json!({"status": true}), "invalid"),
+            (json!({"display_name": ""}), "display_name"),
+            (json!({"contact_email": "not mail"}), "contact_email"),
+            (json!({"email": "new@acme.com"}), "email"),
+            (json!({}), "nothing to change"),
+        ] {
+            let msg = app.patch(&p, &body).await.expect_error(400);
+            assert!(msg.contains(needle), "{body}: {msg}");
+        }
+        app.patch("/tenants/acme/users/usr_nope", &json!({"display_name": "X"})).await.expect_error(404);
+        let audit = app.get(&format!("/tenants/acme/audit?user_id={}", u["id"].as_str().unwrap())).await;
+        let edits = audit.expect(200)["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "edit").count();
+        assert_eq!(edits, 4);
+    }
+);
