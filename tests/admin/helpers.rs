@@ -251,8 +251,23 @@ impl TestApp {
 
     /// Waits (polling every 20 ms, at most 10 s) until the user with this email satisfies
     /// `pred`; returns it.
+    /// Then waits until the controller has reconciled every push so far, so that no queued run
+    /// can revert a hand edit the test makes next.
     pub async fn wait_user(&self, email: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, || async { self.user_by_email(email).await.filter(|u| pred(u)) }).await
+        let u = eventually(what, || async { self.user_by_email(email).await.filter(|u| pred(u)) }).await;
+        self.settle().await;
+        u
+    }
+
+    /// Waits until the controller has reconciled `acme`'s intent journal up to its head.
+    pub async fn settle(&self) {
+        let t = self.store.tenant("acme").await.expect("acme");
+        eventually("the controller to reconcile every push", || async {
+            let head = self.store.journal_head(t.id).await.expect("journal head");
+            let done = self.store.controller_state(t.id).await.expect("controller state").applied_journal_seq;
+            (done >= head).then_some(())
+        })
+        .await
     }
 
     /// A tenant's outbox events (optionally of one type).

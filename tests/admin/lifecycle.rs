@@ -56,8 +56,6 @@ admin_test!(
         let p = format!("/tenants/acme/users/{}", u["id"].as_str().unwrap());
         app.put(&format!("{p}/preferences/theme"), &json!({"value": "dark"})).await.expect(200);
         app.scim(Method::DELETE, &format!("/Users/{}", s["id"].as_str().unwrap()), None).await.expect(204);
-        // A delete is reconciled by a full run (the push names the user; the orphan pass deletes it).
-        app.post_empty("/tenants/acme/reconcile").await.expect(200);
         let d = app.wait_user("cat@acme.com", "cat soft-deleted", |u| u["status"] == "deleted").await;
         assert!(d["purge_after"].is_string(), "{d}");
         assert_eq!(app.events("acme", Some("user.deleted")).await.len(), 1);
