@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use self::model::{desired_user, DesiredUser};
-use self::plan::{fingerprint, plan, Change, Scope, Summary};
+use self::plan::{fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Scope, Summary};
 pub use self::queue::Queue;
 use crate::store::{Applied, Store, StoreError, Tenant};
 
@@ -73,6 +73,8 @@ pub struct ComputedPlan {
     pub fingerprint: String,
     pub summary: Summary,
     pub changes: Vec<Change>,
+    /// Email changes the plan cannot make (the email is held by a user that keeps it).
+    pub conflicts: Vec<Conflict>,
     /// The journal position the plan covers.
     #[serde(skip)]
     pub journal_head: i64,
@@ -226,8 +228,10 @@ impl Controller {
         let head = self.store.journal_head(tenant.id).await?;
         let now = Utc::now();
         let mut changes: Vec<Change> = Vec::new();
+        let mut holders: HashMap<String, String> = HashMap::new();
         let mut touched: HashSet<String> = HashSet::new();
-        let mut push = |cs: Vec<Change>, changes: &mut Vec<Change>| {
+        let mut push = |(cs, hs): (Vec<Change>, HashMap<String, String>), changes: &mut Vec<Change>| {
+            holders.extend(hs);
             for c in cs {
                 if touched.insert(c.user_id.clone()) {
                     changes.push(c);
@@ -251,8 +255,8 @@ impl Controller {
                     let orphans = self.store.orphans_after(tenant.id, &after, BATCH).await?;
                     let Some(last) = orphans.last() else { break };
                     after = last.id.clone();
-                    let cs = plan(&[], &orphans, &HashSet::new(), now, Scope::Full);
-                    push(cs, &mut changes);
+                    let cs = plan_raw(&[], &orphans, &HashSet::new(), now, Scope::Full);
+                    push((cs, HashMap::new()), &mut changes);
                 }
             }
             Scope2::Incremental => {
@@ -295,15 +299,18 @@ impl Controller {
                     after = last.id.clone();
                     let gone: Vec<_> =
                         users.into_iter().filter(|u| u.scim_id.as_deref().is_none_or(|s| !named.contains(s))).collect();
-                    let cs = plan(&[], &gone, &HashSet::new(), now, Scope::Full);
-                    push(cs, &mut changes);
+                    let cs = plan_raw(&[], &gone, &HashSet::new(), now, Scope::Full);
+                    push((cs, HashMap::new()), &mut changes);
                 }
             }
         }
+        let (changes, conflicts) = order_by_email(changes, &holders);
         let summary = Summary::of(&changes);
         let fp = fingerprint(&changes);
         let scim_users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
-        let held = if state.held_fingerprint.is_some() && summary.destructive() > 0 {
+        let held = if state.hold_released {
+            None
+        } else if state.held_fingerprint.is_some() && summary.destructive() > 0 {
             Some(Hold {
                 reason: state.held_reason.clone().unwrap_or_else(|| "held by the safety valve".into()),
                 fingerprint: fp.clone(),
@@ -322,7 +329,15 @@ impl Controller {
         } else {
             None
         };
-        Ok(ComputedPlan { tenant: tenant.slug.clone(), fingerprint: fp, summary, changes, journal_head: head, held })
+        Ok(ComputedPlan {
+            tenant: tenant.slug.clone(),
+            fingerprint: fp,
+            summary,
+            changes,
+            conflicts,
+            journal_head: head,
+            held,
+        })
     }
 
     /// Plans a batch of desired users against the actual users that could match them.
@@ -337,7 +352,7 @@ impl Controller {
         scope: Scope,
         now: chrono::DateTime<Utc>,
         stored_is_live: bool,
-    ) -> Result<Vec<Change>, ControllerError> {
+    ) -> Result<(Vec<Change>, HashMap<String, String>), ControllerError> {
         let mut scim_ids: Vec<String> = desired.iter().map(|d| d.scim_id.clone()).collect();
         scim_ids.extend(named.iter().cloned());
         let emails: Vec<String> = desired.iter().map(|d| d.user_name.to_lowercase()).collect();
@@ -351,7 +366,9 @@ impl Controller {
         } else {
             HashSet::new()
         };
-        Ok(plan(desired, &candidates, &live, now, scope))
+        let changes = plan_raw(desired, &candidates, &live, now, scope);
+        let holders = holders_for(&changes, &candidates);
+        Ok((changes, holders))
     }
 
     /// Reconciles a tenant now: plans, applies (minus what the safety valve holds), records the
@@ -451,6 +468,10 @@ impl Controller {
                     self.store.set_hold(tenant.id, None, actor).await?;
                 }
             }
+        }
+        // A release lets one whole-tenant run through.
+        if full && self.store.controller_state(tenant.id).await?.hold_released {
+            self.store.clear_release(tenant.id).await?;
         }
         // Stale changes are re-planned by the next run; only a clean run marks the journal done.
         if stale == 0 {

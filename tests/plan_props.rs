@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use moonborn_scim::controller::model::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status, ROLES};
 use moonborn_scim::controller::plan::{
-    fingerprint, fmt_time, plan, plan_user, Change, ChangeKind, Safety, Scope, Summary, GRACE_DAYS,
+    fingerprint, fmt_time, plan, plan_raw, plan_user, Change, ChangeKind, Safety, Scope, Summary, GRACE_DAYS,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -641,10 +641,11 @@ proptest! {
                 prop_assert!(!elsewhere.contains(s), "user linked to live {s} changed: {:?}", describe(&p));
             }
         }
-        let cand = plan(&d, &a, &HashSet::new(), now(), Scope::Candidates);
+        let cand = plan_raw(&d, &a, &HashSet::new(), now(), Scope::Candidates);
         prop_assert!(!cand.iter().any(|c| matches!(c.kind, ChangeKind::Delete | ChangeKind::Purge)));
-        // Candidates is Full minus the orphan pass.
-        let full = full_plan(&d, &a);
+        // Before ordering (which the controller does over all batches at once), Candidates is
+        // Full minus the orphan pass.
+        let full = plan_raw(&d, &a, &HashSet::new(), now(), Scope::Full);
         let kept: Vec<&Change> =
             full.iter().filter(|c| !matches!(c.kind, ChangeKind::Delete | ChangeKind::Purge)).collect();
         prop_assert_eq!(cand.iter().collect::<Vec<_>>(), kept);
@@ -783,7 +784,7 @@ fn restore_by_user_name_and_by_external_id_within_grace() {
 /// update clashes with the other's email on the unique index, so both are stale in every run:
 /// the plan never empties.
 #[test]
-fn bug_user_name_swap_never_converges() {
+fn user_name_swap_converges_with_a_conflict_reported() {
     let a1 = d("s1", "alice@acme.com", true);
     let b1 = d("s2", "bob@acme.com", true);
     let mut actual = vec![synced(&a1), synced(&b1)];
@@ -796,7 +797,7 @@ fn bug_user_name_swap_never_converges() {
 /// (or of a soft-deleted SCIM user still in grace). The linked user's update always clashes on
 /// the email index; nothing ever adopts or frees that email, so the user is stale forever.
 #[test]
-fn bug_rename_onto_a_manual_users_email_never_converges() {
+fn rename_onto_a_manual_users_email_converges() {
     let alice = d("s1", "alice@acme.com", true);
     let mut actual = vec![synced(&alice), manual("m1", "bob@acme.com")];
     let desired = vec![d("s1", "bob@acme.com", true)];
@@ -805,7 +806,7 @@ fn bug_rename_onto_a_manual_users_email_never_converges() {
 }
 
 #[test]
-fn bug_rename_onto_a_soft_deleted_users_email_never_converges() {
+fn rename_onto_a_soft_deleted_users_email_converges() {
     let alice = d("s1", "alice@acme.com", true);
     let mut gone = synced(&d("s-gone", "bob@acme.com", true));
     gone.status = Status::Deleted;
@@ -845,7 +846,7 @@ fn roles_and_fields_diff_into_one_update() {
 /// user whose purge is due: the plan orders the update before the purge that frees the email, so
 /// the update is stale the first time and succeeds when the same plan is applied again.
 #[test]
-fn bug_update_is_ordered_before_the_purge_that_frees_its_email() {
+fn the_purge_that_frees_an_email_runs_before_the_update_that_takes_it() {
     let alice = d("s1", "alice@acme.com", true);
     let mut gone = synced(&d("s-gone", "bob@acme.com", true));
     gone.status = Status::Deleted;

@@ -54,6 +54,7 @@ fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
         fingerprint: fingerprint(&changes),
         summary: Summary::of(&changes),
         changes,
+        conflicts: Vec::new(),
         journal_head: 0,
         held,
     }
@@ -307,7 +308,10 @@ fn keys(v: &Value) -> Vec<&str> {
 fn json_report_has_a_stable_shape() {
     let p = four_kinds();
     let j = report::json(&p);
-    assert_eq!(keys(&j), vec!["changes", "fingerprint", "held", "schema", "summary", "summary_line", "tenant"]);
+    assert_eq!(
+        keys(&j),
+        vec!["changes", "conflicts", "fingerprint", "held", "schema", "summary", "summary_line", "tenant"]
+    );
     assert_eq!(j["schema"], "moonborn-scim/plan/v1");
     assert_eq!(j["tenant"], "acme");
     assert_eq!(j["fingerprint"], p.fingerprint.as_str());

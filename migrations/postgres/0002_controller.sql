@@ -9,6 +9,8 @@ CREATE TABLE controller_state (
     held_fingerprint TEXT,
     held_reason TEXT,
     held_at TEXT,
+    -- An operator released the hold: the next run applies its destructive changes too.
+    hold_released BIGINT NOT NULL DEFAULT 0,
     applied_journal_seq BIGINT NOT NULL DEFAULT 0,
     last_full_run_at TEXT
 );

@@ -90,7 +90,7 @@ pub async fn put_safety(
 /// `POST /tenants/{slug}/hold/release` → 200 with the safety settings (`held` now null). Wakes
 /// the controller for a full run.
 pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
-    s.store.set_hold(t.id, None, "operator").await?;
+    s.store.release_hold(t.id, "operator").await?;
     let view = safety_view(&s, &t).await?;
     s.controller.wake(t.id, Trigger::Operator, true);
     Ok(Json(view))

@@ -173,7 +173,10 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
 /// part of the tenant): users linked to them are neither taken over nor deleted. With
 /// `Scope::Full`, SCIM-managed users matched by nobody and linked to no live SCIM id are deleted
 /// (or purged when due).
-pub fn plan(
+///
+/// This is the matching alone, in input order; `plan` also orders the changes so that every
+/// sign-in email is free when it is taken, and drops the email changes that cannot happen.
+pub fn plan_raw(
     desired: &[DesiredUser],
     actual: &[ActualUser],
     live_elsewhere: &HashSet<String>,
@@ -184,14 +187,16 @@ pub fn plan(
     let desired_ids: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
     let mut by_scim: HashMap<&str, usize> = HashMap::new();
     let mut by_email: HashMap<String, usize> = HashMap::new();
-    let mut by_ext: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_ext: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, a) in actual.iter().enumerate().filter(|(_, a)| live(a)) {
         if let Some(s) = a.scim_id.as_deref().filter(|_| a.managed_by == ManagedBy::Scim) {
             by_scim.insert(s, i);
         }
         by_email.entry(a.email.to_lowercase()).or_insert(i);
-        if let (Some(e), Status::Deleted, ManagedBy::Scim) = (a.external_id.as_deref(), a.status, a.managed_by) {
-            by_ext.entry(e).or_insert(i);
+        // A SCIM user whose resource is gone (soft-deleted, or about to be) is restored or taken
+        // over by a new SCIM user with its externalId.
+        if let (Some(e), ManagedBy::Scim) = (a.external_id.as_deref(), a.managed_by) {
+            by_ext.entry(e).or_default().push(i);
         }
     }
     let mut used = vec![false; actual.len()];
@@ -217,7 +222,8 @@ pub fn plan(
             .copied()
             .filter(|&i| !used[i] && (actual[i].managed_by == ManagedBy::Manual || orphan(&actual[i])));
         let hit = by_mail.or_else(|| {
-            d.external_id.as_deref().and_then(|e| by_ext.get(e).copied()).filter(|&i| !used[i] && orphan(&actual[i]))
+            let same_ext = d.external_id.as_deref().and_then(|e| by_ext.get(e))?;
+            same_ext.iter().copied().find(|&i| !used[i] && orphan(&actual[i]))
         });
         if let Some(i) = hit {
             used[i] = true;
@@ -232,6 +238,146 @@ pub fn plan(
         }
     }
     changes
+}
+
+/// A change the plan cannot make: the sign-in email a user should get is held by another user
+/// that keeps it (a manual user, a soft-deleted user within grace, or a swap of two userNames).
+/// The rest of that user's change is still planned; the report shows the conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The user that wants the email (for a create: the user id it would get).
+    pub user_id: String,
+    pub scim_id: Option<String>,
+    pub email: String,
+    /// The user holding it.
+    pub held_by: String,
+}
+
+/// `plan`, then `order_by_email`: the plan as `apply` runs it, and its conflicts.
+pub fn plan_with_conflicts(
+    desired: &[DesiredUser],
+    actual: &[ActualUser],
+    live_elsewhere: &HashSet<String>,
+    now: DateTime<Utc>,
+    scope: Scope,
+) -> (Vec<Change>, Vec<Conflict>) {
+    let changes = plan_raw(desired, actual, live_elsewhere, now, scope);
+    let holders = holders_for(&changes, actual);
+    order_by_email(changes, &holders)
+}
+
+/// The plan `apply` runs: `plan_raw`'s changes, ordered so that every sign-in email is free when
+/// a change takes it, without the email changes that cannot happen (see `plan_with_conflicts`).
+pub fn plan(
+    desired: &[DesiredUser],
+    actual: &[ActualUser],
+    live_elsewhere: &HashSet<String>,
+    now: DateTime<Utc>,
+    scope: Scope,
+) -> Vec<Change> {
+    plan_with_conflicts(desired, actual, live_elsewhere, now, scope).0
+}
+
+/// Who holds each email the changes want (only those: the map grows with the plan, not with
+/// the tenant).
+pub fn holders_for(changes: &[Change], actual: &[ActualUser]) -> HashMap<String, String> {
+    let wanted: HashSet<String> = changes.iter().filter_map(wants).collect();
+    actual
+        .iter()
+        .filter(|a| a.status != Status::Purged && wanted.contains(&lc(&a.email)))
+        .map(|a| (lc(&a.email), a.id.clone()))
+        .collect()
+}
+
+fn lc(s: &str) -> String {
+    s.to_lowercase()
+}
+
+/// The email a change takes from nobody-yet (a create, or a rename), lower-cased.
+fn wants(c: &Change) -> Option<String> {
+    if c.after.status == Status::Purged {
+        return None;
+    }
+    let new = lc(&c.after.email);
+    match &c.before {
+        Some(b) if lc(&b.email) == new => None,
+        _ => Some(new),
+    }
+}
+
+/// The email a change gives up (a rename away, or a purge), lower-cased.
+fn releases(c: &Change) -> Option<String> {
+    let b = c.before.as_ref()?;
+    (c.after.status == Status::Purged || lc(&b.email) != lc(&c.after.email)).then(|| lc(&b.email))
+}
+
+/// Orders a plan so that every sign-in email is free when a change takes it — purges and
+/// renames away run before the creates and renames that need their email — and turns the
+/// email changes that cannot happen (the holder keeps it, or two users swap) into conflicts:
+/// the user keeps its email (a create is not made) and the conflict is reported. Sign-in
+/// emails are unique among users that are not purged, so without this a rename onto a held
+/// email would fail on every run and never converge.
+/// `holders` maps a lower-cased email to the user holding it (see `holders_for`).
+pub fn order_by_email(changes: Vec<Change>, holders: &HashMap<String, String>) -> (Vec<Change>, Vec<Conflict>) {
+    let holder: HashMap<&str, &str> = holders.iter().map(|(e, h)| (e.as_str(), h.as_str())).collect();
+    let by_user: HashMap<&str, usize> = changes.iter().enumerate().map(|(i, c)| (c.user_id.as_str(), i)).collect();
+    let mut placed = vec![false; changes.len()];
+    let mut order: Vec<usize> = Vec::with_capacity(changes.len());
+    // Changes that take no new email go first (purges among them), in plan order.
+    for (i, c) in changes.iter().enumerate() {
+        if wants(c).is_none() {
+            placed[i] = true;
+            order.push(i);
+        }
+    }
+    // Then, layer by layer, the changes whose email is free or freed by a change placed before.
+    loop {
+        let mut progressed = false;
+        for (i, c) in changes.iter().enumerate() {
+            if placed[i] {
+                continue;
+            }
+            let Some(email) = wants(c) else { continue };
+            let free = match holder.get(email.as_str()) {
+                None => true,
+                Some(&h) if h == c.user_id => true,
+                Some(&h) => {
+                    by_user.get(h).is_some_and(|&j| placed[j] && releases(&changes[j]).as_deref() == Some(&email))
+                }
+            };
+            if free {
+                placed[i] = true;
+                order.push(i);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let mut conflicts = Vec::new();
+    let mut blocked: Vec<usize> = (0..changes.len()).filter(|&i| !placed[i]).collect();
+    blocked.sort_unstable();
+    let mut changes: Vec<Option<Change>> = changes.into_iter().map(Some).collect();
+    let mut out: Vec<Change> = order.iter().filter_map(|&i| changes[i].take()).collect();
+    for i in blocked {
+        let Some(mut c) = changes[i].take() else { continue };
+        let email = c.after.email.clone();
+        conflicts.push(Conflict {
+            user_id: c.user_id.clone(),
+            scim_id: c.after.scim_id.clone(),
+            held_by: holder.get(lc(&email).as_str()).map(|h| h.to_string()).unwrap_or_default(),
+            email,
+        });
+        // Keep the current email; plan what else changes.
+        if let Some(b) = &c.before {
+            c.after.email = b.email.clone();
+            if c.before.as_ref() != Some(&c.after) {
+                out.push(c);
+            }
+        }
+    }
+    (out, conflicts)
 }
 
 /// Counts of a plan's changes by kind.
@@ -301,10 +447,17 @@ impl Summary {
 
 /// A fingerprint of a plan: of every change and the version each was computed from. Applying a
 /// plan by fingerprint is refused when the state moved since (the fingerprint differs).
+///
+/// A deletion's `purge_after` is left out: it is derived from the time of planning, and a plan
+/// shown to an operator must keep its fingerprint until the state it was computed from moves.
 pub fn fingerprint(changes: &[Change]) -> String {
     let mut h = Sha256::new();
     for c in changes {
-        h.update(serde_json::to_vec(c).unwrap_or_default());
+        let mut c = c.clone();
+        if c.kind == ChangeKind::Delete {
+            c.after.purge_after = None;
+        }
+        h.update(serde_json::to_vec(&c).unwrap_or_default());
         h.update(b"\n");
     }
     h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()

@@ -53,6 +53,17 @@ pub fn header(c: &Change) -> String {
     format!("user {email} {what}")
 }
 
+/// What a conflict means, in one line.
+pub fn conflict_line(c: &super::plan::Conflict) -> String {
+    format!(
+        "user {} (SCIM id {}) cannot get the sign-in email {}: user {} holds it",
+        c.user_id,
+        c.scim_id.as_deref().unwrap_or("-"),
+        c.email,
+        c.held_by
+    )
+}
+
 /// One line of a diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiffLine {
@@ -124,6 +135,12 @@ pub fn text(p: &ComputedPlan, color: bool) -> String {
     if p.changes.is_empty() {
         s.push_str("No changes: Moonborn matches the desired state.\n\n");
     }
+    for c in &p.conflicts {
+        s.push_str(&format!("{bold}CONFLICT{reset}: {}\n", conflict_line(c)));
+    }
+    if !p.conflicts.is_empty() {
+        s.push('\n');
+    }
     s.push_str(&p.summary.line());
     s.push('\n');
     s
@@ -138,6 +155,13 @@ pub fn json(p: &ComputedPlan) -> Value {
         "summary": p.summary,
         "summary_line": p.summary.line(),
         "held": p.held,
+        "conflicts": p.conflicts.iter().map(|c| json!({
+            "user_id": c.user_id,
+            "scim_id": c.scim_id,
+            "email": c.email,
+            "held_by": c.held_by,
+            "message": conflict_line(c),
+        })).collect::<Vec<_>>(),
         "changes": p.changes.iter().map(|c| json!({
             "kind": c.kind,
             "user_id": c.user_id,
@@ -180,6 +204,9 @@ pub fn html(p: &ComputedPlan) -> String {
     }
     if p.changes.is_empty() {
         body.push_str("<p>No changes: Moonborn matches the desired state.</p>");
+    }
+    for c in &p.conflicts {
+        body.push_str(&format!("<p class=\"held\"><strong>Conflict:</strong> {}</p>", esc(&conflict_line(c))));
     }
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Plan for {t}</title>\

@@ -26,6 +26,8 @@ pub struct ControllerState {
     pub held_fingerprint: Option<String>,
     pub held_reason: Option<String>,
     pub held_at: Option<String>,
+    /// An operator released the hold: the next run applies destructive changes too.
+    pub hold_released: bool,
     /// The intent-journal position the controller has reconciled up to.
     pub applied_journal_seq: i64,
     pub last_full_run_at: Option<String>,
@@ -126,7 +128,7 @@ impl Store {
     pub async fn controller_state(&self, tenant_id: i64) -> Result<ControllerState, StoreError> {
         let row = sqlx::query(
             "SELECT default_role, bindings_set, safety_percent, safety_min_users, held_fingerprint, held_reason, \
-             held_at, applied_journal_seq, last_full_run_at FROM controller_state WHERE tenant_id = $1",
+             held_at, hold_released, applied_journal_seq, last_full_run_at FROM controller_state WHERE tenant_id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
@@ -138,6 +140,7 @@ impl Store {
                 held_fingerprint: None,
                 held_reason: None,
                 held_at: None,
+                hold_released: false,
                 applied_journal_seq: 0,
                 last_full_run_at: None,
             });
@@ -168,6 +171,7 @@ impl Store {
             held_fingerprint: row.try_get("held_fingerprint")?,
             held_reason: row.try_get("held_reason")?,
             held_at: row.try_get("held_at")?,
+            hold_released: row.try_get::<i64, _>("hold_released")? != 0,
             applied_journal_seq: row.try_get("applied_journal_seq")?,
             last_full_run_at: row.try_get("last_full_run_at")?,
         })
@@ -232,6 +236,8 @@ impl Store {
             .bind(tenant_id)
             .execute(&mut *w.tx)
             .await?;
+        let now = super::now();
+        audit(&mut w.tx, tenant_id, None, "operator", "safety", None, None, Some(&json!(s)), &now).await?;
         w.commit().await
     }
 
@@ -255,6 +261,39 @@ impl Store {
         let action = if hold.is_some() { "hold" } else { "release" };
         let after = hold.map(|(f, r)| json!({"fingerprint": f, "reason": r}));
         audit(&mut w.tx, tenant_id, None, actor, action, None, None, after.as_ref(), &now).await?;
+        w.commit().await
+    }
+
+    /// An operator releases a hold: the hold is cleared and the next run applies the
+    /// destructive changes the safety valve held (once; a later mass change trips it again).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn release_hold(&self, tenant_id: i64, actor: &str) -> Result<(), StoreError> {
+        let now = super::now();
+        let mut w = self.begin_write().await?;
+        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
+        sqlx::query(
+            "UPDATE controller_state SET held_fingerprint = NULL, held_reason = NULL, held_at = NULL, \
+             hold_released = 1 WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .execute(&mut *w.tx)
+        .await?;
+        audit(&mut w.tx, tenant_id, None, actor, "release", None, None, None, &now).await?;
+        w.commit().await
+    }
+
+    /// Consumes an operator's release (after the run it allowed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn clear_release(&self, tenant_id: i64) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("UPDATE controller_state SET hold_released = 0 WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?;
         w.commit().await
     }
 
