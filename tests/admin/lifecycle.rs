@@ -71,3 +71,108 @@ admin_test!(
         assert_eq!(x["preferences"], json!({"theme": "dark"}));
     }
 );
+
+admin_test!(
+    async fn an_update_changes_the_record_and_group_membership_changes_roles(app) {
+        let s = app.scim_user("upd@acme.com").await;
+        let id = s["id"].as_str().unwrap().to_string();
+        app.wait_user("upd@acme.com", "provisioned", |u| u["roles"] == json!(["viewer"])).await;
+        // A PATCH of the name: the display name follows.
+        let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "name.givenName", "value": "Ursula"}]});
+        app.scim(Method::PATCH, &format!("/Users/{id}"), Some(&patch)).await.expect(200);
+        app.wait_user("upd@acme.com", "renamed", |u| u["display_name"] == "Ursula Family").await;
+        // Group push: admin and billing; the default role goes.
+        let admins = app.scim_group("moonborn-admin", &[&id]).await;
+        app.scim_group("Moonborn-Billing", &[&id]).await;
+        app.wait_user("upd@acme.com", "roles", |u| u["roles"] == json!(["admin", "billing"])).await;
+        // A member removal: only billing stays.
+        let remove = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
+        app.scim(Method::PATCH, &format!("/Groups/{}", admins["id"].as_str().unwrap()), Some(&remove)).await.expect(204);
+        app.wait_user("upd@acme.com", "admin revoked", |u| u["roles"] == json!(["billing"])).await;
+        // A group rename away from a bound name: back to the default role.
+        let rename = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "displayName", "value": "finance"}]});
+        let billing = app.scim(Method::GET, "/Groups?filter=displayName%20eq%20%22moonborn-billing%22", None).await;
+        let gid = billing.expect(200)["Resources"][0]["id"].as_str().unwrap().to_string();
+        app.scim(Method::PATCH, &format!("/Groups/{gid}"), Some(&rename)).await.expect(204);
+        app.wait_user("upd@acme.com", "default role", |u| u["roles"] == json!(["viewer"])).await;
+        assert_eq!(app.events("acme", Some("user.provisioned")).await.len(), 1, "updates send no welcome");
+    }
+);
+
+admin_test!(
+    async fn an_idp_create_adopts_a_manually_invited_user(app) {
+        let invited = app.post("/tenants/acme/users", &json!({"email": "Mia@acme.com", "roles": ["editor"]})).await;
+        let mid = invited.expect(201)["id"].as_str().unwrap().to_string();
+        let plan_before = app.scim_user("mia@acme.com").await;
+        let u = app.wait_user("mia@acme.com", "adopted", |u| u["managed_by"] == "scim").await;
+        assert_eq!(u["id"], mid, "the same Moonborn user, not a new one");
+        assert_eq!(u["scim_id"], plan_before["id"]);
+        assert_eq!(u["roles"], json!(["viewer"]), "roles now come from SCIM");
+        assert!(app.events("acme", Some("user.provisioned")).await.is_empty(), "an adopted user is not welcomed again");
+        let audit = app.get("/tenants/acme/audit").await.expect(200).clone();
+        assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "adopt" && e["user_id"] == mid));
+    }
+);
+
+admin_test!(
+    async fn after_the_grace_period_the_purge_removes_personal_data_and_keeps_the_audit(app) {
+        let s = app.scim_user("gone@acme.com").await;
+        let u = app.wait_user("gone@acme.com", "provisioned", |u| u["status"] == "active").await;
+        let uid = u["id"].as_str().unwrap().to_string();
+        app.post(&format!("/tenants/acme/users/{uid}/sessions"), &json!({})).await.expect(201);
+        app.put(&format!("/tenants/acme/users/{uid}/preferences/theme"), &json!({"value": "dark"})).await.expect(200);
+        app.scim(Method::DELETE, &format!("/Users/{}", s["id"].as_str().unwrap()), None).await.expect(204);
+        let d = app.wait_user("gone@acme.com", "soft-deleted", |u| u["status"] == "deleted").await;
+        assert!(d["purge_after"].is_string());
+        // Not due yet: a run keeps it.
+        app.post_empty("/tenants/acme/reconcile").await.expect(200);
+        assert_eq!(app.user_by_email("gone@acme.com").await.unwrap()["status"], "deleted");
+        // The grace period ends (moved into the past, as 30 days passing would).
+        sqlx::query("UPDATE users SET purge_after = '2000-01-01T00:00:00.000Z' WHERE id = $1")
+            .bind(&uid)
+            .execute(app.store.pool())
+            .await
+            .unwrap();
+        let r = app.post_empty("/tenants/acme/reconcile").await.expect(200).clone();
+        assert_eq!(r["report"]["summary"]["purge"], 1, "{r}");
+        let users = app.get("/tenants/acme/users").await.expect(200).clone();
+        let purged = users["users"].as_array().unwrap().iter().find(|u| u["id"] == uid).cloned().expect("row kept");
+        assert_eq!(purged["status"], "purged");
+        assert_eq!(purged["email"], "");
+        assert!(purged["display_name"].is_null() && purged["contact_email"].is_null());
+        let extras = app.get(&format!("/tenants/acme/users/{uid}/extras")).await.expect(200).clone();
+        assert_eq!(extras["preferences"], json!({}), "personal data removed");
+        assert_eq!(app.events("acme", Some("user.purged")).await.len(), 1);
+        let audit = app.get("/tenants/acme/audit").await.expect(200).clone();
+        let mine: Vec<_> = audit["entries"].as_array().unwrap().iter().filter(|e| e["user_id"] == uid).collect();
+        assert!(mine.iter().any(|e| e["action"] == "create") && mine.iter().any(|e| e["action"] == "purge"));
+        // The email is free again: a new SCIM user with it is a new Moonborn user, welcomed.
+        app.scim_user("gone@acme.com").await;
+        let fresh = app.wait_user("gone@acme.com", "recreated", |u| u["status"] == "active").await;
+        assert_ne!(fresh["id"], uid);
+        assert_eq!(app.events("acme", Some("user.provisioned")).await.len(), 2);
+    }
+);
+
+admin_test!(
+    async fn a_create_with_the_same_external_id_within_grace_restores(app) {
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ext@acme.com", "externalId": "00uEXT1", "active": true});
+        let s = app.scim(Method::POST, "/Users", Some(&body)).await.expect(201).clone();
+        let u = app.wait_user("ext@acme.com", "provisioned", |u| u["status"] == "active").await;
+        app.scim(Method::DELETE, &format!("/Users/{}", s["id"].as_str().unwrap()), None).await.expect(204);
+        app.wait_user("ext@acme.com", "deleted", |u| u["status"] == "deleted").await;
+        // The IdP recreates the person under a new userName, same externalId.
+        let again = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ext.renamed@acme.com", "externalId": "00uEXT1", "active": true});
+        app.scim(Method::POST, "/Users", Some(&again)).await.expect(201);
+        let r = app.wait_user("ext.renamed@acme.com", "restored", |u| u["status"] == "active").await;
+        assert_eq!(r["id"], u["id"], "the same Moonborn user");
+        assert!(r["purge_after"].is_null());
+        assert_eq!(app.events("acme", Some("user.provisioned")).await.len(), 1, "no second welcome");
+        assert_eq!(app.events("acme", Some("user.restored")).await.len(), 1);
+    }
+);
