@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Tenants reconciled at once.
     #[arg(long, env = "MOONBORN_CONTROLLER_WORKERS", default_value_t = 2)]
     pub controller_workers: usize,
+    /// The benchmark's HTTP ceiling: serve only a fixed `GET /Users/{id}` body (no database, no auth).
+    #[arg(long, hide = true)]
+    pub bench_ceiling: bool,
 }
 
 /// Report formats.
@@ -164,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store =
         Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
     match cli.command {
-        Command::Serve(args) => serve(store, args).await,
+        Command::Serve(args) => serve(store, &cli.database_url, args).await,
         Command::Plan { tenant, format, desired } => {
             let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
             let controller = Controller::new(store.clone());
@@ -252,12 +255,15 @@ fn print_report(p: &crate::controller::ComputedPlan, format: Format) {
     }
 }
 
-async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let drift = parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?;
     let purge = parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?;
     let listen = args.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    if args.bench_ceiling {
+        return serve_bench_ceiling(listener).await;
+    }
     if store.tenant_count().await? == 0 {
         store.create_tenant("default", Tier::Enterprise).await?;
         let (_, secret) = store.create_token("default").await?;
@@ -273,6 +279,9 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(store.clone());
     state.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Into::into);
     state.controller.spawn(args.controller_workers, drift, purge);
+    if store.backend() == crate::store::Backend::Postgres {
+        state.controller.listen_for_pushes(database_url.to_string());
+    }
     match args.webhook_url {
         Some(url) => {
             tracing::info!(%url, "delivering outbox events");
@@ -288,6 +297,29 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `serve --bench-ceiling` (moonborn-bench's HTTP ceiling): the same axum stack answering
+/// `GET /Users/{id}` with a fixed SCIM user body of the usual size, without touching the database.
+async fn serve_bench_ceiling(listener: TcpListener) -> anyhow::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    const BODY: &str = concat!(
+        r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"00000000-0000-4000-8000-000000000000","#,
+        r#""externalId":"00u0000000000000","userName":"user0000000@bench.example","#,
+        r#""name":{"givenName":"Given0000000","familyName":"Family0000000"},"displayName":"Given0000000 Family0000000","#,
+        r#""emails":[{"value":"user0000000@bench.example","type":"work","primary":true}],"active":true,"groups":[],"#,
+        r#""meta":{"resourceType":"User","created":"2024-01-01T00:00:00.000Z","lastModified":"2024-01-01T00:00:00.000Z","#,
+        r#""location":"http://127.0.0.1/v1/auth/scim/v2/Users/00000000-0000-4000-8000-000000000000","version":"W/\"1\""}}"#
+    );
+    let app = axum::Router::new()
+        .route(
+            &format!("{SCIM_BASE}/Users/{{id}}"),
+            axum::routing::get(|| async { ([(CONTENT_TYPE, "application/scim+json")], BODY) }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tracing::info!(addr = %listener.local_addr()?, "serving the benchmark HTTP ceiling");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 

@@ -27,8 +27,10 @@ use crate::store::{Applied, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
 const BATCH: i64 = 1000;
-/// How long a reconcile lease lasts before another process may take over the tenant.
-const LEASE_SECS: i64 = 60;
+/// How long a reconcile lease lasts before another process may take over the tenant; a run
+/// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
+const LEASE_SECS: i64 = 15;
+const LEASE_RENEW: Duration = Duration::from_secs(5);
 
 /// Why a run happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -173,6 +175,48 @@ impl Controller {
         });
     }
 
+    /// Wakes the controller for pushes recorded by any replica (PostgreSQL `LISTEN` on
+    /// `PUSH_CHANNEL`). After a reconnect every tenant is woken, in case a notification was
+    /// missed while the connection was down.
+    pub fn listen_for_pushes(&self, database_url: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                match sqlx::postgres::PgListener::connect(&database_url).await {
+                    Ok(mut l) => {
+                        if let Err(e) = l.listen(crate::store::PUSH_CHANNEL).await {
+                            tracing::warn!(error = %e, "cannot LISTEN for pushes");
+                        } else {
+                            if !first {
+                                if let Ok(ts) = c.store.list_tenants().await {
+                                    for t in ts {
+                                        c.wake(t.id, Trigger::Push, false);
+                                    }
+                                }
+                            }
+                            first = false;
+                            loop {
+                                match l.recv().await {
+                                    Ok(n) => match n.payload().parse::<i64>() {
+                                        Ok(tenant_id) => c.wake(tenant_id, Trigger::Push, false),
+                                        Err(_) => tracing::warn!(payload = n.payload(), "unexpected push notification"),
+                                    },
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "push notifications interrupted; reconnecting");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for pushes"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     async fn tick(&self, schedule: cron::Schedule, trigger: Trigger) {
         loop {
             let Some(next) = schedule.upcoming(Utc).next() else { return };
@@ -206,8 +250,18 @@ impl Controller {
                             summary = %o.plan.summary.line(), "reconcile finished");
                     }
                 }
+                Err(ControllerError::Busy) => {
+                    // Another replica holds the tenant; it was woken too. Retry (within a lease
+                    // renewal period) in case it dies.
+                    let delay = self.queue.failed(tenant_id, item, LEASE_RENEW);
+                    tracing::debug!(
+                        tenant_id,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "tenant busy on another replica"
+                    );
+                }
                 Err(e) => {
-                    let delay = self.queue.failed(tenant_id, item);
+                    let delay = self.queue.failed(tenant_id, item, Duration::from_secs(300));
                     tracing::warn!(tenant_id, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
                 }
             }
@@ -386,10 +440,10 @@ impl Controller {
     ) -> Result<RunOutcome, ControllerError> {
         let lock = self.tenant_lock(tenant.id).await;
         let _guard = lock.lock().await;
-        if self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await?.is_none() {
+        let Some(fence) = self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await? else {
             return Err(ControllerError::Busy);
-        }
-        let result = self.reconcile_locked(tenant, trigger, scope, approve).await;
+        };
+        let result = self.reconcile_locked(tenant, trigger, scope, approve, fence).await;
         if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
             tracing::warn!(tenant_id = tenant.id, error = %e, "cannot release the reconcile lease");
         }
@@ -402,6 +456,7 @@ impl Controller {
         trigger: Trigger,
         scope: Scope2,
         approve: Option<&str>,
+        mut fence: i64,
     ) -> Result<RunOutcome, ControllerError> {
         let full = matches!(scope, Scope2::Full);
         let p = self.plan(tenant, scope).await?;
@@ -427,18 +482,30 @@ impl Controller {
         let actor = if approve.is_some() { "operator" } else { "controller" };
         let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
         let mut failure = None;
-        for (i, c) in p.changes.iter().enumerate() {
+        let mut renewed = std::time::Instant::now();
+        for c in &p.changes {
             if hold.is_some() && c.kind.is_destructive() {
                 skipped += 1;
                 continue;
             }
-            if i % 500 == 499 && self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await?.is_none() {
-                failure = Some("lost the reconcile lease".to_string());
-                break;
+            if renewed.elapsed() >= LEASE_RENEW {
+                match self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await? {
+                    Some(f) => fence = f,
+                    None => {
+                        failure = Some("lost the reconcile lease".to_string());
+                        break;
+                    }
+                }
+                renewed = std::time::Instant::now();
             }
-            match self.store.apply_change(tenant.id, &run_id, actor, c, &crate::store::now()).await {
+            let f = crate::store::Fence { holder: &self.holder, token: fence };
+            match self.store.apply_change(tenant.id, &run_id, actor, c, &crate::store::now(), Some(f)).await {
                 Ok(Applied::Done) => applied += 1,
                 Ok(Applied::Stale) => stale += 1,
+                Ok(Applied::LostLease) => {
+                    failure = Some("another process took the reconcile lease".to_string());
+                    break;
+                }
                 Err(e) => {
                     failure = Some(e.to_string());
                     break;

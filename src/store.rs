@@ -18,7 +18,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use actual::{Applied, ControllerState, OutboxEvent, RunRow};
+pub use actual::{Applied, ControllerState, Fence, OutboxEvent, RunRow};
 pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
 pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};
@@ -186,14 +186,18 @@ impl Store {
             None => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx { tx, _guard: guard, backend: self.backend })
     }
 }
+
+/// The PostgreSQL channel a push is announced on, so every replica's controller wakes up.
+pub const PUSH_CHANNEL: &str = "moonborn_scim_push";
 
 /// A write transaction with the writer lock it holds (if any).
 struct WriteTx<'a> {
     tx: Transaction<'static, Any>,
     _guard: Option<MutexGuard<'a, ()>>,
+    backend: Backend,
 }
 
 impl WriteTx<'_> {
@@ -204,14 +208,23 @@ impl WriteTx<'_> {
 }
 
 /// Appends a row to the intent journal and bumps the tenant's desired-state generation, inside
-/// the transaction that records the desired state itself.
+/// the transaction that records the desired state itself. On PostgreSQL it also announces the
+/// push on `PUSH_CHANNEL` (delivered at commit), so the controller wakes on every replica.
 async fn record_intent(
-    tx: &mut Transaction<'static, Any>,
+    w: &mut WriteTx<'_>,
     intent: &Intent<'_>,
     resource_type: &str,
     resource_id: &str,
     op: &str,
 ) -> Result<(), StoreError> {
+    if w.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PUSH_CHANNEL)
+            .bind(intent.tenant_id.to_string())
+            .execute(&mut *w.tx)
+            .await?;
+    }
+    let tx = &mut w.tx;
     sqlx::query(
         "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
          VALUES ($1, $2, $3, $4, $5, $6)",

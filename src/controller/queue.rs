@@ -87,16 +87,16 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).failures.remove(&tenant_id);
     }
 
-    /// Records a failure and schedules a retry with exponential backoff (100 ms doubling to
-    /// 5 minutes); returns the delay.
-    pub fn failed(self: &Arc<Self>, tenant_id: i64, item: Item) -> Duration {
+    /// Records a failure and schedules a retry with exponential backoff (100 ms doubling, at
+    /// most `cap`); returns the delay.
+    pub fn failed(self: &Arc<Self>, tenant_id: i64, item: Item, cap: Duration) -> Duration {
         let n = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let n = s.failures.entry(tenant_id).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };
-        let delay = Duration::from_millis(100u64.saturating_mul(1u64 << n.min(12))).min(Duration::from_secs(300));
+        let delay = Duration::from_millis(100u64.saturating_mul(1u64 << n.min(12))).min(cap);
         let q = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

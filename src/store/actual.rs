@@ -39,6 +39,15 @@ pub enum Applied {
     Done,
     /// The user moved since the plan was made; the next run re-plans it.
     Stale,
+    /// Another process took the tenant's lease: this run must stop writing.
+    LostLease,
+}
+
+/// The lease a write is fenced by: the holder and the fencing token it acquired.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub holder: &'a str,
+    pub token: i64,
 }
 
 fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
@@ -534,9 +543,23 @@ impl Store {
         actor: &str,
         c: &Change,
         now: &str,
+        fence: Option<Fence<'_>>,
     ) -> Result<Applied, StoreError> {
         let a = &c.after;
         let mut w = self.begin_write().await?;
+        if let Some(f) = fence {
+            // Fencing: a process that lost its lease (paused, partitioned) writes nothing more.
+            let held =
+                sqlx::query("SELECT 1 AS x FROM controller_leases WHERE tenant_id = $1 AND holder = $2 AND fence = $3")
+                    .bind(tenant_id)
+                    .bind(f.holder)
+                    .bind(f.token)
+                    .fetch_optional(&mut *w.tx)
+                    .await?;
+            if held.is_none() {
+                return Ok(Applied::LostLease);
+            }
+        }
         let written = match c.before_version {
             None => {
                 let r = sqlx::query(

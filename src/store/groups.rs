@@ -204,7 +204,7 @@ impl Store {
         .map_err(unique_group)?;
         let stored = StoredResource::from_row(&row)?;
         apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())]).await?;
-        record_intent(&mut w.tx, intent, "Group", id, "create").await?;
+        record_intent(&mut w, intent, "Group", id, "create").await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -281,7 +281,7 @@ impl Store {
         };
         let stored = StoredResource::from_row(&row)?;
         apply_changes(&mut w.tx, intent, id, changes).await?;
-        record_intent(&mut w.tx, intent, "Group", id, op).await?;
+        record_intent(&mut w, intent, "Group", id, op).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -317,7 +317,7 @@ impl Store {
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        record_intent(&mut w.tx, intent, "Group", id, "delete").await?;
+        record_intent(&mut w, intent, "Group", id, "delete").await?;
         w.commit().await
     }
 

@@ -111,7 +111,7 @@ impl Store {
         .map_err(unique_user)?;
         let stored = StoredResource::from_row(&row)?;
         write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
-        record_intent(&mut w.tx, intent, "User", id, "create").await?;
+        record_intent(&mut w, intent, "User", id, "create").await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -171,7 +171,7 @@ impl Store {
         };
         let stored = StoredResource::from_row(&row)?;
         write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, true).await?;
-        record_intent(&mut w.tx, intent, "User", id, op).await?;
+        record_intent(&mut w, intent, "User", id, op).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -217,7 +217,7 @@ impl Store {
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        record_intent(&mut w.tx, intent, "User", id, "delete").await?;
+        record_intent(&mut w, intent, "User", id, "delete").await?;
         w.commit().await
     }
 
