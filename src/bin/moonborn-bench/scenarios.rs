@@ -1,0 +1,816 @@
+//! The run: setup (fresh database, tenants, seeding), ceilings, then each scenario.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rand::Rng;
+use serde_json::{json, Value};
+use sqlx::AnyPool;
+
+use crate::client::{closed_loop, jobs, Client, Errors, Req, Sample, Target};
+use crate::server::{self, Server};
+use crate::{db, print_table, Args, Row};
+
+const SCIM: &str = "/v1/auth/scim/v2";
+const PATCH_URN: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// Sizes and durations of a run.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub full: bool,
+    pub users: usize,
+    pub big_group: usize,
+    pub patch_ops: usize,
+    pub sync_users: usize,
+    pub sync_groups: usize,
+    pub sync_per_user: usize,
+    pub push_rate: u64,
+    pub push_secs: u64,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub insert_window: Duration,
+    pub settle: Duration,
+}
+
+impl Sizes {
+    fn new(a: &Args) -> Sizes {
+        let full = a.full;
+        let users = a.size.unwrap_or(if full { 1_000_000 } else { 10_000 }).max(100);
+        let big_group = if full { 100_000 } else { 2_000 }.min(users / 2);
+        // Every PATCH to the big group makes the controller re-read the whole group (see the
+        // README), so the count stays modest to bound the catch-up time.
+        let patch_ops = if full { 200 } else { 300 }.min((users - big_group) / 3).max(1);
+        // The 100,000 users + 1,000 groups for 1,000,000 seeded users; scaled with --size.
+        let sync_users = if full { (users / 10).clamp(1_000, 100_000) } else { 1_000 };
+        let sync_groups = (sync_users / 100).max(10);
+        Sizes {
+            full,
+            users,
+            big_group,
+            patch_ops,
+            sync_users,
+            sync_groups,
+            sync_per_user: 5,
+            push_rate: 500,
+            push_secs: if full { 10 } else { 2 },
+            warmup: Duration::from_millis(if full { 2_000 } else { 300 }),
+            window: Duration::from_millis(if full { 10_000 } else { 1_500 }),
+            insert_window: Duration::from_millis(if full { 5_000 } else { 1_000 }),
+            settle: Duration::from_secs(if full { 1_800 } else { 30 }),
+        }
+    }
+}
+
+/// Everything a run holds; `cleanup` stops the servers, drops the database, removes temp files.
+pub struct Env {
+    pub bin: PathBuf,
+    pub tmp: PathBuf,
+    pub db_url: String,
+    /// `(server URL without database, database name)` when a PostgreSQL database was created.
+    pub pg: Option<(String, String)>,
+    pub admin_token: String,
+    pub errors: Arc<Errors>,
+    pub servers: Vec<Server>,
+    pub pool: Option<AnyPool>,
+}
+
+fn pg_split(url: &str) -> anyhow::Result<(String, String)> {
+    let (base, rest) = match url.find("://").and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j)) {
+        Some(slash) => (&url[..slash], &url[slash + 1..]),
+        None => (url, ""),
+    };
+    let (db, query) = match rest.split_once('?') {
+        Some((d, q)) => (d, format!("?{q}")),
+        None => (rest, String::new()),
+    };
+    let db = if db.is_empty() { "postgres" } else { db };
+    Ok((format!("{base}/{db}{query}"), format!("{base}/{{db}}{query}")))
+}
+
+impl Env {
+    pub async fn prepare(a: &Args) -> anyhow::Result<Env> {
+        let bin = server::binary()?;
+        let tmp = std::env::temp_dir().join(format!("moonborn-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&tmp)?;
+        let admin_token = format!("bench-admin-{}", uuid::Uuid::new_v4().simple());
+        let mut env = Env {
+            bin,
+            tmp: tmp.clone(),
+            db_url: format!("sqlite://{}", tmp.join("bench.db").display()),
+            pg: None,
+            admin_token,
+            errors: Arc::new(Errors::default()),
+            servers: Vec::new(),
+            pool: None,
+        };
+        if let Some(url) = &a.database_url {
+            if url.starts_with("sqlite:") {
+                bail!("--database-url takes a postgres:// URL; SQLite is the default (a fresh temporary file)");
+            }
+            if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+                bail!("--database-url must be postgres://…/db");
+            }
+            let (admin_url, template) = pg_split(url)?;
+            let name = format!("moonborn_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let admin = db::pool(&admin_url, 1).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .context("creating the bench database")?;
+            admin.close().await;
+            env.db_url = template.replace("{db}", &name);
+            env.pg = Some((admin_url, name));
+        }
+        Ok(env)
+    }
+
+    pub async fn cleanup(&mut self) {
+        for s in self.servers.drain(..) {
+            s.stop().await;
+        }
+        if let Some(p) = self.pool.take() {
+            p.close().await;
+        }
+        if let Some((admin_url, name)) = self.pg.take() {
+            match db::pool(&admin_url, 1).await {
+                Ok(admin) => {
+                    if let Err(e) =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await
+                    {
+                        eprintln!("warning: could not drop database {name}: {e}");
+                    }
+                    admin.close().await;
+                }
+                Err(e) => eprintln!("warning: could not drop database {name}: {e:#}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+
+    fn sqlite(&self) -> bool {
+        self.pg.is_none()
+    }
+
+    fn target(&self, s: &Server, token: &str) -> Target {
+        Target {
+            addr: s.addr,
+            scim_auth: format!("Bearer {token}"),
+            admin_auth: format!("Bearer {}", self.admin_token),
+        }
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+fn user_json(name: &str, i: usize) -> String {
+    db::user_body(name, i).to_string()
+}
+
+fn id_of(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body).ok()?.get("id")?.as_str().map(str::to_string)
+}
+
+static RUN_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn step(what: &str) {
+    let t = RUN_START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    println!("--> [{t:5.1} s] {what}");
+}
+
+fn wants(a: &Args, name: &str) -> bool {
+    a.scenario.is_empty() || a.scenario.iter().any(|s| s == name)
+}
+
+/// Samples the server's VmRSS while `fut` runs; (its output, the highest VmRSS seen, MB).
+async fn with_rss<F: std::future::Future>(pid: u32, fut: F) -> (F::Output, f64) {
+    let probe = Server::probe(pid);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let sampler = tokio::spawn(async move {
+        let mut max = 0f64;
+        while !s2.load(Ordering::Relaxed) {
+            max = max.max(probe());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        max
+    });
+    let out = fut.await;
+    stop.store(true, Ordering::Relaxed);
+    let max = sampler.await.unwrap_or(0.0);
+    (out, max)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// The whole run; the rows of the report.
+pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
+    let z = Sizes::new(a);
+    let c = a.concurrency.max(1);
+    let t_run = *RUN_START.get_or_init(Instant::now);
+    println!("moonborn-bench: {} mode, {} users, {} clients", if z.full { "full" } else { "quick" }, z.users, c);
+    println!("machine: {}", machine());
+    println!(
+        "server: {} on {}",
+        env.bin.display(),
+        if env.sqlite() { "SQLite (temporary file)" } else { "PostgreSQL (fresh database)" }
+    );
+    let mut rows: Vec<Row> = Vec::new();
+
+    // ---- setup: tenants and tokens with the binary's own CLI, then seeding -------------------
+    step("creating tenants `bench` and `okta` with the CLI");
+    let token = server::tenant_with_token(&env.bin, &env.db_url, "bench").await?;
+    let okta_token = server::tenant_with_token(&env.bin, &env.db_url, "okta").await?;
+    let pool = db::pool(&env.db_url, 8).await?;
+    env.pool = Some(pool.clone());
+    let tid = db::tenant_id(&pool, "bench").await?;
+    let okta_tid = db::tenant_id(&pool, "okta").await?;
+
+    let mut groups: Vec<(String, String, Vec<usize>)> = Vec::new();
+    let big_gid = uuid::Uuid::new_v4().to_string();
+    groups.push((big_gid.clone(), "bench-big".into(), (0..z.big_group).collect()));
+    // Small groups of 10: one per measured PATCH (plus warm-up), so each stays at about 10.
+    let n_small = z.patch_ops + z.patch_ops / 10;
+    let mut small_gids = Vec::new();
+    for g in 0..n_small {
+        let id = uuid::Uuid::new_v4().to_string();
+        let members = (0..10).map(|k| z.users - 1 - ((g * 10 + k) % (z.users / 2))).collect();
+        groups.push((id.clone(), format!("bench-small-{g}"), members));
+        small_gids.push(id);
+    }
+    step(&format!(
+        "seeding {} users (desired + actual, in sync), a {}-member group and {} groups of 10",
+        z.users, z.big_group, n_small
+    ));
+    let t = Instant::now();
+    let ids = Arc::new(db::seed(&pool, tid, z.users, &groups).await?);
+    let seed_secs = t.elapsed().as_secs_f64();
+    println!("    seeded in {seed_secs:.1} s (setup, not measured)");
+
+    // ---- storage ceilings ---------------------------------------------------------------------
+    step("storage ceiling: raw inserts, one row per transaction (separate database file)");
+    let ceiling_pool = if env.sqlite() {
+        db::pool(&format!("sqlite://{}", env.tmp.join("ceiling.db").display()), 8).await?
+    } else {
+        pool.clone()
+    };
+    let writers = if env.sqlite() { 1 } else { c.min(8) };
+    let ins = db::insert_ceiling(&ceiling_pool, writers, z.insert_window).await?;
+    if env.sqlite() {
+        ceiling_pool.close().await;
+    }
+    rows.push(Row {
+        ops_per_sec: Some(ins.ops_per_sec()),
+        p50_ms: Some(ins.pct_ms(50.0)),
+        p99_ms: Some(ins.pct_ms(99.0)),
+        ..Row::new("ceiling: raw insert (1 row/tx)", "-").param("writers", writers as u64).param(
+            "pragmas",
+            if env.sqlite() { "WAL, synchronous=FULL, busy_timeout=10000" } else { "PostgreSQL defaults" },
+        )
+    });
+    step("storage ceiling: indexed point reads (same database)");
+    let pr = db::point_read_ceiling(&pool, tid, ids.clone(), c, z.window).await?;
+    rows.push(Row {
+        ops_per_sec: Some(pr.ops_per_sec()),
+        p50_ms: Some(pr.pct_ms(50.0)),
+        p99_ms: Some(pr.pct_ms(99.0)),
+        ..Row::new("ceiling: point read (sqlx)", "-").param("readers", c as u64).param("pool", 8u64)
+    });
+    step("storage ceiling: ordered full scan (desired + actual users, key order)");
+    let (scan_rows, scan_secs) = db::scan_ceiling(&pool, tid).await?;
+    rows.push(Row {
+        ops_per_sec: Some(scan_rows as f64 / scan_secs),
+        p50_ms: Some(scan_secs * 1000.0),
+        ..Row::new("ceiling: ordered scan (rows/s; p50 = whole scan)", "-").param("rows", scan_rows)
+    });
+
+    // ---- HTTP ceiling ------------------------------------------------------------------------
+    step("HTTP ceiling: serve --bench-ceiling, GET /Users/{id}");
+    let ceil_db = format!("sqlite://{}", env.tmp.join("http-ceiling.db").display());
+    let cs = Server::start(&env.bin, &ceil_db, &env.admin_token, true, env.tmp.join("ceiling.log")).await?;
+    let ct = env.target(&cs, "none");
+    let ids2 = ids.clone();
+    let http = closed_loop(&ct, &env.errors, c, z.warmup, z.window, move |_, _| {
+        let i = rand::thread_rng().gen_range(0..ids2.len());
+        Req::get(format!("{SCIM}/Users/{}", ids2[i]))
+    })
+    .await;
+    cs.stop().await;
+    let http_ceiling = http.ops_per_sec();
+    rows.push(Row {
+        ops_per_sec: Some(http_ceiling),
+        p50_ms: Some(http.pct_ms(50.0)),
+        p99_ms: Some(http.pct_ms(99.0)),
+        ..Row::new("ceiling: HTTP (trivial handler)", "-").param("concurrency", c as u64)
+    });
+
+    // ---- the server under test ---------------------------------------------------------------
+    step("starting the server; waiting for its start-up reconcile of the seeded tenant");
+    let t = Instant::now();
+    let srv = Server::start(&env.bin, &env.db_url, &env.admin_token, false, env.tmp.join("server.log")).await?;
+    let pid = srv.pid;
+    let target = env.target(&srv, &token);
+    let okta_target = env.target(&srv, &okta_token);
+    env.servers.push(srv);
+    let settled = db::wait_controller(&pool, tid, true, z.settle).await?
+        && db::wait_controller(&pool, okta_tid, true, z.settle).await?;
+    let startup_secs = t.elapsed().as_secs_f64();
+    println!(
+        "    start-up full reconcile of {} in-sync users: {startup_secs:.1} s{}",
+        z.users,
+        if settled { "" } else { " (NOT settled)" }
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = server_ref(env).rss_mb();
+    rows.push(Row {
+        peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+        met: Some(idle_rss <= 30.0),
+        ..Row::new(&format!("RSS idle ({idle_rss:.1} MB now)"), "≤ 30 MB")
+            .param("rss_mb", idle_rss)
+            .param("startup_reconcile_s", startup_secs)
+    });
+
+    // ---- GET /Users/{id} ---------------------------------------------------------------------
+    if wants(a, "get-user") {
+        step("GET /Users/{id}, random ids");
+        server_ref(env).reset_peak();
+        let ids2 = ids.clone();
+        let (s, rss) = with_rss(
+            pid,
+            closed_loop(&target, &env.errors, c, z.warmup, z.window, move |_, _| {
+                let i = rand::thread_rng().gen_range(0..ids2.len());
+                Req::get(format!("{SCIM}/Users/{}", ids2[i]))
+            }),
+        )
+        .await;
+        let r = ratio(s.ops_per_sec(), http_ceiling);
+        rows.push(Row {
+            ops_per_sec: Some(s.ops_per_sec()),
+            p50_ms: Some(s.pct_ms(50.0)),
+            p99_ms: Some(s.pct_ms(99.0)),
+            ceiling_ops_per_sec: Some(http_ceiling),
+            ratio_to_ceiling: r,
+            peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+            met: Some(r.unwrap_or(0.0) >= 0.5 && s.pct_ms(99.0) <= 5.0),
+            ..Row::new("GET /Users/{id}", "≥ 0.5 × HTTP ceiling; p99 ≤ 5 ms")
+                .param("users", z.users as u64)
+                .param("concurrency", c as u64)
+                .param("storage_point_read_ceiling_ops_per_sec", pr.ops_per_sec())
+        });
+        rows.push(Row {
+            peak_rss_mb: Some(rss),
+            met: Some(rss <= 100.0),
+            ..Row::new("RSS under the GET load (max VmRSS)", "≤ 100 MB").param("users", z.users as u64)
+        });
+    }
+
+    // ---- filter userName eq ------------------------------------------------------------------
+    if wants(a, "filter-username") {
+        step("GET /Users?filter=userName eq \"…\", random names");
+        server_ref(env).reset_peak();
+        let n = z.users;
+        let s = closed_loop(&target, &env.errors, c, z.warmup, z.window, move |_, _| {
+            let i = rand::thread_rng().gen_range(0..n);
+            let f = format!("userName eq \"{}\"", db::user_name(i));
+            Req::get(format!("{SCIM}/Users?filter={}&startIndex=1&count=100", enc(&f)))
+        })
+        .await;
+        let r = ratio(s.ops_per_sec(), http_ceiling);
+        rows.push(Row {
+            ops_per_sec: Some(s.ops_per_sec()),
+            p50_ms: Some(s.pct_ms(50.0)),
+            p99_ms: Some(s.pct_ms(99.0)),
+            ceiling_ops_per_sec: Some(http_ceiling),
+            ratio_to_ceiling: r,
+            peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+            met: Some(r.unwrap_or(0.0) >= 0.5 && s.pct_ms(99.0) <= 5.0),
+            ..Row::new("filter userName eq", "≥ 0.5 × HTTP ceiling; p99 ≤ 5 ms")
+                .param("users", z.users as u64)
+                .param("concurrency", c as u64)
+        });
+    }
+
+    // ---- POST /Users -------------------------------------------------------------------------
+    if wants(a, "post-user") {
+        step("POST /Users, unique userNames (durable before the 201)");
+        server_ref(env).reset_peak();
+        let cpu0 = server_ref(env).cpu_secs();
+        let s = closed_loop(&target, &env.errors, c, z.warmup, z.window, move |k, n| {
+            let name = format!("post-{k}-{n}@bench.example");
+            Req::post(format!("{SCIM}/Users"), user_json(&name, n as usize))
+        })
+        .await;
+        let cpu = server_ref(env).cpu_secs() - cpu0;
+        let t = Instant::now();
+        let settled = db::wait_controller(&pool, tid, false, z.settle).await?;
+        let catch_up = t.elapsed().as_secs_f64();
+        let r = ratio(s.ops_per_sec(), ins.ops_per_sec());
+        rows.push(Row {
+            ops_per_sec: Some(s.ops_per_sec()),
+            p50_ms: Some(s.pct_ms(50.0)),
+            p99_ms: Some(s.pct_ms(99.0)),
+            ceiling_ops_per_sec: Some(ins.ops_per_sec()),
+            ratio_to_ceiling: r,
+            peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+            met: Some(s.ops_per_sec() >= 5000.0 && r.unwrap_or(0.0) >= 0.25),
+            ..Row::new("POST /Users", "≥ 5,000/s and ≥ 0.25 × raw insert ceiling")
+                .param("concurrency", c as u64)
+                .param("server_cpu_cores_during_window", cpu / (z.warmup + z.window).as_secs_f64())
+                .param("controller_catch_up_s", catch_up)
+                .param("controller_settled", settled)
+        });
+    }
+
+    // ---- PATCH add one member: big vs small --------------------------------------------------
+    if wants(a, "patch-member") {
+        let warm = z.patch_ops / 10;
+        let total = z.patch_ops + warm;
+        let mut p50s = Vec::new();
+        for (label, big) in [("PATCH add member, group of 100,000", true), ("PATCH add member, group of 10", false)] {
+            let label = if big { label.replace("100,000", &format!("{}", z.big_group)) } else { label.to_string() };
+            step(&format!("{label} ({total} PATCHes, first {warm} not recorded)"));
+            server_ref(env).reset_peak();
+            let ids2 = ids.clone();
+            let base = if big { z.big_group } else { z.big_group + total };
+            let big_gid = big_gid.clone();
+            let small = Arc::new(small_gids.clone());
+            let (s, _) = jobs::<_, _, ()>(&target, &env.errors, c, total, move |mut cl: Client, j| {
+                let gid = if big { big_gid.clone() } else { small[j % small.len()].clone() };
+                let member = ids2[base + j].clone();
+                async move {
+                    let body = json!({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "members", "value": [{"value": member}]}]});
+                    let mut lat = Vec::new();
+                    cl.timed(&Req::patch(format!("{SCIM}/Groups/{gid}"), body.to_string()), &mut lat).await;
+                    if j < warm {
+                        lat.clear();
+                    }
+                    (cl, lat, None)
+                }
+            })
+            .await;
+            let t = Instant::now();
+            let settled = db::wait_controller(&pool, tid, false, z.settle).await?;
+            let catch_up = t.elapsed().as_secs_f64();
+            p50s.push(s.pct_ms(50.0));
+            let ops = s.lat_us.len() as f64 / s.secs;
+            rows.push(Row {
+                ops_per_sec: Some(ops),
+                p50_ms: Some(s.pct_ms(50.0)),
+                p99_ms: Some(s.pct_ms(99.0)),
+                peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+                ..Row::new(&label, "p50 ratio big/small ≤ 1.5")
+                    .param("group_size", if big { z.big_group as u64 } else { 10 })
+                    .param("patches", z.patch_ops as u64)
+                    .param("concurrency", c as u64)
+                    .param("controller_catch_up_s", catch_up)
+                    .param("controller_settled", settled)
+            });
+        }
+        let pr = ratio(p50s[0], p50s[1]);
+        let n = rows.len();
+        rows[n - 2].ratio_to_ceiling = pr;
+        rows[n - 2].met = Some(pr.unwrap_or(f64::MAX) <= 1.5);
+        rows[n - 2].params.insert("ratio_is".into(), json!("p50 big / p50 small"));
+    }
+
+    // ---- Okta-style initial sync -------------------------------------------------------------
+    if wants(a, "initial-sync") {
+        rows.push(initial_sync(env, &z, c, &okta_target, &pool, okta_tid).await?);
+    }
+
+    // ---- push → applied ----------------------------------------------------------------------
+    if wants(a, "push-applied") {
+        rows.push(push_applied(env, &z, &target, &pool, tid).await?);
+    }
+
+    // ---- full drift-repair run ---------------------------------------------------------------
+    if wants(a, "drift-repair") {
+        rows.extend(drift_repair(env, &z, &target, &pool, tid, scan_secs, scan_rows).await?);
+    }
+
+    server_mut(env).check_alive()?;
+    print_table(&rows);
+    println!(
+        "machine: {}; seeding {seed_secs:.1} s; whole run {:.1} s; errors: {}",
+        machine(),
+        t_run.elapsed().as_secs_f64(),
+        env.errors.count()
+    );
+    for r in &mut rows {
+        r.params.insert("machine".into(), json!(machine()));
+        r.params.insert("backend".into(), json!(if env.sqlite() { "sqlite" } else { "postgres" }));
+        r.params.insert("mode".into(), json!(if z.full { "full" } else { "quick" }));
+    }
+    Ok(rows)
+}
+
+fn server_ref(env: &Env) -> &Server {
+    &env.servers[0]
+}
+
+fn server_mut(env: &mut Env) -> &mut Server {
+    &mut env.servers[0]
+}
+
+async fn initial_sync(
+    env: &mut Env,
+    z: &Sizes,
+    c: usize,
+    target: &Target,
+    pool: &AnyPool,
+    tid: i64,
+) -> anyhow::Result<Row> {
+    let (nu, ng, per) = (z.sync_users, z.sync_groups, z.sync_per_user.min(z.sync_groups));
+    step(&format!(
+        "Okta-style initial sync: {nu} users (lookup, then create), {ng} groups, {} memberships in PATCHes of 100",
+        nu * per
+    ));
+    server_ref(env).reset_peak();
+    let cpu0 = server_ref(env).cpu_secs();
+    let t0 = Instant::now();
+    // Users: look up by userName, create when absent.
+    let (su, users) = jobs(target, &env.errors, c, nu, move |mut cl: Client, i| async move {
+        let name = format!("okta{i:07}@sync.example");
+        let mut lat = Vec::new();
+        let f = format!("userName eq \"{name}\"");
+        let found =
+            cl.timed(&Req::get(format!("{SCIM}/Users?filter={}&startIndex=1&count=100", enc(&f))), &mut lat).await;
+        let mut id = None;
+        if let Some((_, b)) = found {
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            if v.get("totalResults").and_then(Value::as_u64) == Some(0) {
+                if let Some((_, b)) = cl.timed(&Req::post(format!("{SCIM}/Users"), user_json(&name, i)), &mut lat).await
+                {
+                    id = id_of(&b);
+                }
+            } else {
+                id = v.pointer("/Resources/0/id").and_then(Value::as_str).map(str::to_string);
+            }
+        }
+        (cl, lat, id)
+    })
+    .await;
+    let user_ids: HashMap<usize, String> = users.into_iter().collect();
+    // Groups.
+    let (sg, groups) = jobs(target, &env.errors, c, ng, move |mut cl: Client, g| async move {
+        let mut lat = Vec::new();
+        let body = json!({"schemas": [GROUP_URN], "displayName": format!("sync-group-{g}"), "members": []});
+        let id = cl
+            .timed(&Req::post(format!("{SCIM}/Groups"), body.to_string()), &mut lat)
+            .await
+            .and_then(|(_, b)| id_of(&b));
+        (cl, lat, id)
+    })
+    .await;
+    let group_ids: HashMap<usize, String> = groups.into_iter().collect();
+    // Memberships: user i is in groups (i + j·ng/per) mod ng; added in PATCHes of 100.
+    let mut members: Vec<Vec<String>> = vec![Vec::new(); ng];
+    for i in 0..nu {
+        if let Some(uid) = user_ids.get(&i) {
+            for j in 0..per {
+                members[(i + j * (ng / per)) % ng].push(uid.clone());
+            }
+        }
+    }
+    let mut batches: Vec<(String, Vec<String>)> = Vec::new();
+    for (g, ms) in members.into_iter().enumerate() {
+        let Some(gid) = group_ids.get(&g) else { continue };
+        for chunk in ms.chunks(100) {
+            batches.push((gid.clone(), chunk.to_vec()));
+        }
+    }
+    let memberships: usize = batches.iter().map(|b| b.1.len()).sum();
+    let batches = Arc::new(batches);
+    let nb = batches.len();
+    let (sm, _) = jobs::<_, _, ()>(target, &env.errors, c, nb, move |mut cl: Client, k| {
+        let (gid, ms) = batches[k].clone();
+        async move {
+            let value: Vec<Value> = ms.iter().map(|m| json!({"value": m})).collect();
+            let body =
+                json!({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "members", "value": value}]});
+            let mut lat = Vec::new();
+            cl.timed(&Req::patch(format!("{SCIM}/Groups/{gid}"), body.to_string()), &mut lat).await;
+            (cl, lat, None)
+        }
+    })
+    .await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = server_ref(env).cpu_secs() - cpu0;
+    let settled = db::wait_controller(pool, tid, false, z.settle).await?;
+    let applied_wall = t0.elapsed().as_secs_f64();
+    let cpu_all = server_ref(env).cpu_secs() - cpu0;
+    let all = Sample::merge(vec![su.lat_us.clone(), sg.lat_us.clone(), sm.lat_us.clone()], wall);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let share = cpu / wall;
+    println!(
+        "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}",
+        su.secs, sg.secs, sm.secs
+    );
+    Ok(Row {
+        ops_per_sec: Some(all.ops_per_sec()),
+        p50_ms: Some(all.pct_ms(50.0)),
+        p99_ms: Some(all.pct_ms(99.0)),
+        peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+        met: Some(share < 0.5 * cores),
+        ..Row::new(
+            &format!("Okta initial sync: {:.1} s, server CPU {:.0}% of machine", wall, 100.0 * share / cores),
+            "server not the bottleneck (CPU < 50% of machine)",
+        )
+        .param("users", nu as u64)
+        .param("groups", ng as u64)
+        .param("memberships", memberships as u64)
+        .param("concurrency", c as u64)
+        .param("wall_s", wall)
+        .param("users_phase_s", su.secs)
+        .param("groups_phase_s", sg.secs)
+        .param("memberships_phase_s", sm.secs)
+        .param("applied_by_controller_s", applied_wall)
+        .param("controller_settled", settled)
+        .param("server_cpu_s", cpu)
+        .param("server_cpu_cores", share)
+        .param("server_cpu_share_of_machine", share / cores)
+        .param("server_cpu_cores_until_applied", cpu_all / applied_wall)
+    })
+}
+
+async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool, tid: i64) -> anyhow::Result<Row> {
+    let total = (z.push_rate * z.push_secs) as usize;
+    step(&format!(
+        "push → applied: {total} POST /Users at {} /s (open loop), applied time read from the runs",
+        z.push_rate
+    ));
+    server_ref(env).reset_peak();
+    const WORKERS: usize = 64;
+    let mut txs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..WORKERS {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize)>();
+        txs.push(tx);
+        let mut cl = Client::new(target, env.errors.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while let Some((at, k)) = rx.recv().await {
+                let name = format!("push-{k:07}@bench.example");
+                if cl.send(&Req::post(format!("{SCIM}/Users"), user_json(&name, k))).await.is_some() {
+                    lat.push(at.elapsed().as_micros() as u64);
+                }
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    let wall0 = chrono::Utc::now();
+    let interval = Duration::from_nanos(1_000_000_000 / z.push_rate);
+    let mut sent = Vec::with_capacity(total);
+    for k in 0..total {
+        let at = start + interval * k as u32;
+        tokio::time::sleep_until(at.into()).await;
+        sent.push(at);
+        let _ = txs[k % WORKERS].send((at, k));
+    }
+    drop(txs);
+    let mut parts = Vec::new();
+    for h in handles {
+        parts.push(h.await.unwrap_or_default());
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let http = Sample::merge(parts, 1.0);
+    let settled = db::wait_controller(pool, tid, false, z.settle).await?;
+    let times = db::applied_times(pool, tid, "push-").await?;
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc));
+    let mut to_run = Vec::new();
+    let mut to_apply = Vec::new();
+    for (email, applied, finished) in &times {
+        let Some(k) =
+            email.strip_prefix("push-").and_then(|r| r.split('@').next()).and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Some(at) = sent.get(k) else { continue };
+        let sent_wall = wall0 + chrono::Duration::from_std(*at - start).unwrap_or_default();
+        if let Some(t) = parse(applied) {
+            to_apply.push((t - sent_wall).num_microseconds().unwrap_or(0).max(0) as u64);
+        }
+        if let Some(t) = finished.as_deref().and_then(parse) {
+            to_run.push((t - sent_wall).num_microseconds().unwrap_or(0).max(0) as u64);
+        }
+    }
+    let missing = total.saturating_sub(to_run.len());
+    if missing > 0 {
+        env.errors.record(format!("push → applied: {missing} of {total} pushed users never showed up as applied"));
+    }
+    let run = Sample::merge(vec![to_run], 1.0);
+    let apply = Sample::merge(vec![to_apply], 1.0);
+    Ok(Row {
+        ops_per_sec: Some(achieved),
+        p50_ms: Some(run.pct_ms(50.0)),
+        p99_ms: Some(run.pct_ms(99.0)),
+        peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+        met: Some(run.pct_ms(99.0) <= 50.0 && missing == 0),
+        ..Row::new("push → applied (p50/p99 = push sent → run committed)", "p99 ≤ 50 ms at 500 pushes/s")
+            .param("pushes", total as u64)
+            .param("rate_per_s", z.push_rate)
+            .param("http_p50_ms", http.pct_ms(50.0))
+            .param("http_p99_ms", http.pct_ms(99.0))
+            .param("apply_stamp_p50_ms", apply.pct_ms(50.0))
+            .param("apply_stamp_p99_ms", apply.pct_ms(99.0))
+            .param("missing", missing as u64)
+            .param("controller_settled", settled)
+    })
+}
+
+async fn drift_repair(
+    env: &mut Env,
+    z: &Sizes,
+    target: &Target,
+    pool: &AnyPool,
+    tid: i64,
+    scan_secs: f64,
+    scan_rows: u64,
+) -> anyhow::Result<Vec<Row>> {
+    step("full drift-repair run: 1% of the actual users drifted by hand");
+    db::wait_controller(pool, tid, false, z.settle).await?;
+    let drifted = db::drift(pool, tid).await?;
+    let scim_users: i64 = {
+        use sqlx::Row as _;
+        sqlx::query("SELECT COUNT(*) AS n FROM scim_users WHERE tenant_id = $1")
+            .bind(tid)
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?
+    };
+    server_ref(env).reset_peak();
+    let mut cl = Client::new(target, env.errors.clone());
+    let t = Instant::now();
+    let plan = cl.send(&Req::get("/v1/admin/tenants/bench/plan").admin()).await;
+    let plan_secs = t.elapsed().as_secs_f64();
+    let planned = plan
+        .as_ref()
+        .and_then(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| v.pointer("/summary/update").and_then(Value::as_u64))
+        .unwrap_or(0);
+    let plan_rss = server_ref(env).peak_rss_mb();
+    server_ref(env).reset_peak();
+    let t = Instant::now();
+    let run = cl.send(&Req::post("/v1/admin/tenants/bench/reconcile", "{}".into()).admin()).await;
+    let run_secs = t.elapsed().as_secs_f64();
+    let out = run.as_ref().and_then(|(_, b)| serde_json::from_slice::<Value>(b).ok()).unwrap_or(Value::Null);
+    let applied = out.get("applied").and_then(Value::as_u64).unwrap_or(0);
+    let status = out.get("status").and_then(Value::as_str).unwrap_or("?").to_string();
+    let run_rss = server_ref(env).peak_rss_mb();
+    if applied != drifted {
+        env.errors
+            .record(format!("drift repair applied {applied} changes for {drifted} drifted users (status {status})"));
+    }
+    println!("    {drifted} drifted of {scim_users}; plan {plan_secs:.2} s ({planned} updates); run {run_secs:.2} s, {status}, {applied} applied");
+    let scan_rate = scan_rows as f64 / scan_secs;
+    let plan_rate = 2.0 * scim_users as f64 / plan_secs;
+    Ok(vec![
+        Row {
+            ops_per_sec: Some(plan_rate),
+            p50_ms: Some(plan_secs * 1000.0),
+            ceiling_ops_per_sec: Some(scan_rate),
+            ratio_to_ceiling: ratio(plan_rate, scan_rate),
+            peak_rss_mb: Some(plan_rss),
+            met: Some(plan_secs <= 3.0 * scan_secs * (2.0 * scim_users as f64 / scan_rows as f64)),
+            ..Row::new("drift repair: plan phase (rows/s; p50 = whole plan)", "≤ 3 × ordered scan (ratio ≥ 0.33)")
+                .param("scim_users", scim_users)
+                .param("drifted", drifted)
+                .param("planned_updates", planned)
+                .param("plan_s", plan_secs)
+                .param("ordered_scan_s", scan_secs)
+        },
+        Row {
+            ops_per_sec: Some(scim_users as f64 / run_secs),
+            p50_ms: Some(run_secs * 1000.0),
+            peak_rss_mb: Some(run_rss),
+            met: Some(run_secs <= 10.0 && run_rss <= 256.0 && applied == drifted),
+            ..Row::new("drift repair: full run (users/s; p50 = whole run)", "≤ 10 s wall; peak RSS ≤ 256 MB")
+                .param("scim_users", scim_users)
+                .param("drifted", drifted)
+                .param("applied", applied)
+                .param("status", status)
+                .param("run_s", run_secs)
+        },
+    ])
+}
