@@ -322,10 +322,12 @@ impl Controller {
                     let Some(last) = rows.last() else { break };
                     after = last.seq;
                     for r in rows {
-                        let named = if r.resource_type == "Group" {
-                            self.store.group_member_ids(tenant.id, &r.resource_id).await?
-                        } else {
-                            vec![r.resource_id]
+                        // Member changes are journaled per member; only a group's rename
+                        // re-evaluates all its members (cost follows the change).
+                        let named = match (r.resource_type.as_str(), r.op.as_str()) {
+                            ("Group", "rename") => self.store.group_member_ids(tenant.id, &r.resource_id).await?,
+                            ("Group", _) => continue,
+                            _ => vec![r.resource_id],
                         };
                         ids.extend(named.into_iter().filter(|i| seen.insert(i.clone())));
                     }
@@ -482,7 +484,8 @@ impl Controller {
         let actor = if approve.is_some() { "operator" } else { "controller" };
         let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
         let mut failure = None;
-        let mut renewed = std::time::Instant::now();
+        // Planning took time: renew before writing, then every LEASE_RENEW.
+        let mut renewed = std::time::Instant::now() - LEASE_RENEW;
         for c in &p.changes {
             if hold.is_some() && c.kind.is_destructive() {
                 skipped += 1;

@@ -225,6 +225,13 @@ async fn record_intent(
             .await?;
     }
     let tx = &mut w.tx;
+    // The tenant row first: its lock is held to commit, so journal positions of one tenant are
+    // handed out in commit order (a sequence alone is not, on PostgreSQL), and a reader that
+    // sees position n has seen every position before it.
+    sqlx::query("UPDATE tenants SET generation = generation + 1 WHERE id = $1")
+        .bind(intent.tenant_id)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -237,10 +244,6 @@ async fn record_intent(
     .bind(intent.request_id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE tenants SET generation = generation + 1 WHERE id = $1")
-        .bind(intent.tenant_id)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

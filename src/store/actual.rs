@@ -549,14 +549,18 @@ impl Store {
         let mut w = self.begin_write().await?;
         if let Some(f) = fence {
             // Fencing: a process that lost its lease (paused, partitioned) writes nothing more.
-            let held =
-                sqlx::query("SELECT 1 AS x FROM controller_leases WHERE tenant_id = $1 AND holder = $2 AND fence = $3")
-                    .bind(tenant_id)
-                    .bind(f.holder)
-                    .bind(f.token)
-                    .fetch_optional(&mut *w.tx)
-                    .await?;
-            if held.is_none() {
+            // An UPDATE, not a SELECT: it locks the lease row to commit, so the lease cannot
+            // change hands between this check and the writes below.
+            let held = sqlx::query(
+                "UPDATE controller_leases SET fence = fence WHERE tenant_id = $1 AND holder = $2 AND fence = $3",
+            )
+            .bind(tenant_id)
+            .bind(f.holder)
+            .bind(f.token)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+            if held == 0 {
                 return Ok(Applied::LostLease);
             }
         }
@@ -620,17 +624,22 @@ impl Store {
         if !written {
             return Ok(Applied::Stale);
         }
-        let empty = BTreeSet::new();
-        let before_roles = c.before.as_ref().map(|b| &b.roles).unwrap_or(&empty);
-        for role in before_roles.difference(&a.roles) {
-            sqlx::query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role = $3")
-                .bind(tenant_id)
-                .bind(&c.user_id)
-                .bind(role)
-                .execute(&mut *w.tx)
-                .await?;
+        // The roles are set to exactly `after.roles`, whatever the plan read before.
+        let keep: Vec<&String> = a.roles.iter().collect();
+        let sql = if keep.is_empty() {
+            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
+        } else {
+            format!(
+                "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
+                placeholders(3, keep.len())
+            )
+        };
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
+        for r in &keep {
+            q = q.bind(r.as_str());
         }
-        for role in a.roles.difference(before_roles) {
+        q.execute(&mut *w.tx).await?;
+        for role in &a.roles {
             sqlx::query(
                 "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, user_id, role) DO NOTHING",

@@ -203,8 +203,9 @@ impl Store {
         .await
         .map_err(unique_group)?;
         let stored = StoredResource::from_row(&row)?;
-        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())]).await?;
+        // The intent first: it takes the tenant's journal lock before any member is journaled.
         record_intent(&mut w, intent, "Group", id, "create").await?;
+        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())]).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -239,9 +240,22 @@ impl Store {
         op: &str,
     ) -> Result<StoredResource, StoreError> {
         let mut w = self.begin_write().await?;
+        let mut op = op;
         let row = match doc {
             Some(doc) => {
                 let (name, ext) = group_cols(doc);
+                // A new displayName can change every member's roles: journal it as a rename.
+                let old = sqlx::query("SELECT display_name_lc FROM scim_groups WHERE tenant_id = $1 AND id = $2")
+                    .bind(intent.tenant_id)
+                    .bind(id)
+                    .fetch_optional(&mut *w.tx)
+                    .await?;
+                if let Some(old) = old {
+                    let old: String = old.try_get("display_name_lc")?;
+                    if old != name.to_lowercase() {
+                        op = "rename";
+                    }
+                }
                 sqlx::query(&format!(
                     "UPDATE scim_groups SET display_name = $1, display_name_lc = $2, external_id = $3, doc = $4, \
                      version = version + 1, updated_at = $5 WHERE tenant_id = $6 AND id = $7 AND version = $8 \
@@ -280,8 +294,8 @@ impl Store {
             });
         };
         let stored = StoredResource::from_row(&row)?;
-        apply_changes(&mut w.tx, intent, id, changes).await?;
         record_intent(&mut w, intent, "Group", id, op).await?;
+        apply_changes(&mut w.tx, intent, id, changes).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -311,13 +325,13 @@ impl Store {
                 Err(e) => e,
             });
         }
+        record_intent(&mut w, intent, "Group", id, "delete").await?;
         apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll]).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
             .bind(intent.tenant_id)
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        record_intent(&mut w, intent, "Group", id, "delete").await?;
         w.commit().await
     }
 

@@ -61,7 +61,7 @@ impl Sizes {
             warmup: Duration::from_millis(if full { 2_000 } else { 300 }),
             window: Duration::from_millis(if full { 10_000 } else { 1_500 }),
             insert_window: Duration::from_millis(if full { 5_000 } else { 1_000 }),
-            settle: Duration::from_secs(if full { 1_800 } else { 30 }),
+            settle: Duration::from_secs(if full { 300 } else { 30 }),
         }
     }
 }

@@ -1,0 +1,251 @@
+//! Two replicas on one PostgreSQL database, 32 concurrent clients split across them, one replica
+//! SIGKILLed mid-run: no acknowledged push is lost, no user is duplicated, every member is
+//! present, Moonborn converges, and every user gets exactly one welcome email.
+//!
+//! Runs when `MOONBORN_TEST_POSTGRES_URL` is set (it is in `.ci/run`); skipped otherwise.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moonborn_scim::controller::{Controller, Scope2};
+use moonborn_scim::{Store, Tier};
+use serde_json::{json, Value};
+use sqlx::Connection as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
+const CLIENTS: usize = 32;
+const OPS_PER_CLIENT: usize = 24;
+
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+fn start(db: &str) -> Replica {
+    let mut child = Command::new(BIN)
+        .args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a replica");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let line = lines.next().expect("replica log").expect("read log");
+        if let Some(i) = line.find("serving SCIM at http://") {
+            break line[i + "serving SCIM at http://".len()..].split('/').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "replica did not start");
+    };
+    // Keep draining the log so the replica never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Replica { child, base: format!("http://{addr}/v1/auth/scim/v2") }
+}
+
+/// What the clients were told succeeded.
+#[derive(Default)]
+struct Acks {
+    users: HashMap<String, String>, // scim id -> userName
+    members: HashSet<String>,       // scim ids acknowledged as added to the group
+    deactivated: HashSet<String>,
+    dup_wins: HashMap<String, usize>, // contested userName -> number of 201s
+}
+
+async fn send(
+    client: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let r = client
+        .request(method, url)
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let text = r.text().await.ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_one_killed_mid_run() {
+    let Ok(admin) = std::env::var("MOONBORN_TEST_POSTGRES_URL") else {
+        eprintln!("replica test SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let name = format!("moonborn_replicas_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("create db");
+    let db = format!("{}/{name}", admin.rsplit_once('/').expect("a database in the URL").0);
+
+    let store = Store::open(&db).await.expect("open");
+    let tenant = store.create_tenant("acme", Tier::Enterprise).await.unwrap();
+    let token = store.create_token("acme").await.unwrap().1;
+    let a = start(&db);
+    let mut b = start(&db);
+    let bases = [a.base.clone(), b.base.clone()];
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let group = send(&client, &token, reqwest::Method::POST, &format!("{}/Groups", bases[0]),
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "moonborn-editor", "members": []}))
+        .await
+        .expect("group create");
+    assert_eq!(group.0, 201);
+    let gid = group.1["id"].as_str().unwrap().to_string();
+
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let b_dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let (client, token, bases, gid, acks, b_dead) =
+            (client.clone(), token.clone(), bases.clone(), gid.clone(), acks.clone(), b_dead.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in 0..OPS_PER_CLIENT {
+                // Half the clients start on each replica; once B is dead, everyone uses A.
+                let pick = |n: usize| if b_dead.load(std::sync::atomic::Ordering::SeqCst) { 0 } else { n % 2 };
+                let base = &bases[pick(i + k)];
+                // Pairs of clients race to create the same userName every 6th op.
+                let user_name =
+                    if k % 6 == 0 { format!("dup-{}-{k}@acme.com", i / 2) } else { format!("u{i}-{k}@acme.com") };
+                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name,
+                    "name": {"givenName": "U", "familyName": format!("{i}-{k}")}, "active": true});
+                let Some((status, created)) =
+                    send(&client, &token, reqwest::Method::POST, &format!("{base}/Users"), &body).await
+                else {
+                    continue; // not acknowledged (the replica died under it)
+                };
+                assert!(status == 201 || status == 409, "create answered {status}: {created}");
+                if k % 6 == 0 {
+                    *acks.lock().unwrap().dup_wins.entry(user_name.clone()).or_default() += usize::from(status == 201);
+                }
+                if status != 201 {
+                    continue;
+                }
+                let id = created["id"].as_str().unwrap().to_string();
+                acks.lock().unwrap().users.insert(id.clone(), user_name);
+                // Add it to the shared group through the other replica.
+                let other = &bases[pick(i + k + 1)];
+                let add = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]});
+                if let Some((s, body)) =
+                    send(&client, &token, reqwest::Method::PATCH, &format!("{other}/Groups/{gid}"), &add).await
+                {
+                    assert_eq!(s, 204, "member add: {body}");
+                    acks.lock().unwrap().members.insert(id.clone());
+                }
+                if k % 4 == 3 {
+                    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": "replace", "value": {"active": false}}]});
+                    if let Some((s, body)) =
+                        send(&client, &token, reqwest::Method::PATCH, &format!("{base}/Users/{id}"), &off).await
+                    {
+                        assert_eq!(s, 200, "deactivate: {body}");
+                        acks.lock().unwrap().deactivated.insert(id);
+                    }
+                }
+            }
+        }));
+    }
+    // Kill B once a third of the work is acknowledged.
+    let target = CLIENTS * OPS_PER_CLIENT / 3;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acks.lock().unwrap().users.len() < target {
+        assert!(Instant::now() < deadline, "clients made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.child.kill().expect("SIGKILL replica B");
+    b.child.wait().ok();
+    b_dead.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let acks = Arc::try_unwrap(acks).ok().unwrap().into_inner().unwrap();
+    assert!(acks.users.len() > target, "work continued after the kill");
+
+    // Every acknowledged push is there.
+    for (id, user_name) in &acks.users {
+        let doc = store.get_user(tenant.id, id).await.unwrap_or_else(|_| panic!("acknowledged user {user_name} lost"));
+        assert_eq!(doc.doc["userName"], user_name.as_str());
+    }
+    for (name, wins) in &acks.dup_wins {
+        assert!(*wins <= 1, "{name} created {wins} times");
+    }
+    let members: HashSet<String> = store.group_member_ids(tenant.id, &gid).await.unwrap().into_iter().collect();
+    for id in &acks.members {
+        assert!(members.contains(id), "acknowledged member {id} missing");
+    }
+
+    // Replica A converges the Moonborn state (after B's lease expires).
+    let controller = Controller::new(store.clone());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = controller.plan(&tenant, Scope2::Full).await.expect("plan");
+        if p.changes.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not converged: {}", p.summary.line());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scim_users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scim_users WHERE tenant_id = $1")
+        .bind(tenant.id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, email_lc, status FROM users WHERE tenant_id = $1")
+            .bind(tenant.id)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len() as i64, scim_users, "one Moonborn user per SCIM user");
+    let emails: HashSet<&String> = rows.iter().map(|r| &r.1).collect();
+    assert_eq!(emails.len(), rows.len(), "no duplicate user");
+    let roles: Vec<(String, String)> = sqlx::query_as("SELECT user_id, role FROM user_roles WHERE tenant_id = $1")
+        .bind(tenant.id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let editors: HashSet<&String> = roles.iter().filter(|r| r.1 == "editor").map(|r| &r.0).collect();
+    assert_eq!(editors.len(), members.len(), "every group member holds the bound role");
+    let status: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT scim_id, status FROM users WHERE tenant_id = $1 AND scim_id IS NOT NULL",
+    )
+    .bind(tenant.id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    for id in &acks.deactivated {
+        assert_eq!(status.get(id).map(String::as_str), Some("disabled"), "acknowledged deactivation of {id}");
+    }
+    let events = store.list_outbox(tenant.id).await.unwrap();
+    let mut welcomes: HashMap<&str, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e.event_type == "user.provisioned") {
+        *welcomes.entry(e.user_id.as_str()).or_default() += 1;
+    }
+    assert!(welcomes.values().all(|n| *n == 1), "a user welcomed twice");
+    for r in rows.iter().filter(|r| r.2 == "active") {
+        assert_eq!(welcomes.get(r.0.as_str()), Some(&1), "active user {} has its welcome", r.1);
+    }
+    eprintln!(
+        "{} users acknowledged ({} before the kill), {} members, {} deactivated; converged",
+        acks.users.len(),
+        target,
+        acks.members.len(),
+        acks.deactivated.len()
+    );
+
+    let mut a = a;
+    a.child.kill().ok();
+    a.child.wait().ok();
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok();
+}
