@@ -95,6 +95,9 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     write_lock: Option<Arc<Mutex<()>>>,
+    /// Recently authenticated tokens (by hash), so a request does not read the token row each
+    /// time; entries live `tenants::AUTH_CACHE_TTL`, and a revoke in this process drops them.
+    auth_cache: Arc<std::sync::Mutex<std::collections::HashMap<String, (Tenant, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,7 +164,12 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend, write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))) })
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            auth_cache: Arc::default(),
+        })
     }
 
     /// The backend in use.

@@ -122,18 +122,27 @@ async fn select(
     }
     let offset = p.start_index - 1;
     if q.is_exact() && sort_in_memory.is_none() {
+        if p.count > 0 {
+            let page = match kind {
+                Kind::User => store.page_users(tenant_id, &q, offset, p.count).await?,
+                Kind::Group => store.page_groups(tenant_id, &q, offset, p.count).await?,
+            };
+            // A first page that is not full holds every match (Okta's `userName eq` lookups):
+            // no COUNT needed.
+            if offset == 0 && (page.len() as i64) < p.count {
+                return Ok((page.len() as i64, page));
+            }
+            let total = match kind {
+                Kind::User => store.count_users(tenant_id, &q).await?,
+                Kind::Group => store.count_groups(tenant_id, &q).await?,
+            };
+            return Ok((total, page));
+        }
         let total = match kind {
             Kind::User => store.count_users(tenant_id, &q).await?,
             Kind::Group => store.count_groups(tenant_id, &q).await?,
         };
-        if p.count == 0 || offset >= total {
-            return Ok((total, Vec::new()));
-        }
-        let page = match kind {
-            Kind::User => store.page_users(tenant_id, &q, offset, p.count).await?,
-            Kind::Group => store.page_groups(tenant_id, &q, offset, p.count).await?,
-        };
-        return Ok((total, page));
+        return Ok((total, Vec::new()));
     }
     // Evaluate what SQL could not express in memory over the candidates SQL selects, streaming;
     // keep only the page (or, to sort in memory, every match).

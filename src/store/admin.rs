@@ -341,6 +341,7 @@ impl Store {
             .await?
             .is_some();
         w.commit().await?;
+        self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(found)
     }
 

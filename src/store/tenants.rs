@@ -72,6 +72,10 @@ pub struct TokenInfo {
 
 const TOKEN_PREFIX: &str = "mbscim_";
 
+/// How long an authenticated token is trusted without reading its row again: a token revoked
+/// from another process stops working within this time (at once when revoked in this one).
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn hash_secret(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
@@ -221,6 +225,7 @@ impl Store {
             .await?
             .rows_affected();
         w.commit().await?;
+        self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(n == 1)
     }
 
@@ -234,6 +239,14 @@ impl Store {
             return Ok(None);
         }
         let hash = hash_secret(secret);
+        {
+            let cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((tenant, at)) = cache.get(&hash) {
+                if at.elapsed() < AUTH_CACHE_TTL {
+                    return Ok(Some(tenant.clone()));
+                }
+            }
+        }
         let row = sqlx::query(
             "SELECT t.id AS token_id, t.secret_hash, t.last_used_at, n.id, n.slug, n.tier, n.generation, n.created_at \
              FROM scim_tokens t JOIN tenants n ON n.id = t.tenant_id \
@@ -262,6 +275,11 @@ impl Store {
                 .await?;
             w.commit().await?;
         }
+        let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(hash, (tenant.clone(), std::time::Instant::now()));
         Ok(Some(tenant))
     }
 
