@@ -31,6 +31,8 @@ const BATCH: i64 = 1000;
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How many changes `apply` writes under one commit.
+const APPLY_BATCH: usize = 256;
 
 /// Why a run happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -486,11 +488,17 @@ impl Controller {
         let mut failure = None;
         // Planning took time: renew before writing, then every LEASE_RENEW.
         let mut renewed = std::time::Instant::now() - LEASE_RENEW;
-        for c in &p.changes {
-            if hold.is_some() && c.kind.is_destructive() {
-                skipped += 1;
-                continue;
-            }
+        let todo: Vec<&Change> = p
+            .changes
+            .iter()
+            .filter(|c| {
+                let held = hold.is_some() && c.kind.is_destructive();
+                skipped += u64::from(held);
+                !held
+            })
+            .collect();
+        // Changes are written in batches, each under one commit, in plan order.
+        for batch in todo.chunks(APPLY_BATCH) {
             if renewed.elapsed() >= LEASE_RENEW {
                 match self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await? {
                     Some(f) => fence = f,
@@ -502,12 +510,20 @@ impl Controller {
                 renewed = std::time::Instant::now();
             }
             let f = crate::store::Fence { holder: &self.holder, token: fence };
-            match self.store.apply_change(tenant.id, &run_id, actor, c, &crate::store::now(), Some(f)).await {
-                Ok(Applied::Done) => applied += 1,
-                Ok(Applied::Stale) => stale += 1,
-                Ok(Applied::LostLease) => {
-                    failure = Some("another process took the reconcile lease".to_string());
-                    break;
+            match self.store.apply_batch(tenant.id, &run_id, actor, batch, &crate::store::now(), Some(f)).await {
+                Ok(results) => {
+                    for r in results {
+                        match r {
+                            Applied::Done => applied += 1,
+                            Applied::Stale => stale += 1,
+                            Applied::LostLease => {
+                                failure = Some("another process took the reconcile lease".to_string())
+                            }
+                        }
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
                 }
                 Err(e) => {
                     failure = Some(e.to_string());

@@ -531,8 +531,7 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Applies one planned change: a compare-and-set on the user's version, its roles, its side
-    /// effects (sessions revoked, outbox events) and an audit row, in one transaction.
+    /// Applies one planned change (see `apply_batch`).
     ///
     /// # Errors
     /// Database errors. A change planned on a stale read is not an error: `Applied::Stale`.
@@ -545,7 +544,27 @@ impl Store {
         now: &str,
         fence: Option<Fence<'_>>,
     ) -> Result<Applied, StoreError> {
-        let a = &c.after;
+        let r = self.apply_batch(tenant_id, run_id, actor, &[c], now, fence).await?;
+        Ok(r.into_iter().next().unwrap_or(Applied::Stale))
+    }
+
+    /// Applies planned changes, each a compare-and-set on the user's version with its roles, its
+    /// side effects (sessions revoked, outbox events) and an audit row, all under one commit
+    /// (one fsync for the batch). Each change runs in a savepoint, so a stale one is undone
+    /// alone; a change whose user moved is `Applied::Stale`, and every change is
+    /// `Applied::LostLease` when `fence` no longer holds the tenant's lease.
+    ///
+    /// # Errors
+    /// Database errors (nothing of the batch is then written).
+    pub async fn apply_batch(
+        &self,
+        tenant_id: i64,
+        run_id: &str,
+        actor: &str,
+        changes: &[&Change],
+        now: &str,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Vec<Applied>, StoreError> {
         let mut w = self.begin_write().await?;
         if let Some(f) = fence {
             // Fencing: a process that lost its lease (paused, partitioned) writes nothing more.
@@ -561,170 +580,21 @@ impl Store {
             .await?
             .rows_affected();
             if held == 0 {
-                return Ok(Applied::LostLease);
+                return Ok(vec![Applied::LostLease; changes.len()]);
             }
         }
-        let written = match c.before_version {
-            None => {
-                let r = sqlx::query(
-                    "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
-                     scim_id, external_id, purge_after, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
-                )
-                .bind(tenant_id)
-                .bind(&c.user_id)
-                .bind(&a.email)
-                .bind(a.email.to_lowercase())
-                .bind(&a.display_name)
-                .bind(&a.contact_email)
-                .bind(a.status.as_str())
-                .bind(a.managed_by.as_str())
-                .bind(&a.scim_id)
-                .bind(&a.external_id)
-                .bind(&a.purge_after)
-                .bind(now)
-                .execute(&mut *w.tx)
-                .await;
-                match r {
-                    Ok(_) => true,
-                    Err(e) if StoreError::is_unique(&e) => false,
-                    Err(e) => return Err(e.into()),
-                }
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            sqlx::query("SAVEPOINT change").execute(&mut *w.tx).await?;
+            let r = apply_one(&mut w.tx, tenant_id, run_id, actor, c, now).await;
+            if !matches!(r, Ok(Applied::Done)) {
+                sqlx::query("ROLLBACK TO SAVEPOINT change").execute(&mut *w.tx).await?;
             }
-            Some(v) => {
-                let email_lc =
-                    if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
-                let r = sqlx::query(
-                    "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
-                     managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
-                     updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
-                )
-                .bind(&a.email)
-                .bind(email_lc)
-                .bind(&a.display_name)
-                .bind(&a.contact_email)
-                .bind(a.status.as_str())
-                .bind(a.managed_by.as_str())
-                .bind(&a.scim_id)
-                .bind(&a.external_id)
-                .bind(&a.purge_after)
-                .bind(now)
-                .bind(tenant_id)
-                .bind(&c.user_id)
-                .bind(v)
-                .execute(&mut *w.tx)
-                .await;
-                match r {
-                    Ok(r) => r.rows_affected() == 1,
-                    Err(e) if StoreError::is_unique(&e) => false,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        if !written {
-            return Ok(Applied::Stale);
+            sqlx::query("RELEASE SAVEPOINT change").execute(&mut *w.tx).await?;
+            out.push(r?);
         }
-        // The roles are set to exactly `after.roles`, whatever the plan read before.
-        let keep: Vec<&String> = a.roles.iter().collect();
-        let sql = if keep.is_empty() {
-            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
-        } else {
-            format!(
-                "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
-                placeholders(3, keep.len())
-            )
-        };
-        let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
-        for r in &keep {
-            q = q.bind(r.as_str());
-        }
-        q.execute(&mut *w.tx).await?;
-        for role in &a.roles {
-            sqlx::query(
-                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(&c.user_id)
-            .bind(role)
-            .execute(&mut *w.tx)
-            .await?;
-        }
-        if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(tenant_id)
-            .bind(&c.user_id)
-            .execute(&mut *w.tx)
-            .await?;
-        }
-        if c.kind == ChangeKind::Purge {
-            for table in ["sessions", "preferences", "api_keys", "workspace_memberships", "user_roles"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
-                    .bind(tenant_id)
-                    .bind(&c.user_id)
-                    .execute(&mut *w.tx)
-                    .await?;
-            }
-        }
-        let version = c.before_version.map_or(1, |v| v + 1);
-        let payload = json!({
-            "tenant_id": tenant_id,
-            "user_id": c.user_id,
-            "email": a.email,
-            "display_name": a.display_name,
-            "contact_email": a.contact_email,
-            "status": a.status,
-            "roles": a.roles,
-            "run_id": run_id,
-        });
-        let uid = &c.user_id;
-        // The welcome email: at most once per user, ever (a unique key, not a check).
-        if a.status == Status::Active
-            && matches!(c.kind, ChangeKind::Create | ChangeKind::Reactivate | ChangeKind::Restore)
-        {
-            let mut p = payload.clone();
-            p["type"] = json!("user.provisioned");
-            outbox_event(
-                &mut w.tx,
-                tenant_id,
-                "user.provisioned",
-                uid,
-                &format!("user.provisioned:{tenant_id}:{uid}"),
-                &p,
-                now,
-            )
-            .await?;
-        }
-        let event = match c.kind {
-            ChangeKind::Deactivate => Some("user.deactivated"),
-            ChangeKind::Delete => Some("user.deleted"),
-            ChangeKind::Restore => Some("user.restored"),
-            ChangeKind::Purge => Some("user.purged"),
-            _ => None,
-        };
-        if let Some(ev) = event {
-            let mut p = payload.clone();
-            p["type"] = json!(ev);
-            outbox_event(&mut w.tx, tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now).await?;
-        }
-        let before = c.before.as_ref().map(|b| json!(b));
-        audit(
-            &mut w.tx,
-            tenant_id,
-            Some(run_id),
-            actor,
-            c.kind.as_str(),
-            Some(uid),
-            before.as_ref(),
-            Some(&json!(a)),
-            now,
-        )
-        .await?;
         w.commit().await?;
-        Ok(Applied::Done)
+        Ok(out)
     }
 }
 
@@ -1017,4 +887,155 @@ impl Store {
         let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
         self.with_roles(tenant_id, users).await
     }
+}
+
+/// One change inside a batch transaction.
+async fn apply_one(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    run_id: &str,
+    actor: &str,
+    c: &Change,
+    now: &str,
+) -> Result<Applied, StoreError> {
+    let a = &c.after;
+    let written = match c.before_version {
+        None => {
+            let r = sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
+                     scim_id, external_id, purge_after, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
+            )
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .bind(&a.email)
+            .bind(a.email.to_lowercase())
+            .bind(&a.display_name)
+            .bind(&a.contact_email)
+            .bind(a.status.as_str())
+            .bind(a.managed_by.as_str())
+            .bind(&a.scim_id)
+            .bind(&a.external_id)
+            .bind(&a.purge_after)
+            .bind(now)
+            .execute(&mut **tx)
+            .await;
+            match r {
+                Ok(_) => true,
+                Err(e) if StoreError::is_unique(&e) => false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Some(v) => {
+            let email_lc =
+                if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
+            let r = sqlx::query(
+                "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
+                     managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
+                     updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
+            )
+            .bind(&a.email)
+            .bind(email_lc)
+            .bind(&a.display_name)
+            .bind(&a.contact_email)
+            .bind(a.status.as_str())
+            .bind(a.managed_by.as_str())
+            .bind(&a.scim_id)
+            .bind(&a.external_id)
+            .bind(&a.purge_after)
+            .bind(now)
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .bind(v)
+            .execute(&mut **tx)
+            .await;
+            match r {
+                Ok(r) => r.rows_affected() == 1,
+                Err(e) if StoreError::is_unique(&e) => false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if !written {
+        return Ok(Applied::Stale);
+    }
+    // The roles are set to exactly `after.roles`, whatever the plan read before.
+    let keep: Vec<&String> = a.roles.iter().collect();
+    let sql = if keep.is_empty() {
+        "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
+    } else {
+        format!(
+            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
+            placeholders(3, keep.len())
+        )
+    };
+    let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
+    for r in &keep {
+        q = q.bind(r.as_str());
+    }
+    q.execute(&mut **tx).await?;
+    for role in &a.roles {
+        sqlx::query(
+            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(&c.user_id)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if c.kind == ChangeKind::Purge {
+        for table in ["sessions", "preferences", "api_keys", "workspace_memberships", "user_roles"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
+                .bind(tenant_id)
+                .bind(&c.user_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    let version = c.before_version.map_or(1, |v| v + 1);
+    let payload = json!({
+        "tenant_id": tenant_id,
+        "user_id": c.user_id,
+        "email": a.email,
+        "display_name": a.display_name,
+        "contact_email": a.contact_email,
+        "status": a.status,
+        "roles": a.roles,
+        "run_id": run_id,
+    });
+    let uid = &c.user_id;
+    // The welcome email: at most once per user, ever (a unique key, not a check).
+    if a.status == Status::Active && matches!(c.kind, ChangeKind::Create | ChangeKind::Reactivate | ChangeKind::Restore)
+    {
+        let mut p = payload.clone();
+        p["type"] = json!("user.provisioned");
+        outbox_event(tx, tenant_id, "user.provisioned", uid, &format!("user.provisioned:{tenant_id}:{uid}"), &p, now)
+            .await?;
+    }
+    let event = match c.kind {
+        ChangeKind::Deactivate => Some("user.deactivated"),
+        ChangeKind::Delete => Some("user.deleted"),
+        ChangeKind::Restore => Some("user.restored"),
+        ChangeKind::Purge => Some("user.purged"),
+        _ => None,
+    };
+    if let Some(ev) = event {
+        let mut p = payload.clone();
+        p["type"] = json!(ev);
+        outbox_event(tx, tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now).await?;
+    }
+    let before = c.before.as_ref().map(|b| json!(b));
+    audit(tx, tenant_id, Some(run_id), actor, c.kind.as_str(), Some(uid), before.as_ref(), Some(&json!(a)), now)
+        .await?;
+    Ok(Applied::Done)
 }
