@@ -413,9 +413,28 @@ impl Controller {
     ) -> Result<(Vec<Change>, HashMap<String, String>), ControllerError> {
         let mut scim_ids: Vec<String> = desired.iter().map(|d| d.scim_id.clone()).collect();
         scim_ids.extend(named.iter().cloned());
-        let emails: Vec<String> = desired.iter().map(|d| d.user_name.to_lowercase()).collect();
-        let exts: Vec<String> = desired.iter().filter_map(|d| d.external_id.clone()).collect();
-        let candidates = self.store.actual_candidates(tenant_id, &scim_ids, &emails, &exts).await?;
+        // Users linked by SCIM id first; look up by email or externalId only the desired users
+        // that are not linked yet or whose email changes (none, in the steady state).
+        let mut candidates = self.store.actual_candidates(tenant_id, &scim_ids, &[], &[]).await?;
+        let linked: HashMap<&str, &str> =
+            candidates.iter().filter_map(|a| a.scim_id.as_deref().map(|s| (s, a.email.as_str()))).collect();
+        let (mut emails, mut exts) = (Vec::new(), Vec::new());
+        for d in desired {
+            match linked.get(d.scim_id.as_str()) {
+                Some(email) if email.eq_ignore_ascii_case(&d.user_name) => {}
+                Some(_) => emails.push(d.user_name.to_lowercase()),
+                None => {
+                    emails.push(d.user_name.to_lowercase());
+                    exts.extend(d.external_id.clone());
+                }
+            }
+        }
+        drop(linked);
+        if !emails.is_empty() || !exts.is_empty() {
+            let more = self.store.actual_candidates(tenant_id, &[], &emails, &exts).await?;
+            let known: HashSet<String> = candidates.iter().map(|a| a.id.clone()).collect();
+            candidates.extend(more.into_iter().filter(|a| !known.contains(&a.id)));
+        }
         let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
         let others: Vec<String> =
             candidates.iter().filter_map(|a| a.scim_id.clone()).filter(|s| !in_batch.contains(s.as_str())).collect();
