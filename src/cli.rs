@@ -193,7 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_report(&p, format);
                 return Ok(());
             }
-            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approve.as_deref()).await?;
+            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approve.as_deref()).await;
+            controller.release_leases().await;
+            let o = o?;
             print_report(&o.plan, format);
             if format == Format::Text {
                 println!(
@@ -293,8 +295,10 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     if state.admin_token.is_none() {
         tracing::info!("no --admin-token: the admin API is disabled");
     }
+    let controller = state.controller.clone();
     let app = router(state);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    controller.release_leases().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

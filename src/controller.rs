@@ -31,6 +31,8 @@ const BATCH: i64 = 1000;
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long an incremental run waits for more pushes of the same burst.
+const PUSH_GATHER: Duration = Duration::from_millis(5);
 /// How many changes `apply` writes under one commit.
 const APPLY_BATCH: usize = 256;
 
@@ -121,6 +123,13 @@ pub struct Controller {
     store: Store,
     queue: Arc<Queue>,
     locks: Arc<Mutex<HashMap<i64, Arc<Mutex<()>>>>>,
+    /// Leases this process holds: tenant → (fencing token, when last acquired or renewed). A
+    /// lease is kept between runs (renewed when used), so a busy tenant's runs do not pay for
+    /// taking and giving it back each time; it expires `LEASE_SECS` after its last use.
+    leases: Arc<std::sync::Mutex<HashMap<i64, (i64, std::time::Instant)>>>,
+    /// Set by `spawn`: a running controller keeps its leases between runs; a one-off one (a
+    /// command, a test) gives each back after its run.
+    keep_leases: Arc<std::sync::atomic::AtomicBool>,
     holder: String,
 }
 
@@ -147,6 +156,8 @@ impl Controller {
             store,
             queue: Arc::new(Queue::default()),
             locks: Arc::default(),
+            leases: Arc::default(),
+            keep_leases: Arc::default(),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         }
     }
@@ -159,6 +170,7 @@ impl Controller {
 
     /// Starts the workers, the drift-repair schedule and the daily purge; wakes every tenant once.
     pub fn spawn(&self, workers: usize, drift: cron::Schedule, purge: cron::Schedule) {
+        self.keep_leases.store(true, std::sync::atomic::Ordering::SeqCst);
         for _ in 0..workers.max(1) {
             let c = self.clone();
             tokio::spawn(async move { c.work().await });
@@ -238,6 +250,12 @@ impl Controller {
     async fn work(&self) {
         loop {
             let (tenant_id, item) = self.queue.get().await;
+            if !item.full {
+                // Let a burst of pushes gather so one run (one commit) applies them all; the wait
+                // is small against the push → applied target (p99 ≤ 50 ms).
+                tokio::time::sleep(PUSH_GATHER).await;
+                self.queue.absorb(tenant_id);
+            }
             let result = async {
                 let tenant = self.store.tenant_by_id(tenant_id).await?;
                 let scope = if item.full { Scope2::Full } else { Scope2::Incremental };
@@ -463,14 +481,57 @@ impl Controller {
     ) -> Result<RunOutcome, ControllerError> {
         let lock = self.tenant_lock(tenant.id).await;
         let _guard = lock.lock().await;
-        let Some(fence) = self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await? else {
-            return Err(ControllerError::Busy);
-        };
+        let fence = self.lease(tenant.id, false).await?.ok_or(ControllerError::Busy)?;
         let result = self.reconcile_locked(tenant, trigger, scope, approve, fence).await;
-        if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
-            tracing::warn!(tenant_id = tenant.id, error = %e, "cannot release the reconcile lease");
+        if !self.keep_leases.load(std::sync::atomic::Ordering::SeqCst) {
+            self.forget_lease(tenant.id);
+            if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
+                tracing::warn!(tenant_id = tenant.id, error = %e, "cannot release the reconcile lease");
+            }
+        } else if result.is_err() {
+            self.forget_lease(tenant.id);
         }
         result
+    }
+
+    /// The fencing token of this process's lease on a tenant: the cached one while it is fresh
+    /// (and `renew` is false), else taken or renewed in the database. `None`: another process
+    /// holds it.
+    async fn lease(&self, tenant_id: i64, renew: bool) -> Result<Option<i64>, ControllerError> {
+        if !renew {
+            let cache = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((fence, at)) = cache.get(&tenant_id) {
+                if at.elapsed() < LEASE_RENEW {
+                    return Ok(Some(*fence));
+                }
+            }
+        }
+        let got = self.store.acquire_lease(tenant_id, &self.holder, LEASE_SECS).await?;
+        let mut cache = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match got {
+            Some(f) => {
+                cache.insert(tenant_id, (f, std::time::Instant::now()));
+            }
+            None => {
+                cache.remove(&tenant_id);
+            }
+        }
+        Ok(got)
+    }
+
+    fn forget_lease(&self, tenant_id: i64) {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
+    }
+
+    /// Gives back every lease this process holds (a command that reconciled and exits, or a
+    /// server shutting down), so other processes need not wait for them to expire.
+    pub async fn release_leases(&self) {
+        let held: Vec<i64> = self.leases.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(t, _)| t).collect();
+        for t in held {
+            if let Err(e) = self.store.release_lease(t, &self.holder).await {
+                tracing::warn!(tenant_id = t, error = %e, "cannot release the reconcile lease");
+            }
+        }
     }
 
     async fn reconcile_locked(
@@ -505,8 +566,13 @@ impl Controller {
         let actor = if approve.is_some() { "operator" } else { "controller" };
         let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
         let mut failure = None;
-        // Planning took time: renew before writing, then every LEASE_RENEW.
-        let mut renewed = std::time::Instant::now() - LEASE_RENEW;
+        // Renew before writing when planning took long, then every LEASE_RENEW.
+        let mut renewed = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant.id)
+            .map_or(std::time::Instant::now() - LEASE_RENEW, |(_, at)| *at);
         let todo: Vec<&Change> = p
             .changes
             .iter()
@@ -519,7 +585,7 @@ impl Controller {
         // Changes are written in batches, each under one commit, in plan order.
         for batch in todo.chunks(APPLY_BATCH) {
             if renewed.elapsed() >= LEASE_RENEW {
-                match self.store.acquire_lease(tenant.id, &self.holder, LEASE_SECS).await? {
+                match self.lease(tenant.id, true).await? {
                     Some(f) => fence = f,
                     None => {
                         failure = Some("lost the reconcile lease".to_string());
@@ -562,7 +628,15 @@ impl Controller {
             "stale": stale,
             "line": p.summary.line(),
         });
-        self.store.finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref()).await?;
+        // Stale changes are re-planned by the next run; only a clean run marks the journal done.
+        let progress = (failure.is_none() && stale == 0).then(|| crate::store::Progress {
+            tenant_id: tenant.id,
+            journal_seq: p.journal_head,
+            full_run_at: full.then(crate::store::now),
+        });
+        self.store
+            .finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref(), progress.as_ref())
+            .await?;
         if let Some(f) = failure {
             return Err(ControllerError::Store(StoreError::Invalid(f)));
         }
@@ -578,10 +652,7 @@ impl Controller {
         if full && self.store.controller_state(tenant.id).await?.hold_released {
             self.store.clear_release(tenant.id).await?;
         }
-        // Stale changes are re-planned by the next run; only a clean run marks the journal done.
-        if stale == 0 {
-            self.store.set_progress(tenant.id, p.journal_head, full.then(crate::store::now).as_deref()).await?;
-        } else {
+        if stale > 0 {
             self.wake(tenant.id, Trigger::Push, false);
         }
         Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })

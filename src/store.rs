@@ -8,6 +8,7 @@ mod groups;
 mod query;
 mod tenants;
 mod users;
+mod walsync;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use actual::{Applied, ControllerState, Fence, OutboxEvent, RunRow};
+pub use actual::{Applied, ControllerState, Fence, OutboxEvent, Progress, RunRow};
 pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
 pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};
@@ -98,6 +99,8 @@ pub struct Store {
     /// Recently authenticated tokens (by hash), so a request does not read the token row each
     /// time; entries live `tenants::AUTH_CACHE_TTL`, and a revoke in this process drops them.
     auth_cache: Arc<std::sync::Mutex<std::collections::HashMap<String, (Tenant, std::time::Instant)>>>,
+    /// SQLite's group commit (see `walsync`); `None` on PostgreSQL, which commits durably itself.
+    wal_sync: Option<walsync::WalSync>,
 }
 
 impl std::fmt::Debug for Store {
@@ -141,17 +144,24 @@ impl Store {
             Backend::Postgres => url.to_string(),
         })?;
         let pool_opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        // SQLite on a file: group commit (commits flushed by one fsync for many writers). In
+        // memory, or if the file is unknown: every commit syncs itself.
+        let wal_file = match backend {
+            Backend::Sqlite => walsync::sqlite_file(url),
+            Backend::Postgres => None,
+        };
+        let pragmas = if wal_file.is_some() {
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+        } else {
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+        };
         let pool = match backend {
             Backend::Sqlite => {
                 pool_opts
                     .max_connections(8)
-                    .after_connect(|conn, _| {
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                                 PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
-                            )
-                            .await?;
+                            conn.execute(pragmas).await?;
                             Ok(())
                         })
                     })
@@ -169,6 +179,7 @@ impl Store {
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             auth_cache: Arc::default(),
+            wal_sync: wal_file.map(walsync::WalSync::start),
         })
     }
 
@@ -194,7 +205,7 @@ impl Store {
             None => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard, backend: self.backend })
+        Ok(WriteTx { tx, guard, backend: self.backend, wal_sync: self.wal_sync.as_ref() })
     }
 }
 
@@ -204,13 +215,20 @@ pub const PUSH_CHANNEL: &str = "moonborn_scim_push";
 /// A write transaction with the writer lock it holds (if any).
 struct WriteTx<'a> {
     tx: Transaction<'static, Any>,
-    _guard: Option<MutexGuard<'a, ()>>,
+    guard: Option<MutexGuard<'a, ()>>,
     backend: Backend,
+    wal_sync: Option<&'a walsync::WalSync>,
 }
 
 impl WriteTx<'_> {
+    /// Commits, lets the next writer in, and returns once the commit is on disk.
     async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        let WriteTx { tx, guard, wal_sync, .. } = self;
+        tx.commit().await?;
+        drop(guard);
+        if let Some(s) = wal_sync {
+            s.sync().await.map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
         Ok(())
     }
 }

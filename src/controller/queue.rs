@@ -71,6 +71,15 @@ impl Queue {
         }
     }
 
+    /// Folds wake-ups that arrived for a tenant since it was handed out into the run about to
+    /// start (it reads the journal after this, so it covers them).
+    pub fn absorb(&self, tenant_id: i64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.dirty.get(&tenant_id).is_some_and(|i| !i.full) {
+            s.dirty.remove(&tenant_id);
+        }
+    }
+
     /// Marks a tenant done; if it was woken meanwhile, it goes back in the queue.
     pub fn done(&self, tenant_id: i64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());

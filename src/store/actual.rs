@@ -33,6 +33,34 @@ pub struct ControllerState {
     pub last_full_run_at: Option<String>,
 }
 
+/// How far a tenant's intent journal is reconciled.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub tenant_id: i64,
+    pub journal_seq: i64,
+    /// Set when the run covered the whole tenant.
+    pub full_run_at: Option<String>,
+}
+
+async fn write_progress(tx: &mut Transaction<'static, Any>, p: &Progress) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(p.tenant_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE controller_state SET applied_journal_seq = CASE WHEN applied_journal_seq > $1 \
+         THEN applied_journal_seq ELSE $1 END, last_full_run_at = COALESCE($2, last_full_run_at) WHERE tenant_id = $3",
+    )
+    .bind(p.journal_seq)
+    .bind(&p.full_run_at)
+    .bind(p.tenant_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// What applying a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -317,16 +345,8 @@ impl Store {
         full_run_at: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
-        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
-        sqlx::query(
-            "UPDATE controller_state SET applied_journal_seq = CASE WHEN applied_journal_seq > $1 \
-             THEN applied_journal_seq ELSE $1 END, last_full_run_at = COALESCE($2, last_full_run_at) WHERE tenant_id = $3",
-        )
-        .bind(journal_seq)
-        .bind(full_run_at)
-        .bind(tenant_id)
-        .execute(&mut *w.tx)
-        .await?;
+        let p = Progress { tenant_id, journal_seq, full_run_at: full_run_at.map(str::to_string) };
+        write_progress(&mut w.tx, &p).await?;
         w.commit().await
     }
 
@@ -711,7 +731,8 @@ impl Store {
         w.commit().await
     }
 
-    /// Records the end of a run.
+    /// Records the end of a run, and with it (same transaction) how far the journal is
+    /// reconciled.
     ///
     /// # Errors
     /// Database errors.
@@ -722,6 +743,7 @@ impl Store {
         summary: Option<&Value>,
         fingerprint: Option<&str>,
         error: Option<&str>,
+        progress: Option<&Progress>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
         sqlx::query(
@@ -735,6 +757,9 @@ impl Store {
         .bind(run_id)
         .execute(&mut *w.tx)
         .await?;
+        if let Some(p) = progress {
+            write_progress(&mut w.tx, p).await?;
+        }
         w.commit().await
     }
 
