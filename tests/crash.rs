@@ -1,6 +1,8 @@
 //! Crash safety: SIGKILL the server in the middle of applying a large plan, restart it, and
 //! prove the tenant converges with exactly one welcome email per user.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,8 @@ use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::Intent;
 use moonborn_scim::{Store, Tier};
 use serde_json::json;
-use sqlx::Connection as _;
+
+use common::fresh_db::{Backend, FreshDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
 const USERS: usize = 3000;
@@ -106,14 +109,7 @@ async fn sigkill_mid_apply_then_restart_converges_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_apply_then_restart_converges_postgres() {
-    let Ok(admin) = std::env::var("MOONBORN_TEST_POSTGRES_URL") else {
-        eprintln!("PostgreSQL crash test SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    let name = format!("moonborn_crash_{}", uuid::Uuid::new_v4().simple());
-    let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("create db");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a database in the URL");
-    scenario(&format!("{base}/{name}")).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok();
+    // Dropped (with the database) when the test ends.
+    let Some(db) = FreshDb::new(Backend::Postgres, "crash").await else { return };
+    scenario(&db.url).await;
 }

@@ -7,9 +7,10 @@
 //! that is down leaves events pending, never dropped; no second welcome, ever; a deactivation
 //! queues exactly one `user.deactivated` and revokes every session.
 
+mod common;
+
 use std::future::Future;
-use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -26,7 +27,9 @@ use moonborn_scim::store::{Intent, OutboxEvent, Tenant};
 use moonborn_scim::{Store, Tier};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use sqlx::{Connection as _, Row as _};
+use sqlx::Row as _;
+
+use common::fresh_db::{Backend, FreshDb};
 
 const SECRET: &str = "s3cret-webhook-key";
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,69 +38,20 @@ const WAIT: Duration = Duration::from_secs(30);
 // A store per test, on either backend
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-enum Guard {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, db: String },
-}
-
 struct Db {
     store: Store,
     tenant: Tenant,
-    guard: Option<Guard>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn postgres_url() -> Option<String> {
-    static NOTICE: OnceLock<()> = OnceLock::new();
-    match std::env::var("MOONBORN_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            NOTICE.get_or_init(|| {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "\nNOTE: outbox tests on PostgreSQL SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set\n"
-                );
-            });
-            None
-        }
-    }
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (head, tail) = match url.split_once('?') {
-        Some((h, t)) => (h, format!("?{t}")),
-        None => (url, String::new()),
-    };
-    let cut = head.rfind('/').filter(|&i| i > "postgres://".len()).unwrap_or(head.len());
-    format!("{}/{db}{tail}", &head[..cut])
+    /// Dropped last (after the tasks are stopped): closes the store, then drops the database.
+    _db: FreshDb,
 }
 
 impl Db {
     async fn open(backend: Backend) -> Option<Db> {
-        let (url, guard) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
-                (url, Guard::Sqlite(dir))
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_url()?;
-                let db = format!("moonborn_outbox_{}", uuid::Uuid::new_v4().simple());
-                let mut c = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
-                sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut c).await.expect("create database");
-                c.close().await.ok();
-                (with_db(&admin_url, &db), Guard::Postgres { admin_url, db })
-            }
-        };
-        let store = Store::open(&url).await.expect("open store");
+        let mut db = FreshDb::new(backend, "outbox").await?;
+        let store = db.open_store().await;
         let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
-        Some(Db { store, tenant, guard: Some(guard), tasks: Vec::new() })
+        Some(Db { store, tenant, tasks: Vec::new(), _db: db })
     }
 
     fn intent<'a>(&self, now: &'a str) -> Intent<'a> {
@@ -169,20 +123,6 @@ impl Drop for Db {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
-        }
-        if let Some(Guard::Postgres { admin_url, db }) = self.guard.take() {
-            let store = self.store.clone();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async move {
-                    store.close().await;
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut c).await;
-                    }
-                });
-            })
-            .join();
         }
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! Runs when `MOONBORN_TEST_POSTGRES_URL` is set (it is in `.ci/run`); skipped otherwise.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moonborn_scim::controller::{Controller, Scope2};
-use moonborn_scim::{Store, Tier};
+use moonborn_scim::Tier;
 use serde_json::{json, Value};
-use sqlx::Connection as _;
+
+use common::fresh_db::{Backend, FreshDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
 const CLIENTS: usize = 32;
@@ -77,16 +80,11 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_one_killed_mid_run() {
-    let Ok(admin) = std::env::var("MOONBORN_TEST_POSTGRES_URL") else {
-        eprintln!("replica test SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    let name = format!("moonborn_replicas_{}", uuid::Uuid::new_v4().simple());
-    let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("create db");
-    let db = format!("{}/{name}", admin.rsplit_once('/').expect("a database in the URL").0);
+    // Dropped (with the database) when the test ends.
+    let Some(mut fresh) = FreshDb::new(Backend::Postgres, "replicas").await else { return };
+    let db = fresh.url.clone();
 
-    let store = Store::open(&db).await.expect("open");
+    let store = fresh.open_store().await;
     let tenant = store.create_tenant("acme", Tier::Enterprise).await.unwrap();
     let token = store.create_token("acme").await.unwrap().1;
     let a = start(&db);
@@ -247,5 +245,4 @@ async fn two_replicas_one_killed_mid_run() {
     a.child.kill().ok();
     a.child.wait().ok();
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok();
 }

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::Write as _;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use moonborn_scim::controller::parse_schedule;
@@ -14,19 +12,14 @@ use moonborn_scim::http::{router, AppState, SCIM_BASE};
 use moonborn_scim::{Store, Tier};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::Connection as _;
 
 /// The admin token of every test server.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// Where the admin API lives.
 pub const ADMIN_BASE: &str = "/v1/admin";
 
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use crate::common::fresh_db::Backend;
+use crate::common::fresh_db::FreshDb;
 
 /// Defines a test once and runs it on SQLite always and on PostgreSQL when
 /// `MOONBORN_TEST_POSTGRES_URL` is set. Attributes (e.g. `#[ignore]`) apply to both.
@@ -54,11 +47,6 @@ macro_rules! admin_test {
     };
 }
 
-enum Guard {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, db: String },
-}
-
 /// A running server with the tenant `acme` (Enterprise) and a SCIM token for it.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
@@ -69,33 +57,7 @@ pub struct TestApp {
     pub store: Store,
     pub backend: Backend,
     server: tokio::task::JoinHandle<()>,
-    guard: Option<Guard>,
-}
-
-fn postgres_url() -> Option<String> {
-    static SKIP_NOTICE: OnceLock<()> = OnceLock::new();
-    match std::env::var("MOONBORN_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            SKIP_NOTICE.get_or_init(|| {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "\nNOTE: PostgreSQL suite SKIPPED: MOONBORN_TEST_POSTGRES_URL is not set \
-                     (e.g. postgres://postgres@127.0.0.1:5432/test)\n"
-                );
-            });
-            None
-        }
-    }
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (head, tail) = match url.split_once('?') {
-        Some((h, t)) => (h, format!("?{t}")),
-        None => (url, String::new()),
-    };
-    let cut = head.rfind('/').filter(|&i| i > "postgres://".len()).unwrap_or(head.len());
-    format!("{}/{db}{tail}", &head[..cut])
+    _db: FreshDb,
 }
 
 impl TestApp {
@@ -106,22 +68,8 @@ impl TestApp {
 
     /// Starts a server with the given admin token (`None`: the admin API is off).
     pub async fn spawn_with(backend: Backend, admin_token: Option<&str>) -> Option<TestApp> {
-        let (url, guard) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}", dir.path().join("scim.db").display());
-                (url, Guard::Sqlite(dir))
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_url()?;
-                let db = format!("moonborn_test_{}", uuid::Uuid::new_v4().simple());
-                let mut c = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
-                sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut c).await.expect("create database");
-                c.close().await.ok();
-                (with_db(&admin_url, &db), Guard::Postgres { admin_url, db })
-            }
-        };
-        let store = Store::open(&url).await.expect("open store");
+        let mut db = FreshDb::new(backend, "test").await?;
+        let store = db.open_store().await;
         store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
         let (_, token) = store.create_token("acme").await.expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -142,7 +90,7 @@ impl TestApp {
             store,
             backend,
             server,
-            guard: Some(guard),
+            _db: db,
         })
     }
 
@@ -308,22 +256,8 @@ pub fn enc(s: &str) -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // The database goes with `_db`, which closes the store first.
         self.server.abort();
-        if let Some(Guard::Postgres { admin_url, db }) = self.guard.take() {
-            let store = self.store.clone();
-            // Drop the database from a thread of its own: Drop cannot await.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async move {
-                    store.close().await;
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut c).await;
-                    }
-                });
-            })
-            .join();
-        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Integration tests: the real router over real HTTP, on SQLite and (when configured) PostgreSQL.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 mod support;
 
