@@ -31,6 +31,9 @@ const BATCH: i64 = 1000;
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// The window over which the safety valve adds up the controller's own deactivations and
+/// deletions.
+const SAFETY_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 /// How long an incremental run waits for more pushes of the same burst.
 const PUSH_GATHER: Duration = Duration::from_millis(5);
 /// How many changes `apply` writes under one commit.
@@ -86,6 +89,9 @@ pub struct ComputedPlan {
     pub journal_head: i64,
     /// Set when the safety valve holds (or would hold) the destructive changes.
     pub held: Option<Hold>,
+    /// The plan was made under an operator's release of the hold (it applies whole).
+    #[serde(skip)]
+    pub released: bool,
 }
 
 /// Why destructive changes are held.
@@ -264,7 +270,10 @@ impl Controller {
             .await;
             match result {
                 Ok(o) => {
-                    self.queue.succeeded(tenant_id);
+                    // A run with stale changes keeps its backoff growing (it re-queued itself).
+                    if o.stale == 0 {
+                        self.queue.succeeded(tenant_id);
+                    }
                     if o.plan.summary != Summary::default() {
                         tracing::info!(tenant_id, run_id = %o.run_id, status = %o.status, applied = o.applied,
                             summary = %o.plan.summary.line(), "reconcile finished");
@@ -298,6 +307,20 @@ impl Controller {
     /// # Errors
     /// Database errors.
     pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
+        self.plan_inner(tenant, scope, false).await
+    }
+
+    /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read.
+    async fn plan_inner(&self, tenant: &Tenant, scope: Scope2, renew: bool) -> Result<ComputedPlan, ControllerError> {
+        let full = matches!(scope, Scope2::Full);
+        let mut renewed = std::time::Instant::now();
+        let keep_lease = |renewed: &mut std::time::Instant| {
+            let due = renew && renewed.elapsed() >= LEASE_RENEW;
+            if due {
+                *renewed = std::time::Instant::now();
+            }
+            due
+        };
         let state = self.store.controller_state(tenant.id).await?;
         let head = self.store.journal_head(tenant.id).await?;
         let now = Utc::now();
@@ -323,6 +346,9 @@ impl Controller {
                         rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
                     let cs = self.plan_batch(tenant.id, &desired, &[], Scope::Candidates, now, true).await?;
                     push(cs, &mut changes);
+                    if keep_lease(&mut renewed) && self.lease(tenant.id, true).await?.is_none() {
+                        return Err(ControllerError::Busy);
+                    }
                 }
                 let mut after = String::new();
                 loop {
@@ -384,19 +410,28 @@ impl Controller {
         let summary = Summary::of(&changes);
         let fp = fingerprint(&changes);
         let scim_users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
-        let held = if state.hold_released {
+        // The valve counts what the controller deactivated or deleted on its own in the last
+        // window too, so a mass deprovisioning pushed one user at a time (many small runs) trips
+        // it like one big run.
+        let recent =
+            self.store.recent_destructive(tenant.id, &plan::fmt_time(now - SAFETY_WINDOW)).await?.max(0) as u64;
+        let destructive = summary.destructive() + if summary.destructive() > 0 { recent } else { 0 };
+        let held = if state.hold_released && full {
             None
         } else if state.held_fingerprint.is_some() && summary.destructive() > 0 {
             Some(Hold {
                 reason: state.held_reason.clone().unwrap_or_else(|| "held by the safety valve".into()),
                 fingerprint: fp.clone(),
             })
-        } else if state.safety.trips(summary.destructive(), scim_users) {
+        } else if state.safety.trips(destructive, scim_users + recent) {
             Some(Hold {
                 reason: format!(
-                    "this run would deactivate or delete {} of {} SCIM users (threshold {}% and at least {})",
+                    "this run would deactivate or delete {} of {} SCIM users ({} more in the last {} minutes; \
+                     threshold {}% and at least {})",
                     summary.destructive(),
-                    scim_users,
+                    scim_users + recent,
+                    recent,
+                    SAFETY_WINDOW.num_minutes(),
                     state.safety.percent,
                     state.safety.min_users
                 ),
@@ -413,6 +448,7 @@ impl Controller {
             conflicts,
             journal_head: head,
             held,
+            released: state.hold_released && full,
         })
     }
 
@@ -543,7 +579,7 @@ impl Controller {
         mut fence: i64,
     ) -> Result<RunOutcome, ControllerError> {
         let full = matches!(scope, Scope2::Full);
-        let p = self.plan(tenant, scope).await?;
+        let p = self.plan_inner(tenant, scope, true).await?;
         if let Some(fp) = approve {
             if fp != p.fingerprint {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
@@ -556,14 +592,19 @@ impl Controller {
         if p.changes.is_empty() && approve.is_none() {
             // Nothing to do: no run row, just the progress mark.
             self.store.set_progress(tenant.id, p.journal_head, full.then(crate::store::now).as_deref()).await?;
-            if self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
+            // Only a whole-tenant run can tell that nothing destructive is left to hold.
+            if full && self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
                 self.store.set_hold(tenant.id, None, "controller").await?;
             }
             return Ok(RunOutcome { run_id, status: "noop".into(), applied: 0, skipped_held: 0, stale: 0, plan: p });
         }
         self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
         let hold = if approve.is_some() { None } else { p.held.clone() };
-        let actor = if approve.is_some() { "operator" } else { "controller" };
+        // Changes an operator approved or released are the operator's (and not counted by the
+        // safety valve's window).
+        // Decided with the plan, from the same read of the state.
+        let released = p.released;
+        let actor = if approve.is_some() || released { "operator" } else { "controller" };
         let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
         let mut failure = None;
         // Renew before writing when planning took long, then every LEASE_RENEW.
@@ -641,19 +682,27 @@ impl Controller {
             return Err(ControllerError::Store(StoreError::Invalid(f)));
         }
         match &hold {
-            Some(h) => self.store.set_hold(tenant.id, Some((&h.fingerprint, &h.reason)), "controller").await?,
+            Some(h) => {
+                self.store.set_hold(tenant.id, Some((&h.fingerprint, &h.reason)), "controller").await?;
+                // An operator approves the whole-tenant plan: have one computed and held.
+                if !full {
+                    self.wake(tenant.id, Trigger::Cron, true);
+                }
+            }
             None => {
-                if self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
+                if full && self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
                     self.store.set_hold(tenant.id, None, actor).await?;
                 }
             }
         }
         // A release lets one whole-tenant run through.
-        if full && self.store.controller_state(tenant.id).await?.hold_released {
+        if released {
             self.store.clear_release(tenant.id).await?;
         }
         if stale > 0 {
-            self.wake(tenant.id, Trigger::Push, false);
+            // Re-planned soon, with backoff: a change that stays stale must not spin.
+            let item = queue::Item { trigger: Trigger::Push, full: false };
+            self.queue.failed(tenant.id, item, Duration::from_secs(30));
         }
         Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })
     }

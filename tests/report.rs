@@ -57,6 +57,7 @@ fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
         conflicts: Vec::new(),
         journal_head: 0,
         held,
+        released: false,
     }
 }
 

@@ -115,6 +115,7 @@ CREATE TABLE audit_log (
     at TEXT NOT NULL
 );
 CREATE INDEX audit_log_tenant ON audit_log(tenant_id, seq);
+CREATE INDEX audit_log_recent ON audit_log(tenant_id, at);
 
 CREATE TABLE runs (
     seq BIGSERIAL PRIMARY KEY,

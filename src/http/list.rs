@@ -16,6 +16,7 @@ use super::ApiError;
 use crate::scim::filter::{matches, AttrPath, Filter};
 use crate::scim::resource::{group_ref, list_response, member_ref, render, ListParams, Meta, Projection};
 use crate::scim::schema::{Kind, ResourceSchema};
+use crate::scim::ScimError;
 use crate::store::{ListQuery, Store, StoredResource, Tenant};
 
 /// Renders stored resources with their computed attribute (when the projection keeps it) and
@@ -90,6 +91,18 @@ fn sort_value(v: &Value, path: &AttrPath) -> Option<String> {
     }
 }
 
+/// The most resources a list holds in memory (to sort by an unindexed attribute, or to evaluate a
+/// filter on `groups`/`members`); past it the request is refused with `tooMany`.
+const MAX_IN_MEMORY: usize = 50_000;
+
+fn too_many() -> ApiError {
+    ScimError::too_many(format!(
+        "more than {MAX_IN_MEMORY} resources would have to be held in memory: narrow the filter with an indexed \
+         attribute (userName, externalId, id, emails.value, displayName, members.value) or sort by an indexed one"
+    ))
+    .into()
+}
+
 /// Whether a filter names a top-level attribute.
 fn mentions(f: &Filter, name: &str) -> bool {
     match f {
@@ -157,7 +170,8 @@ async fn select(
     let mut total = 0i64;
     let mut kept: Vec<StoredResource> = Vec::new();
     let mut take = |r: StoredResource, total: &mut i64| {
-        if keep_all || (*total >= lo && *total < hi) {
+        // Sorting in memory keeps every match, up to one past the cap (then refused).
+        if (keep_all && kept.len() <= MAX_IN_MEMORY) || (!keep_all && *total >= lo && *total < hi) {
             kept.push(r);
         }
         *total += 1;
@@ -166,10 +180,17 @@ async fn select(
         // The residual needs `groups` / `members`: read the candidates, then their computed
         // attribute in batches.
         let mut candidates = Vec::new();
-        let mut collect = |r: StoredResource| candidates.push(r);
+        let mut collect = |r: StoredResource| {
+            if candidates.len() <= MAX_IN_MEMORY {
+                candidates.push(r);
+            }
+        };
         match kind {
             Kind::User => store.scan_users(tenant_id, &q, &mut collect).await?,
             Kind::Group => store.scan_groups(tenant_id, &q, &mut collect).await?,
+        }
+        if candidates.len() > MAX_IN_MEMORY {
+            return Err(too_many());
         }
         let everything = Projection::default();
         for chunk in candidates.chunks(500) {
@@ -193,6 +214,9 @@ async fn select(
             Kind::User => store.scan_users(tenant_id, &q, &mut visit).await?,
             Kind::Group => store.scan_groups(tenant_id, &q, &mut visit).await?,
         }
+    }
+    if kept.len() > MAX_IN_MEMORY {
+        return Err(too_many());
     }
     if let Some(sb) = sort_in_memory {
         let mut keyed: Vec<(Option<String>, StoredResource)> =

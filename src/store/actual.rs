@@ -537,6 +537,23 @@ impl Store {
         rows.iter().map(|r| r.try_get("member_id").map_err(StoreError::from)).collect()
     }
 
+    /// How many users the controller deactivated or deleted on its own since `since` (operator
+    /// approved or released changes are the operator's).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn recent_destructive(&self, tenant_id: i64, since: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_log WHERE tenant_id = $1 AND at > $2 AND actor = 'controller' \
+             AND action IN ('deactivate', 'delete')",
+        )
+        .bind(tenant_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Number of SCIM-managed, not deleted users of a tenant (the safety valve's denominator).
     ///
     /// # Errors

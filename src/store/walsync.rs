@@ -45,14 +45,23 @@ impl WalSync {
                         Err(e) => Err(e),
                     }
                 })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                .await;
+                let Ok(result) = result else {
+                    // The runtime is shutting down: nobody is left to acknowledge.
+                    for w in waiting {
+                        let _ = w.send(Err(std::io::Error::other("shutting down")));
+                    }
+                    return;
+                };
+                if let Err(e) = &result {
+                    // A failed fsync leaves committed frames whose durability is unknown, and
+                    // Linux may drop the failed pages, so a later fsync would "succeed" over a
+                    // hole. Acknowledging anything more would be a lie: stop, as PostgreSQL does.
+                    tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; stopping");
+                    std::process::abort();
+                }
                 for w in waiting {
-                    let r = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                    };
-                    let _ = w.send(r);
+                    let _ = w.send(Ok(()));
                 }
             }
         });

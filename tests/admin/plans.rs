@@ -123,7 +123,12 @@ admin_test!(
         })
         .await;
         assert!(held["held"]["reason"].as_str().unwrap().contains("deactivate"), "{held}");
-        let runs = app.get("/tenants/acme/runs").await.expect(200).clone();
+        // The held push run wakes a whole-tenant run, which holds too.
+        let runs = eventually("the runs to finish", || async {
+            let r = app.get("/tenants/acme/runs").await.expect(200).clone();
+            r["runs"].as_array().unwrap().iter().all(|x| x["status"] != "running").then_some(r)
+        })
+        .await;
         assert_eq!(runs["runs"][0]["status"], "held", "{runs}");
         assert_eq!(app.user_by_email("ann@acme.com").await.unwrap()["status"], "active", "nothing destructive applied");
 
@@ -196,5 +201,33 @@ admin_test!(
         app.scim(Method::DELETE, &format!("/Users/{}", b["id"].as_str().unwrap()), None).await.expect(204);
         eventually("the new hold", || async { (!app.get("/tenants/acme/safety").await.body["held"].is_null()).then_some(()) }).await;
         assert_eq!(app.user_by_email("roy@acme.com").await.unwrap()["status"], "active");
+    }
+);
+
+admin_test!(
+    async fn deactivations_pushed_one_at_a_time_still_trip_the_safety_valve(app) {
+        app.put("/tenants/acme/safety", &json!({"percent": 20, "min_users": 3})).await.expect(200);
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let u = app.scim_user(&format!("one{i}@acme.com")).await;
+            ids.push(u["id"].as_str().unwrap().to_string());
+        }
+        for i in 0..10 {
+            app.wait_user(&format!("one{i}@acme.com"), "provisioned", |u| u["status"] == "active").await;
+        }
+        // Two deactivations, each its own small run: under the valve's minimum.
+        for (i, id) in ids.iter().enumerate().take(2) {
+            app.scim_set_active(id, false).await;
+            app.wait_user(&format!("one{i}@acme.com"), "deactivated", |u| u["status"] == "disabled").await;
+        }
+        // The third, alone in its run, makes 3 in the window: 3 of 12 > 20% and ≥ 3: held.
+        app.scim_set_active(&ids[2], false).await;
+        eventually("the hold", || async { (!app.get("/tenants/acme/safety").await.body["held"].is_null()).then_some(()) }).await;
+        app.settle().await;
+        assert_eq!(app.user_by_email("one2@acme.com").await.unwrap()["status"], "active", "held, not applied");
+        // The operator approves the whole-tenant plan as shown.
+        let fp = app.get("/tenants/acme/plan").await.expect(200)["fingerprint"].as_str().unwrap().to_string();
+        app.post_empty(&format!("/tenants/acme/plan/{fp}/approve")).await.expect(200);
+        assert_eq!(app.user_by_email("one2@acme.com").await.unwrap()["status"], "disabled");
     }
 );
