@@ -17,14 +17,35 @@ use common::fresh_db::{Backend, FreshDb};
 const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
 const USERS: usize = 3000;
 
-fn start(db: &str) -> Child {
-    Command::new(BIN)
-        .args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server")
+/// A server process that is killed when dropped, so a failing test never leaves one running.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(db: &str) -> Server {
+    Server(
+        Command::new(BIN)
+            .args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server"),
+    )
 }
 
 async fn wait_for<F, Fut>(what: &str, mut f: F)

@@ -27,6 +27,14 @@ struct Replica {
     base: String,
 }
 
+impl Drop for Replica {
+    /// A failing test never leaves a replica running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(db: &str) -> Replica {
     let mut child = Command::new(BIN)
         .args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"])
