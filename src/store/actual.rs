@@ -78,7 +78,8 @@ pub struct Fence<'a> {
     pub token: i64,
 }
 
-fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
+/// A `users` row (without roles).
+pub(super) fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
     let status: String = r.try_get("status")?;
     let managed: String = r.try_get("managed_by")?;
     Ok(ActualUser {

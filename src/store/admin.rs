@@ -148,22 +148,21 @@ enum Which<'a> {
 }
 
 fn user_from_row(r: &AnyRow) -> Result<AdminUser, StoreError> {
-    let status: String = r.try_get("status")?;
-    let managed: String = r.try_get("managed_by")?;
+    // The shared columns are read and checked as the controller reads them.
+    let u = super::actual::user_from_row(r)?;
     Ok(AdminUser {
-        id: r.try_get("id")?,
-        email: r.try_get("email")?,
-        display_name: r.try_get("display_name")?,
-        contact_email: r.try_get("contact_email")?,
-        status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?,
-        managed_by: ManagedBy::parse(&managed)
-            .ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
-        scim_id: r.try_get("scim_id")?,
-        external_id: r.try_get("external_id")?,
+        id: u.id,
+        email: u.email,
+        display_name: u.display_name,
+        contact_email: u.contact_email,
+        status: u.status,
+        managed_by: u.managed_by,
+        scim_id: u.scim_id,
+        external_id: u.external_id,
         roles: Vec::new(),
         active_sessions: 0,
-        purge_after: r.try_get("purge_after")?,
-        version: r.try_get("version")?,
+        purge_after: u.purge_after,
+        version: u.version,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
