@@ -266,24 +266,16 @@ impl Store {
             .and_then(|l| chrono::DateTime::parse_from_rfc3339(&l).ok())
             .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60));
         if stale {
-            // Recorded off the request path: a request never waits for this write.
+            // At most once a minute per token; recorded before the request goes on, so a token
+            // listing right after a request shows it.
             let token_id: String = row.try_get("token_id")?;
-            let store = self.clone();
-            tokio::spawn(async move {
-                let r = async {
-                    let mut w = store.begin_write().await?;
-                    sqlx::query("UPDATE scim_tokens SET last_used_at = $1 WHERE id = $2")
-                        .bind(now())
-                        .bind(&token_id)
-                        .execute(&mut *w.tx)
-                        .await?;
-                    w.commit().await
-                }
-                .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot record a token's last use");
-                }
-            });
+            let mut w = self.begin_write().await?;
+            sqlx::query("UPDATE scim_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now())
+                .bind(&token_id)
+                .execute(&mut *w.tx)
+                .await?;
+            w.commit().await?;
         }
         let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 10_000 {
