@@ -6,6 +6,7 @@ mod actual;
 mod admin;
 mod groups;
 mod query;
+mod reader;
 mod tenants;
 mod users;
 mod walsync;
@@ -101,6 +102,8 @@ pub struct Store {
     auth_cache: Arc<std::sync::Mutex<std::collections::HashMap<String, (Tenant, std::time::Instant)>>>,
     /// SQLite's group commit (see `walsync`); `None` on PostgreSQL, which commits durably itself.
     wal_sync: Option<walsync::WalSync>,
+    /// Point reads on the calling thread (SQLite file databases; see `reader`).
+    reader: Option<Arc<reader::Reader>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -179,6 +182,7 @@ impl Store {
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             auth_cache: Arc::default(),
+            reader: wal_file.clone().map(|f| Arc::new(reader::Reader::new(f))),
             wal_sync: wal_file.map(walsync::WalSync::start),
         })
     }

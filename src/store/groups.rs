@@ -215,6 +215,9 @@ impl Store {
     /// # Errors
     /// `NotFound`.
     pub async fn get_group(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
+        if let Some(r) = &self.reader {
+            return r.get_resource("scim_groups", tenant_id, id)?.ok_or(StoreError::NotFound);
+        }
         let row = sqlx::query(&format!("SELECT {COLS} FROM scim_groups WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant_id)
             .bind(id)

@@ -29,12 +29,15 @@ pub struct ListQuery {
     pub residual: Option<Filter>,
     pub sort: SortKey,
     pub descending: bool,
+    /// The whole filter is one `eq` on a key column (userName, id, externalId, group
+    /// displayName): an index lookup of a handful of rows, cheap enough for the point-read path.
+    pub point: bool,
 }
 
 impl ListQuery {
     /// Builds the query for `filter` on a resource kind (no filter: everything, exactly).
     pub fn new(kind: Kind, filter: Option<&Filter>) -> ListQuery {
-        let mut b = Builder { kind, args: Vec::new() };
+        let mut b = Builder { kind, args: Vec::new(), key: false };
         let (cond, residual) = match filter {
             None => (None, None),
             Some(f) => match b.translate(f) {
@@ -42,8 +45,9 @@ impl ListQuery {
                 None => (None, Some(f.clone())),
             },
         };
+        let point = b.key && cond.is_some() && residual.is_none() && matches!(filter, Some(Filter::Compare { .. }));
         let args = if cond.is_some() { b.args } else { Vec::new() };
-        ListQuery { cond, args, residual, sort: SortKey::Seq, descending: false }
+        ListQuery { cond, args, residual, sort: SortKey::Seq, descending: false, point }
     }
 
     /// True when SQL expresses the whole filter.
@@ -91,6 +95,8 @@ impl ListQuery {
 struct Builder {
     kind: Kind,
     args: Vec<Arg>,
+    /// Set when a comparison on a key column was translated.
+    key: bool,
 }
 
 fn is_core(kind: Kind, p: &AttrPath) -> bool {
@@ -166,6 +172,7 @@ impl Builder {
         match self.kind {
             Kind::User if eq(name, "userName") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_lowercase()));
+                self.key = true;
                 Some(format!("user_name_lc = {p}"))
             }
             Kind::User if eq(name, "emails") && value_sub => {
@@ -180,6 +187,7 @@ impl Builder {
             }
             Kind::Group if eq(name, "displayName") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_lowercase()));
+                self.key = true;
                 Some(format!("display_name_lc = {p}"))
             }
             Kind::Group if eq(name, "members") && value_sub => {
@@ -190,10 +198,12 @@ impl Builder {
             }
             _ if eq(name, "externalId") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_string()));
+                self.key = true;
                 Some(format!("external_id = {p}"))
             }
             _ if eq(name, "id") && sub.is_none() => {
                 let p = self.arg(Arg::Str(v.to_string()));
+                self.key = true;
                 Some(format!("id = {p}"))
             }
             _ => None,

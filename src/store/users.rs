@@ -8,7 +8,10 @@ use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 
 use super::query::{Arg, ListQuery};
-use super::{record_intent, Intent, Store, StoreError, StoredResource};
+use super::{reader, record_intent, Intent, Store, StoreError, StoredResource};
+
+/// Up to this many users, `groups_of_users` runs on the point-read path (one index probe each).
+const POINT_USERS: usize = 50;
 
 const COLS: &str = "seq, id, doc, version, created_at, updated_at";
 
@@ -121,6 +124,9 @@ impl Store {
     /// # Errors
     /// `NotFound`.
     pub async fn get_user(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
+        if let Some(r) = &self.reader {
+            return r.get_resource("scim_users", tenant_id, id)?.ok_or(StoreError::NotFound);
+        }
         let row = sqlx::query(&format!("SELECT {COLS} FROM scim_users WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant_id)
             .bind(id)
@@ -224,6 +230,18 @@ impl Store {
     /// Counts the resources of a table that a query selects.
     pub(super) async fn count_in(&self, table: &str, tenant_id: i64, q: &ListQuery) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {}", q.where_sql());
+        if let Some(r) = self.reader.as_ref().filter(|_| q.point) {
+            return r.with(|c| {
+                let mut st = reader::Reader::prepare(c, &sql)?;
+                reader::bind(&mut st, tenant_id, &q.args, &[])?;
+                let mut rows = st.raw_query();
+                let n = match rows.next()? {
+                    Some(row) => row.get(0)?,
+                    None => 0,
+                };
+                Ok(n)
+            });
+        }
         let row = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args).fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
@@ -244,6 +262,18 @@ impl Store {
             q.order_sql(),
             n + 1
         );
+        if let Some(r) = self.reader.as_ref().filter(|_| q.point) {
+            return r.with(|c| {
+                let mut st = reader::Reader::prepare(c, &sql)?;
+                reader::bind(&mut st, tenant_id, &q.args, &[limit, offset])?;
+                let mut rows = st.raw_query();
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(reader::resource(row)?);
+                }
+                Ok(out)
+            });
+        }
         let rows = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
             .bind(limit)
             .bind(offset)
@@ -314,6 +344,25 @@ impl Store {
         user_ids: &[&str],
     ) -> Result<HashMap<String, Vec<(String, String)>>, StoreError> {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        if let Some(r) = self.reader.as_ref().filter(|_| user_ids.len() <= POINT_USERS) {
+            return r.with(|c| {
+                let mut st = reader::Reader::prepare(
+                    c,
+                    "SELECT g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+                     ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+                     WHERE m.tenant_id = $1 AND m.member_id = $2 ORDER BY g.seq",
+                )?;
+                for uid in user_ids {
+                    let gs: Vec<(String, String)> = st
+                        .query_map(rusqlite::params![tenant_id, uid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?;
+                    if !gs.is_empty() {
+                        out.insert((*uid).to_string(), gs);
+                    }
+                }
+                Ok(out)
+            });
+        }
         for chunk in user_ids.chunks(500) {
             let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
