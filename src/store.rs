@@ -4,6 +4,8 @@
 
 mod actual;
 mod admin;
+mod batch;
+mod exec;
 mod groups;
 mod query;
 mod reader;
@@ -104,6 +106,8 @@ pub struct Store {
     wal_sync: Option<walsync::WalSync>,
     /// Point reads on the calling thread (SQLite file databases; see `reader`).
     reader: Option<Arc<reader::Reader>>,
+    /// Group commit of the hot SCIM writes (SQLite file databases; see `batch`).
+    batch: Option<batch::BatchWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -177,13 +181,20 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
+        let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let wal_sync = wal_file.clone().map(walsync::WalSync::start);
+        let batch = match (&wal_file, &write_lock, &wal_sync) {
+            (Some(f), Some(l), Some(w)) => Some(batch::BatchWriter::start(f, l.clone(), w.clone())?),
+            _ => None,
+        };
         Ok(Store {
             pool,
             backend,
-            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            write_lock,
             auth_cache: Arc::default(),
-            reader: wal_file.clone().map(|f| Arc::new(reader::Reader::new(f))),
-            wal_sync: wal_file.map(walsync::WalSync::start),
+            reader: wal_file.map(|f| Arc::new(reader::Reader::new(f))),
+            batch,
+            wal_sync,
         })
     }
 
@@ -237,6 +248,46 @@ impl WriteTx<'_> {
     }
 }
 
+/// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).
+const BUMP_GENERATION_SQL: &str = "UPDATE tenants SET generation = generation + 1 WHERE id = $1";
+/// Appends a row to the intent journal.
+const JOURNAL_SQL: &str = "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
+                           VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Who asked for a write, owned (for a job of the SQLite batch writer).
+#[derive(Debug, Clone)]
+struct OwnedIntent {
+    tenant_id: i64,
+    request_id: String,
+    now: String,
+}
+
+impl From<&Intent<'_>> for OwnedIntent {
+    fn from(i: &Intent<'_>) -> OwnedIntent {
+        OwnedIntent { tenant_id: i.tenant_id, request_id: i.request_id.to_string(), now: i.now.to_string() }
+    }
+}
+
+/// `record_intent` inside a job of the SQLite batch writer (no NOTIFY: SQLite has one process).
+fn record_intent_sqlite(
+    c: &rusqlite::Connection,
+    intent: &OwnedIntent,
+    resource_type: &str,
+    resource_id: &str,
+    op: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(BUMP_GENERATION_SQL)?.execute([intent.tenant_id])?;
+    c.prepare_cached(JOURNAL_SQL)?.execute(rusqlite::params![
+        intent.tenant_id,
+        resource_type,
+        resource_id,
+        op,
+        intent.now,
+        intent.request_id
+    ])?;
+    Ok(())
+}
+
 /// Appends a row to the intent journal and bumps the tenant's desired-state generation, inside
 /// the transaction that records the desired state itself. On PostgreSQL it also announces the
 /// push on `PUSH_CHANNEL` (delivered at commit), so the controller wakes on every replica.
@@ -258,22 +309,16 @@ async fn record_intent(
     // The tenant row first: its lock is held to commit, so journal positions of one tenant are
     // handed out in commit order (a sequence alone is not, on PostgreSQL), and a reader that
     // sees position n has seen every position before it.
-    sqlx::query("UPDATE tenants SET generation = generation + 1 WHERE id = $1")
+    sqlx::query(BUMP_GENERATION_SQL).bind(intent.tenant_id).execute(&mut **tx).await?;
+    sqlx::query(JOURNAL_SQL)
         .bind(intent.tenant_id)
+        .bind(resource_type)
+        .bind(resource_id)
+        .bind(op)
+        .bind(intent.now)
+        .bind(intent.request_id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(intent.tenant_id)
-    .bind(resource_type)
-    .bind(resource_id)
-    .bind(op)
-    .bind(intent.now)
-    .bind(intent.request_id)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Store, StoreError};
+use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt};
+use super::{batch, Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
@@ -102,30 +103,50 @@ fn placeholders(from: usize, n: usize) -> String {
     (0..n).map(|i| format!("${}", from + i)).collect::<Vec<_>>().join(", ")
 }
 
-async fn outbox_event(
-    tx: &mut Transaction<'static, Any>,
-    tenant_id: i64,
-    event_type: &str,
-    user_id: &str,
-    key: &str,
-    payload: &Value,
-    now: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Fencing: touches the lease row only while `holder` still holds it with that token.
+const FENCE_SQL: &str =
+    "UPDATE controller_leases SET fence = fence WHERE tenant_id = $1 AND holder = $2 AND fence = $3";
+
+/// The outbox row of an event (at most one per idempotency key).
+fn outbox_stmt(tenant_id: i64, event_type: &str, user_id: &str, key: &str, payload: &Value, now: &str) -> Stmt {
+    Stmt::new(
         "INSERT INTO outbox (id, tenant_id, event_type, user_id, idempotency_key, payload, status, attempts, \
          next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(tenant_id)
-    .bind(event_type)
-    .bind(user_id)
-    .bind(key)
-    .bind(payload.to_string())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .arg(uuid::Uuid::new_v4().to_string())
+    .arg(tenant_id)
+    .arg(event_type)
+    .arg(user_id)
+    .arg(key)
+    .arg(payload.to_string())
+    .arg(now)
+}
+
+/// An audit row.
+#[expect(clippy::too_many_arguments, reason = "one parameter per audit column")]
+fn audit_stmt(
+    tenant_id: i64,
+    run_id: Option<&str>,
+    actor: &str,
+    action: &str,
+    user_id: Option<&str>,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    now: &str,
+) -> Stmt {
+    Stmt::new(
+        "INSERT INTO audit_log (tenant_id, run_id, actor, action, user_id, before, after, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .arg(tenant_id)
+    .arg(run_id)
+    .arg(actor)
+    .arg(action)
+    .arg(user_id)
+    .arg(before.map(Value::to_string))
+    .arg(after.map(Value::to_string))
+    .arg(now)
 }
 
 /// Writes an audit row.
@@ -140,21 +161,8 @@ pub(super) async fn audit(
     before: Option<&Value>,
     after: Option<&Value>,
     now: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant_id, run_id, actor, action, user_id, before, after, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(actor)
-    .bind(action)
-    .bind(user_id)
-    .bind(before.map(Value::to_string))
-    .bind(after.map(Value::to_string))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+) -> Result<(), StoreError> {
+    exec_sqlx(tx, &audit_stmt(tenant_id, run_id, actor, action, user_id, before, after, now)).await?;
     Ok(())
 }
 
@@ -603,20 +611,41 @@ impl Store {
         now: &str,
         fence: Option<Fence<'_>>,
     ) -> Result<Vec<Applied>, StoreError> {
+        if let Some(b) = &self.batch {
+            // SQLite: one job of the batch writer, committed with the pushes around it.
+            let fence = fence.map(|f| Stmt::new(FENCE_SQL).arg(tenant_id).arg(f.holder).arg(f.token));
+            let work: Vec<(Stmt, Vec<Stmt>)> = changes
+                .iter()
+                .map(|c| (cas_stmt(tenant_id, c, now), follow_up_stmts(tenant_id, run_id, actor, c, now)))
+                .collect();
+            return b
+                .write(move |conn| {
+                    if let Some(f) = &fence {
+                        if exec_sqlite(conn, f)? == 0 {
+                            return Ok(vec![Applied::LostLease; work.len()]);
+                        }
+                    }
+                    let mut out = Vec::with_capacity(work.len());
+                    for (cas, follow) in &work {
+                        let sp = |sql: &str| conn.execute_batch(sql).map_err(|e| batch::sqlite_err(e, None));
+                        sp("SAVEPOINT change")?;
+                        let r = apply_one_sqlite(conn, cas, follow);
+                        if !matches!(r, Ok(Applied::Done)) {
+                            sp("ROLLBACK TO SAVEPOINT change")?;
+                        }
+                        sp("RELEASE SAVEPOINT change")?;
+                        out.push(r?);
+                    }
+                    Ok(out)
+                })
+                .await;
+        }
         let mut w = self.begin_write().await?;
         if let Some(f) = fence {
             // Fencing: a process that lost its lease (paused, partitioned) writes nothing more.
             // An UPDATE, not a SELECT: it locks the lease row to commit, so the lease cannot
             // change hands between this check and the writes below.
-            let held = sqlx::query(
-                "UPDATE controller_leases SET fence = fence WHERE tenant_id = $1 AND holder = $2 AND fence = $3",
-            )
-            .bind(tenant_id)
-            .bind(f.holder)
-            .bind(f.token)
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected();
+            let held = exec_sqlx(&mut w.tx, &Stmt::new(FENCE_SQL).arg(tenant_id).arg(f.holder).arg(f.token)).await?;
             if held == 0 {
                 return Ok(vec![Applied::LostLease; changes.len()]);
             }
@@ -932,117 +961,101 @@ impl Store {
     }
 }
 
-/// One change inside a batch transaction.
-async fn apply_one(
-    tx: &mut Transaction<'static, Any>,
-    tenant_id: i64,
-    run_id: &str,
-    actor: &str,
-    c: &Change,
-    now: &str,
-) -> Result<Applied, StoreError> {
+/// The compare-and-set that applies a change to the user's row: an insert for a new user, else
+/// an update guarded by the version the plan read. It wrote nothing (0 rows, or a UNIQUE
+/// violation) when the user moved since: the change is stale.
+fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
     let a = &c.after;
-    let written = match c.before_version {
-        None => {
-            let r = sqlx::query(
-                "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
-                     scim_id, external_id, purge_after, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
-            )
-            .bind(tenant_id)
-            .bind(&c.user_id)
-            .bind(&a.email)
-            .bind(a.email.to_lowercase())
-            .bind(&a.display_name)
-            .bind(&a.contact_email)
-            .bind(a.status.as_str())
-            .bind(a.managed_by.as_str())
-            .bind(&a.scim_id)
-            .bind(&a.external_id)
-            .bind(&a.purge_after)
-            .bind(now)
-            .execute(&mut **tx)
-            .await;
-            match r {
-                Ok(_) => true,
-                Err(e) if StoreError::is_unique(&e) => false,
-                Err(e) => return Err(e.into()),
-            }
-        }
+    match c.before_version {
+        None => Stmt::new(
+            "INSERT INTO users (tenant_id, id, email, email_lc, display_name, contact_email, status, managed_by, \
+             scim_id, external_id, purge_after, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
+        )
+        .arg(tenant_id)
+        .arg(&c.user_id)
+        .arg(&a.email)
+        .arg(a.email.to_lowercase())
+        .arg(&a.display_name)
+        .arg(&a.contact_email)
+        .arg(a.status.as_str())
+        .arg(a.managed_by.as_str())
+        .arg(&a.scim_id)
+        .arg(&a.external_id)
+        .arg(&a.purge_after)
+        .arg(now),
         Some(v) => {
             let email_lc =
                 if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
-            let r = sqlx::query(
+            Stmt::new(
                 "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
-                     managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
-                     updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
+                 managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
+                 updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
             )
-            .bind(&a.email)
-            .bind(email_lc)
-            .bind(&a.display_name)
-            .bind(&a.contact_email)
-            .bind(a.status.as_str())
-            .bind(a.managed_by.as_str())
-            .bind(&a.scim_id)
-            .bind(&a.external_id)
-            .bind(&a.purge_after)
-            .bind(now)
-            .bind(tenant_id)
-            .bind(&c.user_id)
-            .bind(v)
-            .execute(&mut **tx)
-            .await;
-            match r {
-                Ok(r) => r.rows_affected() == 1,
-                Err(e) if StoreError::is_unique(&e) => false,
-                Err(e) => return Err(e.into()),
-            }
+            .arg(&a.email)
+            .arg(email_lc)
+            .arg(&a.display_name)
+            .arg(&a.contact_email)
+            .arg(a.status.as_str())
+            .arg(a.managed_by.as_str())
+            .arg(&a.scim_id)
+            .arg(&a.external_id)
+            .arg(&a.purge_after)
+            .arg(now)
+            .arg(tenant_id)
+            .arg(&c.user_id)
+            .arg(v)
         }
-    };
-    if !written {
-        return Ok(Applied::Stale);
     }
+}
+
+/// What follows a successful compare-and-set, in the same transaction: the roles set to exactly
+/// `after.roles`, sessions revoked, a purge's data deleted, outbox events, the audit row.
+fn follow_up_stmts(tenant_id: i64, run_id: &str, actor: &str, c: &Change, now: &str) -> Vec<Stmt> {
+    let a = &c.after;
+    let mut out = Vec::new();
     // The roles are set to exactly `after.roles`, whatever the plan read before.
-    let keep: Vec<&String> = a.roles.iter().collect();
-    let sql = if keep.is_empty() {
+    let sql = if a.roles.is_empty() {
         "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
     } else {
         format!(
             "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
-            placeholders(3, keep.len())
+            placeholders(3, a.roles.len())
         )
     };
-    let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
-    for r in &keep {
-        q = q.bind(r.as_str());
+    let mut del = Stmt::new(sql).arg(tenant_id).arg(&c.user_id);
+    for r in &a.roles {
+        del = del.arg(r);
     }
-    q.execute(&mut **tx).await?;
+    out.push(del);
     for role in &a.roles {
-        sqlx::query(
-            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+        out.push(
+            Stmt::new(
+                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(&c.user_id)
-        .bind(role)
-        .execute(&mut **tx)
-        .await?;
+            )
+            .arg(tenant_id)
+            .arg(&c.user_id)
+            .arg(role),
+        );
     }
     if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(tenant_id)
-            .bind(&c.user_id)
-            .execute(&mut **tx)
-            .await?;
+        out.push(
+            Stmt::new(
+                "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+            )
+            .arg(now)
+            .arg(tenant_id)
+            .arg(&c.user_id),
+        );
     }
     if c.kind == ChangeKind::Purge {
         for table in ["sessions", "preferences", "api_keys", "workspace_memberships", "user_roles"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
-                .bind(tenant_id)
-                .bind(&c.user_id)
-                .execute(&mut **tx)
-                .await?;
+            out.push(
+                Stmt::new(format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
+                    .arg(tenant_id)
+                    .arg(&c.user_id),
+            );
         }
     }
     let version = c.before_version.map_or(1, |v| v + 1);
@@ -1062,8 +1075,14 @@ async fn apply_one(
     {
         let mut p = payload.clone();
         p["type"] = json!("user.provisioned");
-        outbox_event(tx, tenant_id, "user.provisioned", uid, &format!("user.provisioned:{tenant_id}:{uid}"), &p, now)
-            .await?;
+        out.push(outbox_stmt(
+            tenant_id,
+            "user.provisioned",
+            uid,
+            &format!("user.provisioned:{tenant_id}:{uid}"),
+            &p,
+            now,
+        ));
     }
     let event = match c.kind {
         ChangeKind::Deactivate => Some("user.deactivated"),
@@ -1075,10 +1094,56 @@ async fn apply_one(
     if let Some(ev) = event {
         let mut p = payload.clone();
         p["type"] = json!(ev);
-        outbox_event(tx, tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now).await?;
+        out.push(outbox_stmt(tenant_id, ev, uid, &format!("{ev}:{tenant_id}:{uid}:{version}"), &p, now));
     }
     let before = c.before.as_ref().map(|b| json!(b));
-    audit(tx, tenant_id, Some(run_id), actor, c.kind.as_str(), Some(uid), before.as_ref(), Some(&json!(a)), now)
-        .await?;
+    out.push(audit_stmt(
+        tenant_id,
+        Some(run_id),
+        actor,
+        c.kind.as_str(),
+        Some(uid),
+        before.as_ref(),
+        Some(&json!(a)),
+        now,
+    ));
+    out
+}
+
+/// Whether a compare-and-set wrote its row.
+fn written(r: Result<u64, ExecError>) -> Result<bool, StoreError> {
+    match r {
+        Ok(n) => Ok(n == 1),
+        Err(ExecError::Unique) => Ok(false),
+        Err(ExecError::Db(e)) => Err(e),
+    }
+}
+
+/// One change inside a batch transaction (sqlx).
+async fn apply_one(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    run_id: &str,
+    actor: &str,
+    c: &Change,
+    now: &str,
+) -> Result<Applied, StoreError> {
+    if !written(exec_sqlx(tx, &cas_stmt(tenant_id, c, now)).await)? {
+        return Ok(Applied::Stale);
+    }
+    for s in follow_up_stmts(tenant_id, run_id, actor, c, now) {
+        exec_sqlx(tx, &s).await?;
+    }
+    Ok(Applied::Done)
+}
+
+/// One change inside a batch of the SQLite batch writer.
+fn apply_one_sqlite(conn: &rusqlite::Connection, cas: &Stmt, follow: &[Stmt]) -> Result<Applied, StoreError> {
+    if !written(exec_sqlite(conn, cas))? {
+        return Ok(Applied::Stale);
+    }
+    for s in follow {
+        exec_sqlite(conn, s)?;
+    }
     Ok(Applied::Done)
 }

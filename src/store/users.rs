@@ -7,13 +7,19 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 
+use super::batch::sqlite_err;
 use super::query::{Arg, ListQuery};
-use super::{reader, record_intent, Intent, Store, StoreError, StoredResource};
+use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 /// Up to this many users, `groups_of_users` runs on the point-read path (one index probe each).
 const POINT_USERS: usize = 50;
 
 const COLS: &str = "seq, id, doc, version, created_at, updated_at";
+
+const INSERT_USER_SQL: &str = "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, \
+    display_name, active, doc, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) \
+    RETURNING seq, id, doc, version, created_at, updated_at";
+const INSERT_EMAIL_SQL: &str = "INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES ($1, $2, $3)";
 
 /// The indexed columns of a user document.
 struct UserCols {
@@ -70,12 +76,7 @@ async fn write_emails(
             .await?;
     }
     for e in emails {
-        sqlx::query("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES ($1, $2, $3)")
-            .bind(tenant_id)
-            .bind(user_id)
-            .bind(e)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(INSERT_EMAIL_SQL).bind(tenant_id).bind(user_id).bind(e).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -95,23 +96,55 @@ impl Store {
     /// `Conflict("userName")` when the userName (case-insensitive) is taken in the tenant.
     pub async fn insert_user(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
         let c = cols(doc);
+        if let Some(b) = &self.batch {
+            let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+            return b
+                .write(move |conn| {
+                    let stored = conn
+                        .prepare_cached(INSERT_USER_SQL)
+                        .and_then(|mut st| {
+                            st.query_row(
+                                rusqlite::params![
+                                    intent.tenant_id,
+                                    id,
+                                    c.user_name,
+                                    c.user_name.to_lowercase(),
+                                    c.external_id,
+                                    c.display_name,
+                                    c.active,
+                                    doc,
+                                    intent.now
+                                ],
+                                reader::resource,
+                            )
+                        })
+                        .map_err(|e| sqlite_err(e, Some("userName")))?;
+                    let more = || -> rusqlite::Result<()> {
+                        let mut st = conn.prepare_cached(INSERT_EMAIL_SQL)?;
+                        for e in &c.emails {
+                            st.execute(rusqlite::params![intent.tenant_id, id, e])?;
+                        }
+                        record_intent_sqlite(conn, &intent, "User", &id, "create")
+                    };
+                    more().map_err(|e| sqlite_err(e, None))?;
+                    Ok(stored)
+                })
+                .await;
+        }
         let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, active, doc, \
-             version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) RETURNING {COLS}"
-        ))
-        .bind(intent.tenant_id)
-        .bind(id)
-        .bind(&c.user_name)
-        .bind(c.user_name.to_lowercase())
-        .bind(&c.external_id)
-        .bind(&c.display_name)
-        .bind(c.active)
-        .bind(doc.to_string())
-        .bind(intent.now)
-        .fetch_one(&mut *w.tx)
-        .await
-        .map_err(unique_user)?;
+        let row = sqlx::query(INSERT_USER_SQL)
+            .bind(intent.tenant_id)
+            .bind(id)
+            .bind(&c.user_name)
+            .bind(c.user_name.to_lowercase())
+            .bind(&c.external_id)
+            .bind(&c.display_name)
+            .bind(c.active)
+            .bind(doc.to_string())
+            .bind(intent.now)
+            .fetch_one(&mut *w.tx)
+            .await
+            .map_err(unique_user)?;
         let stored = StoredResource::from_row(&row)?;
         write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
         record_intent(&mut w, intent, "User", id, "create").await?;

@@ -1,0 +1,135 @@
+//! Statements as data: SQL (portable, `$n` placeholders) with owned arguments, run either on a
+//! sqlx connection (PostgreSQL, or SQLite outside the batch writer) or on the SQLite batch
+//! writer's connection (`batch`). Writes that must run on both are written once, as `Stmt`s.
+
+use std::borrow::Cow;
+
+use sqlx::AnyConnection;
+
+use super::batch::sqlite_err;
+use super::StoreError;
+
+/// A bound argument.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Int(i64),
+    Text(Option<String>),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::Int(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Val {
+        Val::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Val {
+        Val::Text(Some(v))
+    }
+}
+impl From<&String> for Val {
+    fn from(v: &String) -> Val {
+        Val::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Val {
+    fn from(v: Option<&str>) -> Val {
+        Val::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Val {
+        Val::Text(v)
+    }
+}
+impl From<&Option<String>> for Val {
+    fn from(v: &Option<String>) -> Val {
+        Val::Text(v.clone())
+    }
+}
+
+/// One statement with its arguments (`$1…` in order).
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub sql: Cow<'static, str>,
+    pub args: Vec<Val>,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<Cow<'static, str>>) -> Stmt {
+        Stmt { sql: sql.into(), args: Vec::new() }
+    }
+
+    /// Adds the next argument.
+    #[must_use]
+    pub fn arg(mut self, v: impl Into<Val>) -> Stmt {
+        self.args.push(v.into());
+        self
+    }
+}
+
+/// How a statement failed: a UNIQUE violation (callers usually treat it as "lost the race"),
+/// or anything else.
+#[derive(Debug)]
+pub enum ExecError {
+    Unique,
+    Db(StoreError),
+}
+
+impl From<ExecError> for StoreError {
+    fn from(e: ExecError) -> StoreError {
+        match e {
+            ExecError::Unique => StoreError::Conflict("a unique key"),
+            ExecError::Db(e) => e,
+        }
+    }
+}
+
+/// Runs a statement on a sqlx connection; the rows it changed.
+///
+/// # Errors
+/// `Unique` on a UNIQUE violation, else the database error.
+pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecError> {
+    let mut q = sqlx::query(&s.sql);
+    for a in &s.args {
+        q = match a {
+            Val::Int(i) => q.bind(*i),
+            Val::Text(t) => q.bind(t.clone()),
+        };
+    }
+    match q.execute(conn).await {
+        Ok(r) => Ok(r.rows_affected()),
+        Err(e) if StoreError::is_unique(&e) => Err(ExecError::Unique),
+        Err(e) => Err(ExecError::Db(e.into())),
+    }
+}
+
+/// Runs a statement on a rusqlite connection (the batch writer's); the rows it changed.
+///
+/// # Errors
+/// `Unique` on a UNIQUE violation, else the database error.
+pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecError> {
+    let run = || -> rusqlite::Result<usize> {
+        let mut st = conn.prepare_cached(&s.sql)?;
+        for (i, a) in s.args.iter().enumerate() {
+            // By name: SQLite numbers `$n` parameters by first appearance, not by n.
+            let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
+            match a {
+                Val::Int(v) => st.raw_bind_parameter(at, v)?,
+                Val::Text(v) => st.raw_bind_parameter(at, v)?,
+            }
+        }
+        st.raw_execute()
+    };
+    match run() {
+        Ok(n) => Ok(n as u64),
+        Err(e) => match sqlite_err(e, Some("")) {
+            StoreError::Conflict(_) => Err(ExecError::Unique),
+            other => Err(ExecError::Db(other)),
+        },
+    }
+}
