@@ -295,6 +295,9 @@ impl Controller {
                 }
             }
             self.queue.done(tenant_id);
+            if item.full {
+                crate::mem::release_free_memory();
+            }
         }
     }
 
@@ -409,13 +412,20 @@ impl Controller {
         let (changes, conflicts) = order_by_email(changes, &holders);
         let summary = Summary::of(&changes);
         let fp = fingerprint(&changes);
-        let scim_users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
         // The valve counts what the controller deactivated or deleted on its own in the last
         // window too, so a mass deprovisioning pushed one user at a time (many small runs) trips
-        // it like one big run.
-        let recent =
-            self.store.recent_destructive(tenant.id, &plan::fmt_time(now - SAFETY_WINDOW)).await?.max(0) as u64;
-        let destructive = summary.destructive() + if summary.destructive() > 0 { recent } else { 0 };
+        // it like one big run. A plan with nothing destructive cannot trip it: no counting (a
+        // COUNT over a large tenant would cost every small push run).
+        let (scim_users, recent) = if summary.destructive() > 0 {
+            let since = plan::fmt_time(now - SAFETY_WINDOW);
+            (
+                self.store.scim_user_count(tenant.id).await?.max(0) as u64,
+                self.store.recent_destructive(tenant.id, &since).await?.max(0) as u64,
+            )
+        } else {
+            (0, 0)
+        };
+        let destructive = summary.destructive() + recent;
         let held = if state.hold_released && full {
             None
         } else if state.held_fingerprint.is_some() && summary.destructive() > 0 {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod cli;
 pub mod controller;
 pub mod http;
+pub mod mem;
 pub mod scim;
 pub mod store;
 

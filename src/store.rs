@@ -163,9 +163,11 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
         };
         let pool = match backend {
+            // Four: point reads and the hot writes do not use the pool on SQLite (`reader`,
+            // `batch`), and every pooled connection holds a page cache and a thread.
             Backend::Sqlite => {
                 pool_opts
-                    .max_connections(8)
+                    .max_connections(4)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(pragmas).await?;
@@ -211,6 +213,23 @@ impl Store {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs statements in one write transaction (on SQLite, as one job of the batch writer,
+    /// committed with the writes around it); the rows each changed.
+    async fn write_stmts(&self, stmts: Vec<exec::Stmt>) -> Result<Vec<u64>, StoreError> {
+        if let Some(b) = &self.batch {
+            return b
+                .write(move |c| stmts.iter().map(|s| exec::exec_sqlite(c, s).map_err(StoreError::from)).collect())
+                .await;
+        }
+        let mut w = self.begin_write().await?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for s in &stmts {
+            out.push(exec::exec_sqlx(&mut w.tx, s).await?);
+        }
+        w.commit().await?;
+        Ok(out)
     }
 
     /// Begins a write transaction (on SQLite, after taking the in-process writer lock).

@@ -43,23 +43,23 @@ pub struct Progress {
     pub full_run_at: Option<String>,
 }
 
-async fn write_progress(tx: &mut Transaction<'static, Any>, p: &Progress) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') ON CONFLICT (tenant_id) DO NOTHING",
-    )
-    .bind(p.tenant_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE controller_state SET applied_journal_seq = CASE WHEN applied_journal_seq > $1 \
-         THEN applied_journal_seq ELSE $1 END, last_full_run_at = COALESCE($2, last_full_run_at) WHERE tenant_id = $3",
-    )
-    .bind(p.journal_seq)
-    .bind(&p.full_run_at)
-    .bind(p.tenant_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The statements that record how far a tenant's journal is reconciled.
+fn progress_stmts(p: &Progress) -> [Stmt; 2] {
+    [
+        Stmt::new(
+            "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .arg(p.tenant_id),
+        Stmt::new(
+            "UPDATE controller_state SET applied_journal_seq = CASE WHEN applied_journal_seq > $1 \
+             THEN applied_journal_seq ELSE $1 END, last_full_run_at = COALESCE($2, last_full_run_at) \
+             WHERE tenant_id = $3",
+        )
+        .arg(p.journal_seq)
+        .arg(&p.full_run_at)
+        .arg(p.tenant_id),
+    ]
 }
 
 /// What applying a change did.
@@ -353,10 +353,9 @@ impl Store {
         journal_seq: i64,
         full_run_at: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
         let p = Progress { tenant_id, journal_seq, full_run_at: full_run_at.map(str::to_string) };
-        write_progress(&mut w.tx, &p).await?;
-        w.commit().await
+        self.write_stmts(progress_stmts(&p).into()).await?;
+        Ok(())
     }
 
     /// The highest intent-journal position of a tenant.
@@ -767,15 +766,15 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn start_run(&self, tenant_id: i64, run_id: &str, trigger: &str) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query("INSERT INTO runs (id, tenant_id, trigger, started_at, status) VALUES ($1, $2, $3, $4, 'running')")
-            .bind(run_id)
-            .bind(tenant_id)
-            .bind(trigger)
-            .bind(super::now())
-            .execute(&mut *w.tx)
-            .await?;
-        w.commit().await
+        let s = Stmt::new(
+            "INSERT INTO runs (id, tenant_id, trigger, started_at, status) VALUES ($1, $2, $3, $4, 'running')",
+        )
+        .arg(run_id)
+        .arg(tenant_id)
+        .arg(trigger)
+        .arg(super::now());
+        self.write_stmts(vec![s]).await?;
+        Ok(())
     }
 
     /// Records the end of a run, and with it (same transaction) how far the journal is
@@ -792,22 +791,20 @@ impl Store {
         error: Option<&str>,
         progress: Option<&Progress>,
     ) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query(
+        let mut stmts = vec![Stmt::new(
             "UPDATE runs SET finished_at = $1, status = $2, summary = $3, fingerprint = $4, error = $5 WHERE id = $6",
         )
-        .bind(super::now())
-        .bind(status)
-        .bind(summary.map(Value::to_string))
-        .bind(fingerprint)
-        .bind(error)
-        .bind(run_id)
-        .execute(&mut *w.tx)
-        .await?;
+        .arg(super::now())
+        .arg(status)
+        .arg(summary.map(Value::to_string))
+        .arg(fingerprint)
+        .arg(error)
+        .arg(run_id)];
         if let Some(p) = progress {
-            write_progress(&mut w.tx, p).await?;
+            stmts.extend(progress_stmts(p));
         }
-        w.commit().await
+        self.write_stmts(stmts).await?;
+        Ok(())
     }
 
     /// A tenant's runs, newest first.

@@ -53,7 +53,12 @@ impl BatchWriter {
             db,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")?;
+        // temp_store=MEMORY: every job is a savepoint, and SQLite copies the pages a savepoint
+        // changes to a statement journal, by default a temporary file (perf: pwrite + inode
+        // eviction per batch).
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+        )?;
         conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rt = tokio::runtime::Handle::current();
