@@ -278,8 +278,8 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
         println!();
     }
     tracing::info!(%addr, backend = ?store.backend(), "serving SCIM at http://{addr}{SCIM_BASE}");
-    let mut state = AppState::new(store.clone());
-    state.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Into::into);
+    let state =
+        AppState::new(store.clone()).with_admin_token(args.admin_token.filter(|t| !t.is_empty()).map(Into::into));
     state.controller.spawn(args.controller_workers, drift, purge);
     if store.backend() == crate::store::Backend::Postgres {
         state.controller.listen_for_pushes(database_url.to_string());

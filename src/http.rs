@@ -26,9 +26,13 @@ use crate::store::Store;
 /// Base path of the SCIM API.
 pub const SCIM_BASE: &str = "/v1/auth/scim/v2";
 
-/// Shared state of every handler.
+/// Shared state of every handler: one allocation, so the per-request clones axum makes (state
+/// extractor, middleware) are one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+/// What `AppState` shares.
+pub struct AppInner {
     pub store: Store,
     /// Woken after every acknowledged push (and by operators through the admin API).
     pub controller: Controller,
@@ -36,11 +40,28 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
 impl AppState {
     /// State over a store, with a controller that runs only once `Controller::spawn` is called,
     /// and no admin API.
     pub fn new(store: Store) -> AppState {
-        AppState { controller: Controller::new(store.clone()), store, admin_token: None }
+        AppState(Arc::new(AppInner { controller: Controller::new(store.clone()), store, admin_token: None }))
+    }
+
+    /// The same state with the admin API enabled under `token` (disabled with `None`).
+    #[must_use]
+    pub fn with_admin_token(self, token: Option<Arc<str>>) -> AppState {
+        AppState(Arc::new(AppInner {
+            store: self.store.clone(),
+            controller: self.controller.clone(),
+            admin_token: token,
+        }))
     }
 
     /// Records that a tenant's desired state changed: wakes the controller for it.

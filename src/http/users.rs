@@ -8,10 +8,10 @@ use serde_json::Value;
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_response;
-use super::list::{list_kind, render_many};
+use super::list::{list_kind, render_many, render_one};
 use super::{ApiError, AppState};
 use crate::scim::patch::{apply_patch, parse_patch};
-use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
+use crate::scim::resource::{etag, etag_matches, group_ref, projection_from_query, ListParams, Projection};
 use crate::scim::schema::{normalize, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{now, Intent, StoreError, StoredResource, Tenant};
@@ -33,7 +33,12 @@ pub(super) async fn respond_one(
         .await?
         .pop()
         .unwrap_or(Value::Null);
-    let mut res = scim_response(status, &body);
+    Ok(respond_rendered(base, kind, r, &body, status))
+}
+
+/// Answers with one rendered resource: status, ETag, Location (on create) and the body.
+fn respond_rendered(base: &str, kind: Kind, r: &StoredResource, body: &Value, status: StatusCode) -> Response {
+    let mut res = scim_response(status, body);
     if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
@@ -42,7 +47,7 @@ pub(super) async fn respond_one(
             res.headers_mut().insert(header::LOCATION, v);
         }
     }
-    Ok(res)
+    res
 }
 
 /// `GET /Users/{id}` and `GET /Groups/{id}`.
@@ -56,9 +61,14 @@ pub(super) async fn get_one(
     cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
-    let r = match kind {
-        Kind::User => state.store.get_user(tenant.id, id).await?,
-        Kind::Group => state.store.get_group(tenant.id, id).await?,
+    // A user's groups come with its row when they are wanted (one read).
+    let (r, groups) = match kind {
+        Kind::User if proj.wants(kind, "groups") => {
+            let (r, gs) = state.store.get_user_and_groups(tenant.id, id).await?;
+            (r, Some(gs))
+        }
+        Kind::User => (state.store.get_user(tenant.id, id).await?, None),
+        Kind::Group => (state.store.get_group(tenant.id, id).await?, None),
     };
     if cond.if_none_match.as_deref().is_some_and(|h| etag_matches(h, r.version)) {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
@@ -67,7 +77,14 @@ pub(super) async fn get_one(
         }
         return Ok(res);
     }
-    respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
+    match groups {
+        Some(gs) => {
+            let refs = gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect();
+            let body = proj.apply(kind, render_one(kind, base, &r, Some(refs)));
+            Ok(respond_rendered(base, kind, &r, &body, StatusCode::OK))
+        }
+        None => respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await,
+    }
 }
 
 pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {

@@ -169,6 +169,41 @@ impl Store {
         Ok(StoredResource::from_row(&row)?)
     }
 
+    /// One user with the groups it belongs to (group id, displayName; by group creation). On
+    /// the SQLite point-read path both come from one statement (one read transaction).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get_user_and_groups(
+        &self,
+        tenant_id: i64,
+        id: &str,
+    ) -> Result<(StoredResource, Vec<(String, String)>), StoreError> {
+        if let Some(r) = &self.reader {
+            let found = r.with(|c| {
+                let mut st = reader::Reader::prepare(
+                    c,
+                    "SELECT seq, id, doc, version, created_at, updated_at, \
+                     (SELECT json_group_array(json_array(gid, name)) FROM (SELECT g.id AS gid, \
+                     g.display_name AS name FROM scim_group_members m JOIN scim_groups g \
+                     ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+                     WHERE m.tenant_id = u.tenant_id AND m.member_id = u.id ORDER BY g.seq)) \
+                     FROM scim_users u WHERE u.tenant_id = $1 AND u.id = $2",
+                )?;
+                let mut rows = st.query(rusqlite::params![tenant_id, id])?;
+                let Some(row) = rows.next()? else { return Ok(None) };
+                let groups: String = row.get(6)?;
+                Ok(Some((reader::resource(row)?, groups)))
+            })?;
+            let (res, groups) = found.ok_or(StoreError::NotFound)?;
+            let groups = serde_json::from_str(&groups).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            return Ok((res, groups));
+        }
+        let res = self.get_user(tenant_id, id).await?;
+        let groups = self.groups_of_users(tenant_id, &[id]).await?.remove(id).unwrap_or_default();
+        Ok((res, groups))
+    }
+
     /// Replaces a user's document if its version is still `expected_version`.
     ///
     /// # Errors

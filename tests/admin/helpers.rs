@@ -74,8 +74,7 @@ impl TestApp {
         let (_, token) = store.create_token("acme").await.expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut state = AppState::new(store.clone());
-        state.admin_token = admin_token.map(Into::into);
+        let state = AppState::new(store.clone()).with_admin_token(admin_token.map(Into::into));
         // Pushes are reconciled by the workers; the cron schedules (once a year) never fire.
         let yearly = parse_schedule("0 0 0 1 1 *").expect("schedule");
         state.controller.spawn(1, yearly.clone(), yearly);
