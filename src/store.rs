@@ -108,6 +108,8 @@ pub struct Store {
     reader: Option<Arc<reader::Reader>>,
     /// Group commit of the hot SCIM writes (SQLite file databases; see `batch`).
     batch: Option<batch::BatchWriter>,
+    /// Keeps the WAL checkpointer thread running (SQLite file databases).
+    _checkpointer: Option<Arc<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -158,7 +160,8 @@ impl Store {
             Backend::Postgres => None,
         };
         let pragmas = if wal_file.is_some() {
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+             PRAGMA wal_autocheckpoint=0;"
         } else {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
         };
@@ -185,6 +188,10 @@ impl Store {
         }
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let wal_sync = wal_file.clone().map(walsync::WalSync::start);
+        let checkpointer = match &wal_file {
+            Some(f) => Some(walsync::start_checkpointer(f.clone())?),
+            None => None,
+        };
         let batch = match (&wal_file, &write_lock, &wal_sync) {
             (Some(f), Some(l), Some(w)) => Some(batch::BatchWriter::start(f, l.clone(), w.clone())?),
             _ => None,
@@ -197,6 +204,7 @@ impl Store {
             reader: wal_file.map(|f| Arc::new(reader::Reader::new(f))),
             batch,
             wal_sync,
+            _checkpointer: checkpointer,
         })
     }
 

@@ -131,7 +131,9 @@ pub async fn create_user(
     let now = now();
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
     state.pushed(tenant.id);
-    respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::CREATED).await
+    // A user just created belongs to no group: nothing more to read.
+    let body = proj.apply(Kind::User, render_one(Kind::User, &base, &r, Some(Vec::new())));
+    Ok(respond_rendered(&base, Kind::User, &r, &body, StatusCode::CREATED))
 }
 
 pub async fn put_user(

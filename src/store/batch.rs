@@ -57,7 +57,8 @@ impl BatchWriter {
         // changes to a statement journal, by default a temporary file (perf: pwrite + inode
         // eviction per batch).
         conn.execute_batch(
-            "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+            "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; \
+             PRAGMA wal_autocheckpoint=0;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();

@@ -78,3 +78,36 @@ impl WalSync {
         rx.await.map_err(|_| std::io::Error::other("the WAL syncer stopped"))?
     }
 }
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Starts the checkpointer of the database file `db`: a thread that copies committed WAL frames
+/// into the database file (a PASSIVE checkpoint: it waits for no reader or writer). The
+/// connections of this process have automatic checkpoints off: SQLite would otherwise run one
+/// inside a writer's commit every 1,000 pages, holding the writer lock over its fsyncs (perf: 14%
+/// of the writer thread under a create load). SQLite restarts the WAL from its beginning once a
+/// checkpoint has copied all of it, so it does not grow while writes keep coming.
+///
+/// The thread stops once the returned handle (kept by the store) is dropped.
+///
+/// # Errors
+/// When the database cannot be opened.
+pub fn start_checkpointer(db: PathBuf) -> anyhow::Result<std::sync::Arc<()>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=0;")?;
+    let alive = std::sync::Arc::new(());
+    let weak = std::sync::Arc::downgrade(&alive);
+    std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
+        while weak.strong_count() > 0 {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            }
+        }
+    })?;
+    Ok(alive)
+}
