@@ -68,6 +68,9 @@ pub struct StoredResource {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// A user's groups (group id, displayName; by group creation) when they were read with the
+    /// row; `None`: not read (renderers read them when they need them).
+    pub groups: Option<Vec<(String, String)>>,
 }
 
 impl StoredResource {
@@ -80,6 +83,7 @@ impl StoredResource {
             version: row.try_get("version")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            groups: None,
         })
     }
 }

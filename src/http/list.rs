@@ -29,15 +29,28 @@ pub(super) async fn render_many(
     rs: &[StoredResource],
     proj: &Projection,
 ) -> Result<Vec<Value>, ApiError> {
-    let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
     let mut computed: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    let group_refs = |gs: &[(String, String)]| gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect();
     match kind {
-        Kind::User if proj.wants(kind, "groups") && !ids.is_empty() => {
-            for (uid, gs) in store.groups_of_users(tenant_id, &ids).await? {
-                computed.insert(uid, gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect());
+        Kind::User if proj.wants(kind, "groups") => {
+            // Users read with their groups carry them; the others' are read here.
+            let mut ids: Vec<&str> = Vec::new();
+            for r in rs {
+                match &r.groups {
+                    Some(gs) => {
+                        computed.insert(r.id.clone(), group_refs(gs));
+                    }
+                    None => ids.push(r.id.as_str()),
+                }
+            }
+            if !ids.is_empty() {
+                for (uid, gs) in store.groups_of_users(tenant_id, &ids).await? {
+                    computed.insert(uid, group_refs(&gs));
+                }
             }
         }
-        Kind::Group if proj.wants(kind, "members") && !ids.is_empty() => {
+        Kind::Group if proj.wants(kind, "members") && !rs.is_empty() => {
+            let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
             for (gid, ms) in store.members_of(tenant_id, &ids).await? {
                 computed.insert(
                     gid,

@@ -8,10 +8,10 @@ use serde_json::Value;
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_response;
-use super::list::{list_kind, render_many, render_one};
+use super::list::{list_kind, render_many};
 use super::{ApiError, AppState};
 use crate::scim::patch::{apply_patch, parse_patch};
-use crate::scim::resource::{etag, etag_matches, group_ref, projection_from_query, ListParams, Projection};
+use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
 use crate::scim::schema::{normalize, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{now, Intent, StoreError, StoredResource, Tenant};
@@ -62,13 +62,10 @@ pub(super) async fn get_one(
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
     // A user's groups come with its row when they are wanted (one read).
-    let (r, groups) = match kind {
-        Kind::User if proj.wants(kind, "groups") => {
-            let (r, gs) = state.store.get_user_and_groups(tenant.id, id).await?;
-            (r, Some(gs))
-        }
-        Kind::User => (state.store.get_user(tenant.id, id).await?, None),
-        Kind::Group => (state.store.get_group(tenant.id, id).await?, None),
+    let r = match kind {
+        Kind::User if proj.wants(kind, "groups") => state.store.get_user_and_groups(tenant.id, id).await?,
+        Kind::User => state.store.get_user(tenant.id, id).await?,
+        Kind::Group => state.store.get_group(tenant.id, id).await?,
     };
     if cond.if_none_match.as_deref().is_some_and(|h| etag_matches(h, r.version)) {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
@@ -77,14 +74,7 @@ pub(super) async fn get_one(
         }
         return Ok(res);
     }
-    match groups {
-        Some(gs) => {
-            let refs = gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect();
-            let body = proj.apply(kind, render_one(kind, base, &r, Some(refs)));
-            Ok(respond_rendered(base, kind, &r, &body, StatusCode::OK))
-        }
-        None => respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await,
-    }
+    respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
 }
 
 pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {
@@ -132,8 +122,8 @@ pub async fn create_user(
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
     state.pushed(tenant.id);
     // A user just created belongs to no group: nothing more to read.
-    let body = proj.apply(Kind::User, render_one(Kind::User, &base, &r, Some(Vec::new())));
-    Ok(respond_rendered(&base, Kind::User, &r, &body, StatusCode::CREATED))
+    let r = StoredResource { groups: Some(Vec::new()), ..r };
+    respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::CREATED).await
 }
 
 pub async fn put_user(

@@ -110,6 +110,24 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], ex
     Ok(())
 }
 
+/// The extra column that reads a user's groups with its row (`json_group_array` of
+/// `[group id, displayName]`, by group creation), for a `FROM scim_users u` query.
+pub const USER_GROUPS_COL: &str = "(SELECT json_group_array(json_array(gid, name)) FROM (SELECT g.id AS gid, \
+     g.display_name AS name FROM scim_group_members m JOIN scim_groups g \
+     ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+     WHERE m.tenant_id = u.tenant_id AND m.member_id = u.id ORDER BY g.seq))";
+
+/// A user from a row of `seq, id, doc, version, created_at, updated_at, USER_GROUPS_COL`.
+pub fn user_with_groups(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
+    let mut r = resource(row)?;
+    let groups: String = row.get(6)?;
+    r.groups = Some(
+        serde_json::from_str(&groups)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?,
+    );
+    Ok(r)
+}
+
 /// A stored resource from a row of `seq, id, doc, version, created_at, updated_at`.
 pub fn resource(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
     let doc: String = row.get(2)?;
@@ -121,5 +139,6 @@ pub fn resource(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
         version: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
+        groups: None,
     })
 }

@@ -169,39 +169,31 @@ impl Store {
         Ok(StoredResource::from_row(&row)?)
     }
 
-    /// One user with the groups it belongs to (group id, displayName; by group creation). On
-    /// the SQLite point-read path both come from one statement (one read transaction).
+    /// One user with the groups it belongs to (`groups` set). On the SQLite point-read path both
+    /// come from one statement (one read transaction).
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn get_user_and_groups(
-        &self,
-        tenant_id: i64,
-        id: &str,
-    ) -> Result<(StoredResource, Vec<(String, String)>), StoreError> {
+    pub async fn get_user_and_groups(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
         if let Some(r) = &self.reader {
-            let found = r.with(|c| {
-                let mut st = reader::Reader::prepare(
-                    c,
-                    "SELECT seq, id, doc, version, created_at, updated_at, \
-                     (SELECT json_group_array(json_array(gid, name)) FROM (SELECT g.id AS gid, \
-                     g.display_name AS name FROM scim_group_members m JOIN scim_groups g \
-                     ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
-                     WHERE m.tenant_id = u.tenant_id AND m.member_id = u.id ORDER BY g.seq)) \
-                     FROM scim_users u WHERE u.tenant_id = $1 AND u.id = $2",
-                )?;
-                let mut rows = st.query(rusqlite::params![tenant_id, id])?;
-                let Some(row) = rows.next()? else { return Ok(None) };
-                let groups: String = row.get(6)?;
-                Ok(Some((reader::resource(row)?, groups)))
-            })?;
-            let (res, groups) = found.ok_or(StoreError::NotFound)?;
-            let groups = serde_json::from_str(&groups).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            return Ok((res, groups));
+            return r
+                .with(|c| {
+                    let mut st = reader::Reader::prepare(
+                        c,
+                        &format!(
+                            "SELECT seq, id, doc, version, created_at, updated_at, {} FROM scim_users u \
+                             WHERE u.tenant_id = $1 AND u.id = $2",
+                            reader::USER_GROUPS_COL
+                        ),
+                    )?;
+                    let mut rows = st.query(rusqlite::params![tenant_id, id])?;
+                    rows.next()?.map(reader::user_with_groups).transpose()
+                })?
+                .ok_or(StoreError::NotFound);
         }
-        let res = self.get_user(tenant_id, id).await?;
-        let groups = self.groups_of_users(tenant_id, &[id]).await?.remove(id).unwrap_or_default();
-        Ok((res, groups))
+        let mut res = self.get_user(tenant_id, id).await?;
+        res.groups = Some(self.groups_of_users(tenant_id, &[id]).await?.remove(id).unwrap_or_default());
+        Ok(res)
     }
 
     /// Replaces a user's document if its version is still `expected_version`.
@@ -324,24 +316,31 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredResource>, StoreError> {
         let n = q.args.len() + 2;
-        let sql = format!(
-            "SELECT {COLS} FROM {table} WHERE {} ORDER BY {} LIMIT ${n} OFFSET ${}",
-            q.where_sql(),
-            q.order_sql(),
-            n + 1
-        );
+        let (whr, order) = (q.where_sql(), q.order_sql());
         if let Some(r) = self.reader.as_ref().filter(|_| q.point) {
+            // A user's groups come with it (one read transaction; Okta's `userName eq` lookup).
+            let users = table == "scim_users";
+            let sql = if users {
+                format!(
+                    "SELECT {COLS}, {} FROM scim_users u WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}",
+                    reader::USER_GROUPS_COL,
+                    n + 1
+                )
+            } else {
+                format!("SELECT {COLS} FROM {table} WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1)
+            };
             return r.with(|c| {
                 let mut st = reader::Reader::prepare(c, &sql)?;
                 reader::bind(&mut st, tenant_id, &q.args, &[limit, offset])?;
                 let mut rows = st.raw_query();
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
-                    out.push(reader::resource(row)?);
+                    out.push(if users { reader::user_with_groups(row)? } else { reader::resource(row)? });
                 }
                 Ok(out)
             });
         }
+        let sql = format!("SELECT {COLS} FROM {table} WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1);
         let rows = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
             .bind(limit)
             .bind(offset)
