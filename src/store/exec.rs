@@ -114,7 +114,7 @@ pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecEr
 /// `Unique` on a UNIQUE violation, else the database error.
 pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecError> {
     let run = || -> rusqlite::Result<usize> {
-        let mut st = conn.prepare_cached(&s.sql)?;
+        let mut st = super::reader::Reader::prepare(conn, &s.sql)?;
         for (i, a) in s.args.iter().enumerate() {
             // By name: SQLite numbers `$n` parameters by first appearance, not by n.
             let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };

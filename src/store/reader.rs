@@ -49,7 +49,8 @@ impl Reader {
     }
 
     /// Prepares (or takes from the connection's cache) `sql`, written with the portable `= $n`
-    /// comparisons, for a point read: each `= $n` becomes `= +$n`. Once `ANALYZE` has gathered
+    /// comparisons, for a statement run over and over with new values (point reads, the batch
+    /// writer's statements): each `= $n` becomes `= +$n`. Once `ANALYZE` has gathered
     /// STAT4 samples, SQLite re-plans a cached statement every time a parameter compared with an
     /// indexed column is re-bound (to pick a plan for the new value) — a full re-parse per read,
     /// half the cost of a point read. A unary `+` on the value side leaves the index usable but
