@@ -1071,31 +1071,36 @@ async fn apply_one(
     if !written {
         return Ok(Applied::Stale);
     }
-    // The roles are set to exactly `after.roles`, whatever the plan read before.
-    let keep: Vec<&String> = a.roles.iter().collect();
-    let sql = if keep.is_empty() {
-        "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
-    } else {
-        format!(
-            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
-            placeholders(3, keep.len())
-        )
-    };
-    let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
-    for r in &keep {
-        q = q.bind(r.as_str());
-    }
-    q.execute(&mut **tx).await?;
-    for role in &a.roles {
-        sqlx::query(
-            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(&c.user_id)
-        .bind(role)
-        .execute(&mut **tx)
-        .await?;
+    // The roles are set to exactly `after.roles`. Unless the plan read them equal to that: every
+    // writer of a user's roles bumps its version, and the plan read the roles no earlier than
+    // the version the compare-and-set above matched, so they are still what it read (most
+    // changes of a drift repair touch the profile alone; this saves their role statements).
+    if c.before.as_ref().is_none_or(|b| b.roles != a.roles) {
+        let keep: Vec<&String> = a.roles.iter().collect();
+        let sql = if keep.is_empty() {
+            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
+        } else {
+            format!(
+                "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
+                placeholders(3, keep.len())
+            )
+        };
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(&c.user_id);
+        for r in &keep {
+            q = q.bind(r.as_str());
+        }
+        q.execute(&mut **tx).await?;
+        for role in &a.roles {
+            sqlx::query(
+                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&c.user_id)
+            .bind(role)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
