@@ -27,6 +27,9 @@ use crate::store::{Applied, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
 const BATCH: i64 = 1000;
+/// How many rows (a user per role) a read of the users linked to a key range returns at most: a
+/// range holds about `BATCH` of them, more only when SCIM users were deleted in bulk.
+const LINKED_PAGE: i64 = 4 * BATCH;
 /// How long a reconcile lease lasts before another process may take over the tenant; a run
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
@@ -360,14 +363,27 @@ impl Controller {
                         .collect::<Result<Vec<DesiredUser>, _>>()
                         .map_err(|e| StoreError::Invalid(e.to_string()))?;
                     let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
-                    let (linked, gone): (Vec<ActualUser>, Vec<ActualUser>) =
-                        r.linked.into_iter().partition(|a| a.scim_id.as_deref().is_some_and(|s| in_batch.contains(s)));
+                    let mut linked: Vec<ActualUser> = Vec::new();
+                    let (mut page, mut cursor) = (std::mem::take(&mut r.linked), r.linked_more.take());
+                    loop {
+                        let (mine, gone): (Vec<ActualUser>, Vec<ActualUser>) =
+                            page.into_iter().partition(|a| a.scim_id.as_deref().is_some_and(|s| in_batch.contains(s)));
+                        linked.extend(mine);
+                        let gone: Vec<ActualUser> = gone
+                            .into_iter()
+                            .filter(|a| a.managed_by == ManagedBy::Scim && a.status != Status::Purged)
+                            .collect();
+                        orphans.extend(plan_raw(&[], &gone, &no_live, now, Scope::Full));
+                        // More linked users in this range than a page: SCIM resources deleted
+                        // in bulk (paged, so memory stays flat however many).
+                        let Some(c) = cursor.take() else { break };
+                        (page, cursor) =
+                            self.store.linked_in_range(tenant.id, Some(&c), r.more.as_deref(), LINKED_PAGE).await?;
+                        if keep_lease(&mut renewed) && self.lease(tenant.id, true).await?.is_none() {
+                            return Err(ControllerError::Busy);
+                        }
+                    }
                     drop(in_batch);
-                    let gone: Vec<ActualUser> = gone
-                        .into_iter()
-                        .filter(|a| a.managed_by == ManagedBy::Scim && a.status != Status::Purged)
-                        .collect();
-                    orphans.extend(plan_raw(&[], &gone, &no_live, now, Scope::Full));
                     if !desired.is_empty() {
                         let cs =
                             self.plan_candidates(tenant.id, &desired, linked, Scope::Candidates, now, true).await?;
@@ -749,7 +765,9 @@ impl Controller {
 struct RangeRead {
     desired: Vec<(String, String)>,
     groups: HashMap<String, Vec<String>>,
+    /// The first page of them, and where the rest of the range starts when there is more.
     linked: Vec<ActualUser>,
+    linked_more: Option<String>,
     /// Where the next range starts; `None` when this one reached the end of the key space.
     more: Option<String>,
 }
@@ -768,7 +786,7 @@ async fn read_range(store: Store, tenant_id: i64, after: Option<String>) -> Resu
             None => Ok(HashMap::new()),
         }
     };
-    let linked = store.linked_in_range(tenant_id, after.as_deref(), more.as_deref());
-    let (groups, linked) = tokio::try_join!(groups, linked)?;
-    Ok(RangeRead { desired, groups, linked, more })
+    let linked = store.linked_in_range(tenant_id, after.as_deref(), more.as_deref(), LINKED_PAGE);
+    let (groups, (linked, linked_more)) = tokio::try_join!(groups, linked)?;
+    Ok(RangeRead { desired, groups, linked, linked_more, more })
 }

@@ -483,9 +483,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The users (any status, with their roles) linked to a SCIM id in `(after, last]`, in
-    /// SCIM-id order; a missing bound leaves that side open. One range read of `users_scim_id`
-    /// with the roles joined in.
+    /// A page of the users (any status, with their roles) linked to a SCIM id in `(after, last]`,
+    /// in SCIM-id order; a missing bound leaves that side open. One range read of
+    /// `users_scim_id` with the roles joined in, at most `limit` rows: when the page is full,
+    /// also the SCIM id to read the rest of the range after.
     ///
     /// # Errors
     /// Database errors.
@@ -494,7 +495,8 @@ impl Store {
         tenant_id: i64,
         after: Option<&str>,
         last: Option<&str>,
-    ) -> Result<Vec<ActualUser>, StoreError> {
+        limit: i64,
+    ) -> Result<(Vec<ActualUser>, Option<String>), StoreError> {
         let cols = USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ");
         let mut sql = format!(
             "SELECT {cols}, r.role AS role FROM users u LEFT JOIN user_roles r \
@@ -507,12 +509,12 @@ impl Store {
                 sql.push_str(&format!(" AND u.scim_id {op} ${n}"));
             }
         }
-        sql.push_str(" ORDER BY u.scim_id");
+        sql.push_str(&format!(" ORDER BY u.scim_id LIMIT ${}", n + 1));
         let mut q = sqlx::query(&sql).bind(tenant_id);
         for v in [after, last].into_iter().flatten() {
             q = q.bind(v);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
         let mut out: Vec<ActualUser> = Vec::new();
         for r in &rows {
             let role: Option<String> = r.try_get("role")?;
@@ -527,7 +529,21 @@ impl Store {
                 u.roles.insert(role);
             }
         }
-        Ok(out)
+        if (rows.len() as i64) < limit {
+            return Ok((out, None));
+        }
+        // A full page: its last user may miss roles past the limit, so it starts the next page;
+        // unless it is alone (a limit below a user's roles), then its roles are read apart.
+        if out.len() > 1 {
+            out.pop();
+        } else {
+            for u in &mut out {
+                u.roles.clear();
+            }
+            out = self.with_roles(tenant_id, out).await?;
+        }
+        let next = out.last().and_then(|u| u.scim_id.clone());
+        Ok((out, next))
     }
 
     /// SCIM-managed users (not purged) linked to no SCIM id: orphans the key-range merge of the
