@@ -20,13 +20,16 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use self::model::{desired_user, DesiredUser};
+use self::model::{desired_user, desired_user_from_str, ActualUser, DesiredUser, ManagedBy, Status};
 use self::plan::{fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Scope, Summary};
 pub use self::queue::Queue;
 use crate::store::{Applied, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
 const BATCH: i64 = 1000;
+/// How many rows (a user per role) a read of the users linked to a key range returns at most: a
+/// range holds about `BATCH` of them, more only when SCIM users were deleted in bulk.
+const LINKED_PAGE: i64 = 4 * BATCH;
 /// How long a reconcile lease lasts before another process may take over the tenant; a run
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
@@ -340,27 +343,63 @@ impl Controller {
         };
         match scope {
             Scope2::Full => {
-                let mut after = String::new();
-                loop {
-                    let rows = self.store.desired_after(tenant.id, &after, BATCH).await?;
-                    let Some(last) = rows.last() else { break };
-                    after = last.0.clone();
-                    let desired: Vec<DesiredUser> =
-                        rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
-                    let cs = self.plan_batch(tenant.id, &desired, &[], Scope::Candidates, now, true).await?;
-                    push(cs, &mut changes);
+                // A merge of ordered range reads: each batch of desired users (SCIM-id order)
+                // with the users linked to SCIM ids in the same key range, read while the
+                // previous batch is planned. Linked users whose SCIM id is not in the batch have
+                // lost their SCIM resource: the orphans, deleted or purged after every batch's
+                // changes, in user-id order (as one pass over them would).
+                let mut orphans: Vec<Change> = Vec::new();
+                let no_live = HashSet::new();
+                let mut next = Some(tokio::spawn(read_range(self.store.clone(), tenant.id, None)));
+                while let Some(reading) = next.take() {
+                    let mut r = reading.await.map_err(|e| StoreError::Invalid(format!("range read: {e}")))??;
+                    if let Some(last) = &r.more {
+                        next = Some(tokio::spawn(read_range(self.store.clone(), tenant.id, Some(last.clone()))));
+                    }
+                    let desired = r
+                        .desired
+                        .iter()
+                        .map(|(id, doc)| {
+                            let groups = r.groups.remove(id).unwrap_or_default();
+                            desired_user_from_str(id, doc, &groups, &state.bindings)
+                        })
+                        .collect::<Result<Vec<DesiredUser>, _>>()
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
+                    let mut linked: Vec<ActualUser> = Vec::new();
+                    let (mut page, mut cursor) = (std::mem::take(&mut r.linked), r.linked_more.take());
+                    loop {
+                        let (mine, gone): (Vec<ActualUser>, Vec<ActualUser>) =
+                            page.into_iter().partition(|a| a.scim_id.as_deref().is_some_and(|s| in_batch.contains(s)));
+                        linked.extend(mine);
+                        let gone: Vec<ActualUser> = gone
+                            .into_iter()
+                            .filter(|a| a.managed_by == ManagedBy::Scim && a.status != Status::Purged)
+                            .collect();
+                        orphans.extend(plan_raw(&[], &gone, &no_live, now, Scope::Full));
+                        // More linked users in this range than a page: SCIM resources deleted
+                        // in bulk (paged, so memory stays flat however many).
+                        let Some(c) = cursor.take() else { break };
+                        (page, cursor) =
+                            self.store.linked_in_range(tenant.id, Some(&c), r.more.as_deref(), LINKED_PAGE).await?;
+                        if keep_lease(&mut renewed) && self.lease(tenant.id, true).await?.is_none() {
+                            return Err(ControllerError::Busy);
+                        }
+                    }
+                    drop(in_batch);
+                    if !desired.is_empty() {
+                        let cs =
+                            self.plan_candidates(tenant.id, &desired, linked, Scope::Candidates, now, true).await?;
+                        push(cs, &mut changes);
+                    }
                     if keep_lease(&mut renewed) && self.lease(tenant.id, true).await?.is_none() {
                         return Err(ControllerError::Busy);
                     }
                 }
-                let mut after = String::new();
-                loop {
-                    let orphans = self.store.orphans_after(tenant.id, &after, BATCH).await?;
-                    let Some(last) = orphans.last() else { break };
-                    after = last.id.clone();
-                    let cs = plan_raw(&[], &orphans, &HashSet::new(), now, Scope::Full);
-                    push((cs, HashMap::new()), &mut changes);
-                }
+                let unlinked = self.store.unlinked_scim_users(tenant.id).await?;
+                orphans.extend(plan_raw(&[], &unlinked, &no_live, now, Scope::Full));
+                orphans.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                push((orphans, HashMap::new()), &mut changes);
             }
             Scope2::Incremental => {
                 let mut ids: Vec<String> = Vec::new();
@@ -477,9 +516,22 @@ impl Controller {
     ) -> Result<(Vec<Change>, HashMap<String, String>), ControllerError> {
         let mut scim_ids: Vec<String> = desired.iter().map(|d| d.scim_id.clone()).collect();
         scim_ids.extend(named.iter().cloned());
+        let candidates = self.store.actual_candidates(tenant_id, &scim_ids, &[], &[]).await?;
+        self.plan_candidates(tenant_id, desired, candidates, scope, now, stored_is_live).await
+    }
+
+    /// `plan_batch` with the users linked to the batch's SCIM ids (and any named) already read.
+    async fn plan_candidates(
+        &self,
+        tenant_id: i64,
+        desired: &[DesiredUser],
+        mut candidates: Vec<ActualUser>,
+        scope: Scope,
+        now: chrono::DateTime<Utc>,
+        stored_is_live: bool,
+    ) -> Result<(Vec<Change>, HashMap<String, String>), ControllerError> {
         // Users linked by SCIM id first; look up by email or externalId only the desired users
         // that are not linked yet or whose email changes (none, in the steady state).
-        let mut candidates = self.store.actual_candidates(tenant_id, &scim_ids, &[], &[]).await?;
         let linked: HashMap<&str, &str> =
             candidates.iter().filter_map(|a| a.scim_id.as_deref().map(|s| (s, a.email.as_str()))).collect();
         let (mut emails, mut exts) = (Vec::new(), Vec::new());
@@ -716,4 +768,35 @@ impl Controller {
         }
         Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })
     }
+}
+
+/// One key range of a full run: a batch of desired users (SCIM id, stored document), their
+/// groups' displayNames, and the users linked to a SCIM id in the same range.
+struct RangeRead {
+    desired: Vec<(String, String)>,
+    groups: HashMap<String, Vec<String>>,
+    /// The first page of them, and where the rest of the range starts when there is more.
+    linked: Vec<ActualUser>,
+    linked_more: Option<String>,
+    /// Where the next range starts; `None` when this one reached the end of the key space.
+    more: Option<String>,
+}
+
+/// Reads the key range after `after` (from the start when `None`): up to `BATCH` desired users,
+/// then their groups and the linked users of the range at once. A short batch is the last: its
+/// range of linked users is open-ended, so the users linked to SCIM ids after the last desired
+/// one are read too.
+async fn read_range(store: Store, tenant_id: i64, after: Option<String>) -> Result<RangeRead, StoreError> {
+    let from = after.as_deref().unwrap_or("");
+    let desired = store.desired_docs_after(tenant_id, from, BATCH).await?;
+    let more = (desired.len() as i64 >= BATCH).then(|| desired.last().map(|d| d.0.clone())).flatten();
+    let groups = async {
+        match desired.last() {
+            Some((last, _)) => store.groups_in_range(tenant_id, from, last).await,
+            None => Ok(HashMap::new()),
+        }
+    };
+    let linked = store.linked_in_range(tenant_id, after.as_deref(), more.as_deref(), LINKED_PAGE);
+    let (groups, (linked, linked_more)) = tokio::try_join!(groups, linked)?;
+    Ok(RangeRead { desired, groups, linked, linked_more, more })
 }

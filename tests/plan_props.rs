@@ -863,3 +863,106 @@ fn the_purge_that_frees_an_email_runs_before_the_update_that_takes_it() {
     assert_eq!(log.stale, p.len(), "the second application of {:?} wrote something", describe(&p));
     assert_eq!(sorted(once), sorted(twice));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The full run reads stored documents with `desired_user_from_str` (only the mapped fields are
+// deserialized); it must map every document exactly as `desired_user` maps the parsed one.
+// ---------------------------------------------------------------------------------------------
+
+fn doc_str() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    prop_oneof![
+        4 => Just(json!("alice@acme.com")),
+        2 => Just(json!("  Bob \"B\" \\ Example  ")),
+        2 => Just(json!("")),
+        1 => Just(json!("   ")),
+        1 => Just(json!("Émile\tÜ")),
+        1 => Just(json!(null)),
+        1 => Just(json!(7)),
+        1 => Just(json!(true)),
+        1 => Just(json!(["x"])),
+    ]
+}
+
+fn doc_bool() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    prop_oneof![3 => Just(json!(true)), 3 => Just(json!(false)), 1 => Just(json!(null)), 1 => Just(json!("true"))]
+}
+
+fn maybe<S: Strategy<Value = serde_json::Value>>(s: S) -> impl Strategy<Value = Option<serde_json::Value>> {
+    prop_oneof![1 => Just(None), 3 => s.prop_map(Some)]
+}
+
+fn object(fields: Vec<(&'static str, Option<serde_json::Value>)>) -> serde_json::Value {
+    serde_json::Value::Object(fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect())
+}
+
+fn doc() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let name = prop_oneof![
+        4 => (maybe(doc_str()), maybe(doc_str()), maybe(doc_str()))
+            .prop_map(|(g, f, x)| object(vec![("givenName", g), ("familyName", f), ("formatted", x)])),
+        1 => Just(json!(null)),
+        1 => Just(json!("Alice")),
+    ];
+    let email = prop_oneof![
+        6 => (maybe(doc_str()), maybe(doc_bool()), maybe(doc_str()))
+            .prop_map(|(v, p, t)| object(vec![("value", v), ("primary", p), ("type", t)])),
+        1 => Just(json!(null)),
+        1 => Just(json!("a@b.c")),
+    ];
+    let emails = prop_oneof![4 => prop::collection::vec(email, 0..4).prop_map(serde_json::Value::from), 1 => Just(json!(null)), 1 => Just(json!({"value": "x"}))];
+    (
+        (maybe(doc_str()), maybe(doc_str()), maybe(doc_str())),
+        (maybe(name), maybe(emails), maybe(doc_bool())),
+        any::<bool>(),
+    )
+        .prop_map(|((user_name, external_id, display_name), (name, emails, active), extra)| {
+            let mut d = object(vec![
+                ("schemas", Some(json!(["urn:ietf:params:scim:schemas:core:2.0:User"]))),
+                ("userName", user_name),
+                ("externalId", external_id),
+                ("displayName", display_name),
+                ("name", name),
+                ("emails", emails),
+                ("active", active),
+            ]);
+            if extra {
+                d["meta"] = json!({"resourceType": "User", "version": "W/\"1\"", "nested": [1, {"a": null}]});
+            }
+            d
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn stored_documents_map_like_parsed_ones(d in doc(), groups in prop::collection::vec(prop::sample::select(vec!["Engineering", "engineering", "Finance", "Nobody"]), 0..3)) {
+        use moonborn_scim::controller::model::{desired_user, desired_user_from_str, Bindings};
+        let bindings = Bindings::default();
+        let groups: Vec<String> = groups.into_iter().map(str::to_string).collect();
+        let text = d.to_string();
+        let fast = desired_user_from_str("id-1", &text, &groups, &bindings).expect("valid JSON");
+        prop_assert_eq!(fast, desired_user("id-1", &d, &groups, &bindings));
+    }
+}
+
+#[test]
+fn repeated_members_map_like_parsed_ones() {
+    use moonborn_scim::controller::model::{desired_user, desired_user_from_str, Bindings};
+    let b = Bindings::default();
+    for text in [
+        r#"{"userName": "a@x.io", "userName": "b@x.io", "active": false, "active": true}"#,
+        r#"{"name": {"givenName": "A", "givenName": "B"}, "userName": "u"}"#,
+        r#"["a@x.io", "ext", "Display"]"#,
+    ] {
+        let parsed: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(
+            desired_user_from_str("i", text, &[], &b).expect("JSON"),
+            desired_user("i", &parsed, &[], &b),
+            "{text}"
+        );
+    }
+    assert!(desired_user_from_str("i", "{not json", &[], &b).is_err());
+}

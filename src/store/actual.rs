@@ -442,45 +442,130 @@ impl Store {
         Ok(all)
     }
 
-    /// A batch of SCIM-managed users whose SCIM resource no longer exists, in id order after
-    /// `after_id` (for the full run's deletion and purge pass).
+    /// A batch of desired users in SCIM-id order after `after_id`: (SCIM id, document as
+    /// stored). The full run's read of the desired state, one key range at a time.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn orphans_after(
+    pub async fn desired_docs_after(
         &self,
         tenant_id: i64,
         after_id: &str,
         limit: i64,
-    ) -> Result<Vec<ActualUser>, StoreError> {
-        let sql = format!(
-            "SELECT {USER_COLS} FROM users u WHERE u.tenant_id = $1 AND u.id > $2 AND u.managed_by = 'scim' \
-             AND u.status <> 'purged' AND NOT EXISTS (SELECT 1 FROM scim_users s WHERE s.tenant_id = u.tenant_id \
-             AND s.id = u.scim_id) ORDER BY u.id LIMIT $3"
-        );
-        let rows = sqlx::query(&sql).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
-        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
-        self.with_roles(tenant_id, users).await
-    }
-
-    /// A batch of desired users (SCIM id, document, group displayNames) in SCIM-id order after
-    /// `after_id`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn desired_after(
-        &self,
-        tenant_id: i64,
-        after_id: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
             .bind(tenant_id)
             .bind(after_id)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        self.desired_rows(tenant_id, rows).await
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("doc")?))).collect()
+    }
+
+    /// The group displayNames of the SCIM users with ids in `(after_id, last_id]`, by user id:
+    /// one range read of `scim_group_members_member` joined to the groups.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn groups_in_range(
+        &self,
+        tenant_id: i64,
+        after_id: &str,
+        last_id: &str,
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.member_id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+             ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+             WHERE m.tenant_id = $1 AND m.member_id > $2 AND m.member_id <= $3",
+        )
+        .bind(tenant_id)
+        .bind(after_id)
+        .bind(last_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for r in &rows {
+            out.entry(r.try_get("member_id")?).or_default().push(r.try_get("display_name")?);
+        }
+        Ok(out)
+    }
+
+    /// A page of the users (any status, with their roles) linked to a SCIM id in `(after, last]`,
+    /// in SCIM-id order; a missing bound leaves that side open. One range read of
+    /// `users_scim_id` with the roles joined in, at most `limit` rows: when the page is full,
+    /// also the SCIM id to read the rest of the range after.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn linked_in_range(
+        &self,
+        tenant_id: i64,
+        after: Option<&str>,
+        last: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<ActualUser>, Option<String>), StoreError> {
+        let cols = USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ");
+        let mut sql = format!(
+            "SELECT {cols}, r.role AS role FROM users u LEFT JOIN user_roles r \
+             ON r.tenant_id = u.tenant_id AND r.user_id = u.id WHERE u.tenant_id = $1 AND u.scim_id IS NOT NULL"
+        );
+        let mut n = 1;
+        for (bound, op) in [(after, ">"), (last, "<=")] {
+            if bound.is_some() {
+                n += 1;
+                sql.push_str(&format!(" AND u.scim_id {op} ${n}"));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY u.scim_id LIMIT ${}", n + 1));
+        let mut q = sqlx::query(&sql).bind(tenant_id);
+        for v in [after, last].into_iter().flatten() {
+            q = q.bind(v);
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        let mut out: Vec<ActualUser> = Vec::new();
+        for r in &rows {
+            let role: Option<String> = r.try_get("role")?;
+            let same = match out.last() {
+                Some(u) => r.try_get::<&str, _>("id")? == u.id,
+                None => false,
+            };
+            if !same {
+                out.push(user_from_row(r)?);
+            }
+            if let (Some(role), Some(u)) = (role, out.last_mut()) {
+                u.roles.insert(role);
+            }
+        }
+        if (rows.len() as i64) < limit {
+            return Ok((out, None));
+        }
+        // A full page: its last user may miss roles past the limit, so it starts the next page;
+        // unless it is alone (a limit below a user's roles), then its roles are read apart.
+        if out.len() > 1 {
+            out.pop();
+        } else {
+            for u in &mut out {
+                u.roles.clear();
+            }
+            out = self.with_roles(tenant_id, out).await?;
+        }
+        let next = out.last().and_then(|u| u.scim_id.clone());
+        Ok((out, next))
+    }
+
+    /// SCIM-managed users (not purged) linked to no SCIM id: orphans the key-range merge of the
+    /// full run cannot see (none are made by the controller; a small partial index finds them).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn unlinked_scim_users(&self, tenant_id: i64) -> Result<Vec<ActualUser>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND scim_id IS NULL AND managed_by = 'scim' \
+             AND status <> 'purged' ORDER BY id"
+        );
+        let rows = sqlx::query(&sql).bind(tenant_id).fetch_all(&self.pool).await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.with_roles(tenant_id, users).await
     }
 
     /// Desired users by SCIM id (those that still exist).
@@ -1011,30 +1096,35 @@ fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
 fn follow_up_stmts(tenant_id: i64, run_id: &str, actor: &str, c: &Change, now: &str) -> Vec<Stmt> {
     let a = &c.after;
     let mut out = Vec::new();
-    // The roles are set to exactly `after.roles`, whatever the plan read before.
-    let sql = if a.roles.is_empty() {
-        "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
-    } else {
-        format!(
-            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
-            placeholders(3, a.roles.len())
-        )
-    };
-    let mut del = Stmt::new(sql).arg(tenant_id).arg(&c.user_id);
-    for r in &a.roles {
-        del = del.arg(r);
-    }
-    out.push(del);
-    for role in &a.roles {
-        out.push(
-            Stmt::new(
-                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+    // The roles are set to exactly `after.roles`. Unless the plan read them equal to that: every
+    // writer of a user's roles bumps its version, and the plan read the roles no earlier than
+    // the version the compare-and-set above matched, so they are still what it read (most
+    // changes of a drift repair touch the profile alone; this saves their role statements).
+    if c.before.as_ref().is_none_or(|b| b.roles != a.roles) {
+        let sql = if a.roles.is_empty() {
+            "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2".to_string()
+        } else {
+            format!(
+                "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role NOT IN ({})",
+                placeholders(3, a.roles.len())
             )
-            .arg(tenant_id)
-            .arg(&c.user_id)
-            .arg(role),
-        );
+        };
+        let mut del = Stmt::new(sql).arg(tenant_id).arg(&c.user_id);
+        for r in &a.roles {
+            del = del.arg(r);
+        }
+        out.push(del);
+        for role in &a.roles {
+            out.push(
+                Stmt::new(
+                    "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant_id, user_id, role) DO NOTHING",
+                )
+                .arg(tenant_id)
+                .arg(&c.user_id)
+                .arg(role),
+            );
+        }
     }
     if matches!(a.status, Status::Disabled | Status::Deleted | Status::Purged) {
         out.push(
