@@ -711,7 +711,7 @@ impl Store {
                     }
                     let mut out = Vec::with_capacity(work.len());
                     for (cas, follow) in &work {
-                        let sp = |sql: &str| conn.execute_batch(sql).map_err(|e| batch::sqlite_err(e, None));
+                        let sp = |sql: &str| batch::run(conn, sql).map_err(|e| batch::sqlite_err(e, None));
                         sp("SAVEPOINT change")?;
                         let r = apply_one_sqlite(conn, cas, follow);
                         if !matches!(r, Ok(Applied::Done)) {

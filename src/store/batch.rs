@@ -125,7 +125,7 @@ impl BatchWriter {
 /// One transaction over `jobs`: the deliveries, and why the batch failed (if it did).
 fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str>>) {
     let mut delivers = Vec::with_capacity(jobs.len());
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         // Nothing runs: every caller is answered with the failure.
         drop(jobs);
         return (delivers, Some(Arc::from(e.to_string())));
@@ -140,7 +140,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             // any transaction); dropping them answers their callers with an error.
             continue;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run(conn, "SAVEPOINT job") {
             failed = Some(Arc::from(e.to_string()));
             continue;
         }
@@ -151,13 +151,14 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             Err(_) => (false, None),
         };
         delivers.extend(d);
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = conn.execute_batch(end) {
+        let end =
+            if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
+        if let Err(e) = end {
             failed = Some(Arc::from(e.to_string()));
         }
     }
     if failed.is_none() {
-        if let Err(e) = conn.execute_batch("COMMIT") {
+        if let Err(e) = run(conn, "COMMIT") {
             failed = Some(Arc::from(e.to_string()));
         }
     }
@@ -165,4 +166,11 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
         let _ = conn.execute_batch("ROLLBACK");
     }
     (delivers, failed)
+}
+
+/// Runs one transaction-control statement, prepared once per connection (parsing them for
+/// every job showed in profiles).
+pub fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
