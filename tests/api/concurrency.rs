@@ -130,3 +130,38 @@ scim_test!(
         }
     }
 );
+
+scim_test!(
+    async fn concurrent_creates_mixing_duplicates_and_new_names_lose_nothing(app) {
+        // On SQLite these land in shared group-commit batches: a duplicate in a batch must be
+        // answered 409 and roll back alone, without disturbing the creates around it.
+        let reqs = (0..64).map(|i| {
+            let body = json!({"schemas": [USER_URN], "userName": format!("mix{}@example.com", i / 2),
+                "emails": [{"value": format!("mix{}@example.com", i / 2), "primary": true}]});
+            let app = &app;
+            async move { app.post("/Users", &body).await }
+        });
+        let results = join_all(reqs).await;
+        let mut created = Vec::new();
+        for r in &results {
+            match r.status.as_u16() {
+                201 => created.push(r.body["userName"].as_str().expect("userName").to_string()),
+                409 => r.expect_error(409, Some("uniqueness")),
+                other => panic!("unexpected {other}: {}", r.body),
+            }
+        }
+        created.sort();
+        let expected: Vec<String> = {
+            let mut v: Vec<String> = (0..32).map(|i| format!("mix{i}@example.com")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(created, expected, "one 201 per distinct userName");
+        assert_eq!(app.get_ok("/Users?count=0").await["totalResults"], 32);
+        // Each created user is findable by its email and has exactly one journal row.
+        let found = app.get_ok("/Users?filter=emails.value%20eq%20%22mix7@example.com%22").await;
+        assert_eq!(found["totalResults"], 1);
+        let creates = app.journal().await.iter().filter(|e| e.op == "create").count();
+        assert_eq!(creates, 32);
+    }
+);
