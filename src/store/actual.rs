@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt};
+use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
 use super::{batch, Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
@@ -97,6 +97,42 @@ pub(super) fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
         purge_after: r.try_get("purge_after")?,
         version: r.try_get("version")?,
     })
+}
+
+/// A `users` row (without roles) read by the SQLite reader.
+fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
+    let bad = |what: &str, v: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(StoreError::Invalid(format!("bad {what} {v}"))),
+        )
+    };
+    let status: String = r.get("status")?;
+    let managed: String = r.get("managed_by")?;
+    Ok(ActualUser {
+        id: r.get("id")?,
+        email: r.get("email")?,
+        display_name: r.get("display_name")?,
+        contact_email: r.get("contact_email")?,
+        status: Status::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
+        managed_by: ManagedBy::parse(&managed).ok_or_else(|| bad("managed_by", managed.clone()))?,
+        scim_id: r.get("scim_id")?,
+        external_id: r.get("external_id")?,
+        roles: BTreeSet::new(),
+        purge_after: r.get("purge_after")?,
+        version: r.get("version")?,
+    })
+}
+
+/// Runs a reader query on a blocking thread (range reads take milliseconds: not on a runtime
+/// worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("read task: {e}"))))?
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -453,12 +489,12 @@ impl Store {
         after_id: &str,
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(tenant_id)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+        if let Some(r) = self.reader.clone() {
+            let args = vec![Val::Int(tenant_id), Val::from(after_id), Val::Int(limit)];
+            return blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await;
+        }
+        let rows = sqlx::query(SQL).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("doc")?))).collect()
     }
 
@@ -473,19 +509,21 @@ impl Store {
         after_id: &str,
         last_id: &str,
     ) -> Result<HashMap<String, Vec<String>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.member_id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+        const SQL: &str = "SELECT m.member_id, g.display_name FROM scim_group_members m JOIN scim_groups g \
              ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
-             WHERE m.tenant_id = $1 AND m.member_id > $2 AND m.member_id <= $3",
-        )
-        .bind(tenant_id)
-        .bind(after_id)
-        .bind(last_id)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE m.tenant_id = $1 AND m.member_id > $2 AND m.member_id <= $3";
+        let pairs: Vec<(String, String)> = if let Some(r) = self.reader.clone() {
+            let args = vec![Val::Int(tenant_id), Val::from(after_id), Val::from(last_id)];
+            blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?
+        } else {
+            let rows = sqlx::query(SQL).bind(tenant_id).bind(after_id).bind(last_id).fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("member_id")?, r.try_get("display_name")?)))
+                .collect::<Result<_, sqlx::Error>>()?
+        };
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        for r in &rows {
-            out.entry(r.try_get("member_id")?).or_default().push(r.try_get("display_name")?);
+        for (member, name) in pairs {
+            out.entry(member).or_default().push(name);
         }
         Ok(out)
     }
@@ -517,26 +555,31 @@ impl Store {
             }
         }
         sql.push_str(&format!(" ORDER BY u.scim_id LIMIT ${}", n + 1));
-        let mut q = sqlx::query(&sql).bind(tenant_id);
-        for v in [after, last].into_iter().flatten() {
-            q = q.bind(v);
-        }
-        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        // (user, role) rows, the user repeated once per role.
+        let rows: Vec<(ActualUser, Option<String>)> = if let Some(r) = self.reader.clone() {
+            let mut args = vec![Val::Int(tenant_id)];
+            args.extend([after, last].into_iter().flatten().map(Val::from));
+            args.push(Val::Int(limit));
+            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from_sqlite(row)?, row.get("role")?)))).await?
+        } else {
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for v in [after, last].into_iter().flatten() {
+                q = q.bind(v);
+            }
+            let rows = q.bind(limit).fetch_all(&self.pool).await?;
+            rows.iter().map(|r| Ok((user_from_row(r)?, r.try_get("role")?))).collect::<Result<_, StoreError>>()?
+        };
+        let n_rows = rows.len();
         let mut out: Vec<ActualUser> = Vec::new();
-        for r in &rows {
-            let role: Option<String> = r.try_get("role")?;
-            let same = match out.last() {
-                Some(u) => r.try_get::<&str, _>("id")? == u.id,
-                None => false,
-            };
-            if !same {
-                out.push(user_from_row(r)?);
+        for (user, role) in rows {
+            if out.last().is_none_or(|u| u.id != user.id) {
+                out.push(user);
             }
             if let (Some(role), Some(u)) = (role, out.last_mut()) {
                 u.roles.insert(role);
             }
         }
-        if (rows.len() as i64) < limit {
+        if (n_rows as i64) < limit {
             return Ok((out, None));
         }
         // A full page: its last user may miss roles past the limit, so it starts the next page;

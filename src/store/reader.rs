@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::exec::Val;
 use super::query::Arg;
 use super::{StoreError, StoredResource};
 
@@ -72,6 +73,32 @@ impl Reader {
             idle.push(conn);
         }
         out
+    }
+
+    /// Every row of a query (`$1…` bound from `args` by name), mapped by `f`. For the range
+    /// reads of a whole-tenant run: call it on a blocking thread, not a runtime worker.
+    pub fn query_all<T>(
+        &self,
+        sql: &str,
+        args: &[Val],
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(|c| {
+            let mut st = Self::prepare(c, sql)?;
+            for (i, a) in args.iter().enumerate() {
+                let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
+                match a {
+                    Val::Int(v) => st.raw_bind_parameter(at, v)?,
+                    Val::Text(v) => st.raw_bind_parameter(at, v)?,
+                }
+            }
+            let mut rows = st.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(f(row)?);
+            }
+            Ok(out)
+        })
     }
 
     /// One resource of `table` (`scim_users` or `scim_groups`) by id.
