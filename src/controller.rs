@@ -350,12 +350,9 @@ impl Controller {
                 // changes, in user-id order (as one pass over them would).
                 let mut orphans: Vec<Change> = Vec::new();
                 let no_live = HashSet::new();
-                let mut next = Some(tokio::spawn(read_range(self.store.clone(), tenant.id, None)));
-                while let Some(reading) = next.take() {
-                    let mut r = reading.await.map_err(|e| StoreError::Invalid(format!("range read: {e}")))??;
-                    if let Some(last) = &r.more {
-                        next = Some(tokio::spawn(read_range(self.store.clone(), tenant.id, Some(last.clone()))));
-                    }
+                let mut ranges = read_ranges(self.store.clone(), tenant.id);
+                while let Some(r) = ranges.recv().await {
+                    let mut r = r?;
                     let desired = r
                         .desired
                         .iter()
@@ -782,14 +779,58 @@ struct RangeRead {
     more: Option<String>,
 }
 
-/// Reads the key range after `after` (from the start when `None`): up to `BATCH` desired users,
-/// then their groups and the linked users of the range at once. A short batch is the last: its
-/// range of linked users is open-ended, so the users linked to SCIM ids after the last desired
-/// one are read too.
-async fn read_range(store: Store, tenant_id: i64, after: Option<String>) -> Result<RangeRead, StoreError> {
+/// Reads a whole tenant's key ranges in order, as a two-stage pipeline so both cores work: one
+/// task reads the batches of desired users (each batch's last SCIM id is where the next starts),
+/// another reads each batch's groups and linked users. Channels of two keep memory bounded to a
+/// few batches; dropping the receiver stops both tasks. A short batch is the last: its range of
+/// linked users is open-ended, so the users linked to SCIM ids after the last desired one are
+/// read too.
+fn read_ranges(store: Store, tenant_id: i64) -> tokio::sync::mpsc::Receiver<Result<RangeRead, StoreError>> {
+    type Desired = (Option<String>, Vec<(String, String)>, Option<String>);
+    let (dtx, mut drx) = tokio::sync::mpsc::channel::<Result<Desired, StoreError>>(2);
+    let (rtx, rrx) = tokio::sync::mpsc::channel(2);
+    let s = store.clone();
+    tokio::spawn(async move {
+        let mut after: Option<String> = None;
+        loop {
+            let read = s.desired_docs_after(tenant_id, after.as_deref().unwrap_or(""), BATCH).await;
+            let (item, next) = match read {
+                Ok(desired) => {
+                    let more = (desired.len() as i64 >= BATCH).then(|| desired.last().map(|d| d.0.clone())).flatten();
+                    (Ok((after.take(), desired, more.clone())), more)
+                }
+                Err(e) => (Err(e), None),
+            };
+            if dtx.send(item).await.is_err() || next.is_none() {
+                return;
+            }
+            after = next;
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(item) = drx.recv().await {
+            let read = match item {
+                Ok((after, desired, more)) => read_rest(&store, tenant_id, after, desired, more).await,
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            if rtx.send(read).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rrx
+}
+
+/// The rest of a key range: the groups of its desired users and its linked users, at once.
+async fn read_rest(
+    store: &Store,
+    tenant_id: i64,
+    after: Option<String>,
+    desired: Vec<(String, String)>,
+    more: Option<String>,
+) -> Result<RangeRead, StoreError> {
     let from = after.as_deref().unwrap_or("");
-    let desired = store.desired_docs_after(tenant_id, from, BATCH).await?;
-    let more = (desired.len() as i64 >= BATCH).then(|| desired.last().map(|d| d.0.clone())).flatten();
     let groups = async {
         match desired.last() {
             Some((last, _)) => store.groups_in_range(tenant_id, from, last).await,
