@@ -7,10 +7,23 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 
+use super::batch::sqlite_err;
 use super::query::ListQuery;
-use super::{record_intent, Intent, Store, StoreError, StoredResource};
+use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 const COLS: &str = "seq, id, doc, version, created_at, updated_at";
+
+const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
+const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";
+const JOURNAL_MEMBER_SQL: &str =
+    "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
+     VALUES ($1, 'User', $2, 'membership', $3, $4)";
+const REMOVE_MEMBER_SQL: &str =
+    "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3";
+const ADD_MEMBER_SQL: &str = "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type, display) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING";
+const TOUCH_GROUP_SQL: &str = "UPDATE scim_groups SET version = version + 1, updated_at = $1 \
+     WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING seq, id, doc, version, created_at, updated_at";
 
 /// A member as a request names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,21 +78,13 @@ async fn member_type(
     }
     let want = m.member_type.as_deref().map(str::to_ascii_lowercase);
     if want.as_deref() != Some("group") {
-        let found = sqlx::query("SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(&m.value)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let found = sqlx::query(USER_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut **tx).await?;
         if found.is_some() {
             return Ok("User".into());
         }
     }
     if want.as_deref() != Some("user") {
-        let found = sqlx::query("SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(&m.value)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let found = sqlx::query(GROUP_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut **tx).await?;
         if found.is_some() {
             return Ok("Group".into());
         }
@@ -93,16 +98,13 @@ async fn journal_member(
     intent: &Intent<'_>,
     user_id: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
-         VALUES ($1, 'User', $2, 'membership', $3, $4)",
-    )
-    .bind(intent.tenant_id)
-    .bind(user_id)
-    .bind(intent.now)
-    .bind(intent.request_id)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(JOURNAL_MEMBER_SQL)
+        .bind(intent.tenant_id)
+        .bind(user_id)
+        .bind(intent.now)
+        .bind(intent.request_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -140,14 +142,13 @@ async fn apply_changes(
                 .await?;
         }
         for id in remove {
-            let n =
-                sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3")
-                    .bind(tenant_id)
-                    .bind(group_id)
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
+            let n = sqlx::query(REMOVE_MEMBER_SQL)
+                .bind(tenant_id)
+                .bind(group_id)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
             if n > 0 {
                 journal_member(tx, intent, id).await?;
             }
@@ -155,23 +156,100 @@ async fn apply_changes(
         for m in add {
             let ty = member_type(tx, tenant_id, group_id, m).await?;
             let ty = ty.as_str();
-            sqlx::query(
-                "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type, display) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(group_id)
-            .bind(&m.value)
-            .bind(ty)
-            .bind(&m.display)
-            .execute(&mut **tx)
-            .await?;
+            sqlx::query(ADD_MEMBER_SQL)
+                .bind(tenant_id)
+                .bind(group_id)
+                .bind(&m.value)
+                .bind(ty)
+                .bind(&m.display)
+                .execute(&mut **tx)
+                .await?;
             if ty == "User" {
                 journal_member(tx, intent, &m.value).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Why a member update on the batch writer failed.
+enum MemberError {
+    Store(StoreError),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for MemberError {
+    fn from(e: rusqlite::Error) -> MemberError {
+        MemberError::Sqlite(e)
+    }
+}
+
+/// `update_group` for member adds and removes only, inside a job of the SQLite batch writer
+/// (same statements as `apply_changes`); `None` when the group is missing or its version is not
+/// `expected` (≥ 0).
+fn members_sqlite(
+    c: &rusqlite::Connection,
+    intent: &OwnedIntent,
+    group_id: &str,
+    expected: i64,
+    changes: &[MemberChange],
+    op: &str,
+) -> Result<Option<StoredResource>, MemberError> {
+    let t = intent.tenant_id;
+    let stored = {
+        let mut st = c.prepare_cached(TOUCH_GROUP_SQL)?;
+        let mut rows = st.query(rusqlite::params![intent.now, t, group_id, expected])?;
+        match rows.next()? {
+            Some(row) => reader::resource(row)?,
+            None => return Ok(None),
+        }
+    };
+    record_intent_sqlite(c, intent, "Group", group_id, op)?;
+    let journal = |user_id: &str| -> rusqlite::Result<()> {
+        c.prepare_cached(JOURNAL_MEMBER_SQL)?.execute(rusqlite::params![t, user_id, intent.now, intent.request_id])?;
+        Ok(())
+    };
+    let exists = |sql: &str, id: &str| -> rusqlite::Result<bool> {
+        reader::Reader::prepare(c, sql)?.exists(rusqlite::params![t, id])
+    };
+    for change in changes {
+        match change {
+            MemberChange::Remove(ids) => {
+                for id in ids {
+                    if reader::Reader::prepare(c, REMOVE_MEMBER_SQL)?.execute(rusqlite::params![t, group_id, id])? > 0 {
+                        journal(id)?;
+                    }
+                }
+            }
+            MemberChange::Add(refs) => {
+                for m in refs {
+                    if m.value == group_id {
+                        return Err(MemberError::Store(StoreError::Invalid(
+                            "a group cannot be a member of itself".into(),
+                        )));
+                    }
+                    let want = m.member_type.as_deref().map(str::to_ascii_lowercase);
+                    let ty = if want.as_deref() != Some("group") && exists(USER_EXISTS_SQL, &m.value)? {
+                        "User"
+                    } else if want.as_deref() != Some("user") && exists(GROUP_EXISTS_SQL, &m.value)? {
+                        "Group"
+                    } else {
+                        return Err(MemberError::Store(StoreError::UnknownMember(m.value.clone())));
+                    };
+                    c.prepare_cached(ADD_MEMBER_SQL)?
+                        .execute(rusqlite::params![t, group_id, m.value, ty, m.display])?;
+                    if ty == "User" {
+                        journal(&m.value)?;
+                    }
+                }
+            }
+            // Not sent here (see the caller); rejected rather than ignored.
+            MemberChange::RemoveAll | MemberChange::ReplaceAll(_) => {
+                return Err(MemberError::Store(StoreError::Invalid("unsupported member change".into())));
+            }
+        }
+    }
+    Ok(Some(stored))
 }
 
 impl Store {
@@ -242,6 +320,30 @@ impl Store {
         changes: &[MemberChange],
         op: &str,
     ) -> Result<StoredResource, StoreError> {
+        let members_only =
+            doc.is_none() && changes.iter().all(|c| matches!(c, MemberChange::Add(_) | MemberChange::Remove(_)));
+        if let (Some(b), true) = (&self.batch, members_only) {
+            // SQLite, member adds and removes (the IdPs' membership PATCHes): one job of the
+            // batch writer.
+            let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
+            let changes = changes.to_vec();
+            let expected = expected_version.unwrap_or(-1);
+            let r = b
+                .write(move |c| {
+                    members_sqlite(c, &intent_o, &gid, expected, &changes, &op_o).map_err(|e| match e {
+                        MemberError::Store(e) => e,
+                        MemberError::Sqlite(e) => sqlite_err(e, None),
+                    })
+                })
+                .await?;
+            return match r {
+                Some(r) => Ok(r),
+                None => Err(match self.get_group(intent.tenant_id, id).await {
+                    Ok(cur) => StoreError::VersionMismatch(cur.version),
+                    Err(e) => e,
+                }),
+            };
+        }
         let mut w = self.begin_write().await?;
         let mut op = op;
         let row = match doc {
@@ -277,16 +379,13 @@ impl Store {
                 .map_err(unique_group)?
             }
             None => {
-                sqlx::query(&format!(
-                    "UPDATE scim_groups SET version = version + 1, updated_at = $1 \
-                     WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING {COLS}"
-                ))
-                .bind(intent.now)
-                .bind(intent.tenant_id)
-                .bind(id)
-                .bind(expected_version.unwrap_or(-1))
-                .fetch_optional(&mut *w.tx)
-                .await?
+                sqlx::query(TOUCH_GROUP_SQL)
+                    .bind(intent.now)
+                    .bind(intent.tenant_id)
+                    .bind(id)
+                    .bind(expected_version.unwrap_or(-1))
+                    .fetch_optional(&mut *w.tx)
+                    .await?
             }
         };
         let Some(row) = row else {
