@@ -299,7 +299,7 @@ impl Controller {
             }
             self.queue.done(tenant_id);
             if item.full {
-                crate::mem::release_free_memory();
+                self.store.release_memory().await;
             }
         }
     }

@@ -222,6 +222,23 @@ impl Store {
         &self.pool
     }
 
+    /// Gives back the memory a whole-tenant run used: SQLite page caches of the idle
+    /// connections, then the heap glibc kept (see `mem`).
+    pub async fn release_memory(&self) {
+        if let Some(r) = &self.reader {
+            r.shrink();
+        }
+        if self.backend == Backend::Sqlite {
+            // Each idle pooled connection in turn (held until all are visited).
+            let mut held = Vec::new();
+            while let Some(mut c) = self.pool.try_acquire() {
+                let _ = c.execute("PRAGMA shrink_memory").await;
+                held.push(c);
+            }
+        }
+        crate::mem::release_free_memory();
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

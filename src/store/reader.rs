@@ -75,6 +75,14 @@ impl Reader {
         out
     }
 
+    /// Frees the page caches of the idle connections (after a whole-tenant run has filled them).
+    pub fn shrink(&self) {
+        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in idle.iter() {
+            let _ = c.execute_batch("PRAGMA shrink_memory");
+        }
+    }
+
     /// Every row of a query (`$1…` bound from `args` by name), mapped by `f`. For the range
     /// reads of a whole-tenant run: call it on a blocking thread, not a runtime worker.
     pub fn query_all<T>(
