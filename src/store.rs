@@ -228,6 +228,9 @@ impl Store {
         if let Some(r) = &self.reader {
             r.shrink();
         }
+        if let Some(b) = &self.batch {
+            let _ = b.write(|c| c.execute_batch("PRAGMA shrink_memory").map_err(|e| batch::sqlite_err(e, None))).await;
+        }
         if self.backend == Backend::Sqlite {
             // Each idle pooled connection in turn (held until all are visited).
             let mut held = Vec::new();
