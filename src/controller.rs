@@ -27,6 +27,8 @@ use crate::store::{Applied, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
 const BATCH: i64 = 1000;
+/// The most users one incremental run plans (more journaled: the next run takes the rest).
+const INCREMENTAL_CAP: usize = 20_000;
 /// How many rows (a user per role) a read of the users linked to a key range returns at most: a
 /// range holds about `BATCH` of them, more only when SCIM users were deleted in bulk.
 const LINKED_PAGE: i64 = 4 * BATCH;
@@ -90,6 +92,10 @@ pub struct ComputedPlan {
     /// The journal position the plan covers.
     #[serde(skip)]
     pub journal_head: i64,
+    /// An incremental plan stopped short of the journal's head (`INCREMENTAL_CAP`): another run
+    /// follows at once.
+    #[serde(skip)]
+    pub truncated: bool,
     /// Set when the safety valve holds (or would hold) the destructive changes.
     pub held: Option<Hold>,
     /// The plan was made under an operator's release of the hold (it applies whole).
@@ -271,6 +277,14 @@ impl Controller {
                 self.reconcile(&tenant, item.trigger, scope, None).await
             }
             .await;
+            // A run that planned many users leaves memory to give back (and, capped, more
+            // journal to read: it is queued again at once).
+            let big = item.full || result.as_ref().is_ok_and(|o| o.plan.changes.len() >= 5_000);
+            if let Ok(o) = &result {
+                if o.plan.truncated && o.stale == 0 {
+                    self.wake(tenant_id, Trigger::Push, false);
+                }
+            }
             match result {
                 Ok(o) => {
                     // A run with stale changes keeps its backoff growing (it re-queued itself).
@@ -298,7 +312,7 @@ impl Controller {
                 }
             }
             self.queue.done(tenant_id);
-            if item.full {
+            if big {
                 self.store.release_memory().await;
             }
         }
@@ -328,7 +342,8 @@ impl Controller {
             due
         };
         let state = self.store.controller_state(tenant.id).await?;
-        let head = self.store.journal_head(tenant.id).await?;
+        let mut head = self.store.journal_head(tenant.id).await?;
+        let mut truncated = false;
         let now = Utc::now();
         let mut changes: Vec<Change> = Vec::new();
         let mut holders: HashMap<String, String> = HashMap::new();
@@ -351,8 +366,10 @@ impl Controller {
                 let mut orphans: Vec<Change> = Vec::new();
                 let no_live = HashSet::new();
                 let mut ranges = read_ranges(self.store.clone(), tenant.id);
+                let mut reached_end = false;
                 while let Some(r) = ranges.recv().await {
                     let mut r = r?;
+                    reached_end = r.more.is_none();
                     let desired = r
                         .desired
                         .iter()
@@ -393,6 +410,11 @@ impl Controller {
                         return Err(ControllerError::Busy);
                     }
                 }
+                if !reached_end {
+                    // A reader task ended without its last range (it panicked, or the runtime is
+                    // stopping): this is not a whole-tenant plan.
+                    return Err(StoreError::Invalid("the full run's range reads stopped early".into()).into());
+                }
                 let unlinked = self.store.unlinked_scim_users(tenant.id).await?;
                 orphans.extend(plan_raw(&[], &unlinked, &no_live, now, Scope::Full));
                 orphans.sort_by(|a, b| a.user_id.cmp(&b.user_id));
@@ -415,6 +437,13 @@ impl Controller {
                             _ => vec![r.resource_id],
                         };
                         ids.extend(named.into_iter().filter(|i| seen.insert(i.clone())));
+                    }
+                    // A long journal (an initial sync) is reconciled in runs of bounded size,
+                    // so a run's memory does not grow with the backlog.
+                    if ids.len() >= INCREMENTAL_CAP && after < head {
+                        head = after;
+                        truncated = true;
+                        break;
                     }
                 }
                 for chunk in ids.chunks(BATCH as usize) {
@@ -493,6 +522,7 @@ impl Controller {
             changes,
             conflicts,
             journal_head: head,
+            truncated,
             held,
             released: state.hold_released && full,
         })

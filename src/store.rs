@@ -170,11 +170,9 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
         };
         let pool = match backend {
-            // Four: point reads and the hot writes do not use the pool on SQLite (`reader`,
-            // `batch`), and every pooled connection holds a page cache and a thread.
             Backend::Sqlite => {
                 pool_opts
-                    .max_connections(4)
+                    .max_connections(8)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(pragmas).await?;
@@ -239,7 +237,8 @@ impl Store {
                 held.push(c);
             }
         }
-        crate::mem::release_free_memory();
+        // Trimming a large heap takes the allocator's locks for a while: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(crate::mem::release_free_memory).await;
     }
 
     /// Closes the pool.
@@ -266,11 +265,14 @@ impl Store {
 
     /// Begins a write transaction (on SQLite, after taking the in-process writer lock).
     async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        // The connection first (a deferred BEGIN takes no database lock), then the writer lock:
+        // a writer waiting for a pool connection must not hold the lock meanwhile (the batch
+        // writer and every other writer would wait behind it).
+        let tx = self.pool.begin().await?;
         let guard = match &self.write_lock {
             Some(l) => Some(l.lock().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, guard, backend: self.backend, wal_sync: self.wal_sync.as_ref() })
     }
 }

@@ -56,6 +56,7 @@ fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
         changes,
         conflicts: Vec::new(),
         journal_head: 0,
+        truncated: false,
         held,
         released: false,
     }

@@ -107,6 +107,12 @@ impl BatchWriter {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c: &Connection| {
+            if tx.is_closed() {
+                // The caller went away (its request was cancelled) before the job ran: write
+                // nothing, as a dropped sqlx transaction would not have committed either.
+                let deliver: Deliver = Box::new(|_| {});
+                return (false, deliver);
+            }
             let r = f(c);
             let ok = r.is_ok();
             let deliver: Deliver = Box::new(move |failed: Option<Arc<str>>| {
@@ -128,8 +134,15 @@ impl BatchWriter {
 /// One transaction over `jobs`: the deliveries, and why the batch failed (if it did).
 fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str>>) {
     let mut delivers = Vec::with_capacity(jobs.len());
+    if !conn.is_autocommit() {
+        // A transaction left open by a failed ROLLBACK would make every BEGIN fail from now on.
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "SQLite batch writer: cannot end a leftover transaction");
+        }
+    }
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
-        // Nothing runs: every caller is answered with the failure.
+        // Nothing runs: every caller is answered with an error.
+        tracing::error!(error = %e, jobs = jobs.len(), "SQLite batch writer: BEGIN failed");
         drop(jobs);
         return (delivers, Some(Arc::from(e.to_string())));
     }
@@ -166,7 +179,9 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
         }
     }
     if failed.is_some() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
+        }
     }
     (delivers, failed)
 }

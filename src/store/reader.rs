@@ -44,7 +44,9 @@ impl Reader {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.execute_batch("PRAGMA query_only=1; PRAGMA busy_timeout=10000;")?;
+        // A short busy timeout: these reads run on runtime workers (WAL readers are blocked
+        // only by recovery or another process's exclusive lock; then the request fails fast).
+        conn.execute_batch("PRAGMA query_only=1; PRAGMA busy_timeout=1000;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
