@@ -263,6 +263,8 @@ impl Controller {
     }
 
     async fn work(&self) {
+        // The last run of this worker was a capped part of a backlog.
+        let mut after_backlog = false;
         loop {
             let (tenant_id, item) = self.queue.get().await;
             if !item.full {
@@ -279,7 +281,12 @@ impl Controller {
             .await;
             // A run that planned many users leaves memory to give back (and, capped, more
             // journal to read: it is queued again at once).
-            let big = item.full || result.as_ref().is_ok_and(|o| o.plan.changes.len() >= 5_000);
+            // Not between the capped runs of one backlog (each would shrink the caches the next
+            // one fills again): once, after its last run.
+            let truncated = result.as_ref().is_ok_and(|o| o.plan.truncated);
+            let big = item.full
+                || (!truncated && (after_backlog || result.as_ref().is_ok_and(|o| o.plan.changes.len() >= 5_000)));
+            after_backlog = truncated || (after_backlog && result.is_err());
             if let Ok(o) = &result {
                 if o.plan.truncated && o.stale == 0 {
                     self.wake(tenant_id, Trigger::Push, false);
