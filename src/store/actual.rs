@@ -159,9 +159,9 @@ fn outbox_stmt(tenant_id: i64, event_type: &str, user_id: &str, key: &str, paylo
     .arg(now)
 }
 
-/// An audit row.
+/// An audit row (run it with `exec_sqlx`, or as part of an apply batch).
 #[expect(clippy::too_many_arguments, reason = "one parameter per audit column")]
-fn audit_stmt(
+pub(super) fn audit_stmt(
     tenant_id: i64,
     run_id: Option<&str>,
     actor: &str,
@@ -183,23 +183,6 @@ fn audit_stmt(
     .arg(before.map(Value::to_string))
     .arg(after.map(Value::to_string))
     .arg(now)
-}
-
-/// Writes an audit row.
-#[expect(clippy::too_many_arguments, reason = "one parameter per audit column")]
-pub(super) async fn audit(
-    tx: &mut Transaction<'static, Any>,
-    tenant_id: i64,
-    run_id: Option<&str>,
-    actor: &str,
-    action: &str,
-    user_id: Option<&str>,
-    before: Option<&Value>,
-    after: Option<&Value>,
-    now: &str,
-) -> Result<(), StoreError> {
-    exec_sqlx(tx, &audit_stmt(tenant_id, run_id, actor, action, user_id, before, after, now)).await?;
-    Ok(())
 }
 
 impl Store {
@@ -301,7 +284,11 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let now = super::now();
-        audit(&mut w.tx, tenant_id, None, actor, "bindings", None, Some(&json!(before)), Some(&json!(b)), &now).await?;
+        exec_sqlx(
+            &mut w.tx,
+            &audit_stmt(tenant_id, None, actor, "bindings", None, Some(&json!(before)), Some(&json!(b)), &now),
+        )
+        .await?;
         w.commit().await
     }
 
@@ -319,7 +306,8 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let now = super::now();
-        audit(&mut w.tx, tenant_id, None, "operator", "safety", None, None, Some(&json!(s)), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, "operator", "safety", None, None, Some(&json!(s)), &now))
+            .await?;
         w.commit().await
     }
 
@@ -342,7 +330,7 @@ impl Store {
         .await?;
         let action = if hold.is_some() { "hold" } else { "release" };
         let after = hold.map(|(f, r)| json!({"fingerprint": f, "reason": r}));
-        audit(&mut w.tx, tenant_id, None, actor, action, None, None, after.as_ref(), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, action, None, None, after.as_ref(), &now)).await?;
         w.commit().await
     }
 
@@ -362,7 +350,7 @@ impl Store {
         .bind(tenant_id)
         .execute(&mut *w.tx)
         .await?;
-        audit(&mut w.tx, tenant_id, None, actor, "release", None, None, None, &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "release", None, None, None, &now)).await?;
         w.commit().await
     }
 

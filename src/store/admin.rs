@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::actual::audit;
+use super::actual::audit_stmt;
+use super::exec::exec_sqlx;
 use super::{now, Store, StoreError};
 use crate::controller::model::{ManagedBy, Status};
 
@@ -59,6 +60,12 @@ pub enum HandError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<super::exec::ExecError> for HandError {
+    fn from(e: super::exec::ExecError) -> HandError {
+        HandError::Store(e.into())
+    }
 }
 
 impl From<sqlx::Error> for HandError {
@@ -421,7 +428,8 @@ impl Store {
             "managed_by": "manual",
             "roles": u.roles,
         });
-        audit(&mut w.tx, tenant_id, None, ACTOR, "invite", Some(&id), None, Some(&after), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "invite", Some(&id), None, Some(&after), &now))
+            .await?;
         w.commit().await?;
         Ok(id)
     }
@@ -448,7 +456,8 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let after = json!({"session_id": s.id});
-        audit(&mut w.tx, tenant_id, None, ACTOR, "sign_in", Some(user_id), None, Some(&after), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "sign_in", Some(user_id), None, Some(&after), &now))
+            .await?;
         w.commit().await?;
         Ok(s)
     }
@@ -500,7 +509,8 @@ impl Store {
             .await?;
         insert_roles(&mut w.tx, tenant_id, user_id, roles).await?;
         let (b, a) = (json!({"roles": before}), json!({"roles": roles}));
-        audit(&mut w.tx, tenant_id, None, ACTOR, "set_roles", Some(user_id), Some(&b), Some(&a), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "set_roles", Some(user_id), Some(&b), Some(&a), &now))
+            .await?;
         w.commit().await?;
         Ok(())
     }
@@ -559,7 +569,11 @@ impl Store {
         }
         let before = json!({"display_name": old_name, "contact_email": old_contact, "status": status});
         let after = json!({"display_name": name, "contact_email": contact, "status": new_status});
-        audit(&mut w.tx, tenant_id, None, ACTOR, "edit", Some(user_id), Some(&before), Some(&after), &now).await?;
+        exec_sqlx(
+            &mut w.tx,
+            &audit_stmt(tenant_id, None, ACTOR, "edit", Some(user_id), Some(&before), Some(&after), &now),
+        )
+        .await?;
         w.commit().await?;
         Ok(())
     }
@@ -587,7 +601,8 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let after = json!({"api_key_id": k.id, "name": name});
-        audit(&mut w.tx, tenant_id, None, ACTOR, "api_key", Some(user_id), None, Some(&after), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "api_key", Some(user_id), None, Some(&after), &now))
+            .await?;
         w.commit().await?;
         Ok(k)
     }
@@ -626,7 +641,11 @@ impl Store {
         .await?;
         let b = before.map(|v| json!({"key": key, "value": json_text(Some(v))}));
         let a = json!({"key": key, "value": value});
-        audit(&mut w.tx, tenant_id, None, ACTOR, "preference", Some(user_id), b.as_ref(), Some(&a), &now).await?;
+        exec_sqlx(
+            &mut w.tx,
+            &audit_stmt(tenant_id, None, ACTOR, "preference", Some(user_id), b.as_ref(), Some(&a), &now),
+        )
+        .await?;
         w.commit().await?;
         Ok(())
     }
@@ -654,7 +673,8 @@ impl Store {
             return Err(HandError::Conflict(format!("user {user_id} is already a member of workspace {workspace:?}")));
         }
         let after = json!({"workspace": workspace});
-        audit(&mut w.tx, tenant_id, None, ACTOR, "workspace", Some(user_id), None, Some(&after), &now).await?;
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "workspace", Some(user_id), None, Some(&after), &now))
+            .await?;
         w.commit().await?;
         Ok(Workspace { user_id: user_id.to_string(), workspace: workspace.to_string(), created_at: now })
     }

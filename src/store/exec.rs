@@ -115,14 +115,7 @@ pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecEr
 pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecError> {
     let run = || -> rusqlite::Result<usize> {
         let mut st = super::reader::Reader::prepare(conn, &s.sql)?;
-        for (i, a) in s.args.iter().enumerate() {
-            // By name: SQLite numbers `$n` parameters by first appearance, not by n.
-            let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
-            match a {
-                Val::Int(v) => st.raw_bind_parameter(at, v)?,
-                Val::Text(v) => st.raw_bind_parameter(at, v)?,
-            }
-        }
+        bind_vals(&mut st, &s.args)?;
         st.raw_execute()
     };
     match run() {
@@ -132,4 +125,20 @@ pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecErr
             other => Err(ExecError::Db(other)),
         },
     }
+}
+
+/// Binds `args` to `$1…` of a rusqlite statement, by name: SQLite numbers `$n` parameters by
+/// first appearance, not by n.
+///
+/// # Errors
+/// Binding errors.
+pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Result<()> {
+    for (i, a) in args.iter().enumerate() {
+        let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
+        match a {
+            Val::Int(v) => st.raw_bind_parameter(at, v)?,
+            Val::Text(v) => st.raw_bind_parameter(at, v)?,
+        }
+    }
+    Ok(())
 }

@@ -95,13 +95,7 @@ impl Reader {
     ) -> Result<Vec<T>, StoreError> {
         self.with(|c| {
             let mut st = Self::prepare(c, sql)?;
-            for (i, a) in args.iter().enumerate() {
-                let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
-                match a {
-                    Val::Int(v) => st.raw_bind_parameter(at, v)?,
-                    Val::Text(v) => st.raw_bind_parameter(at, v)?,
-                }
-            }
+            super::exec::bind_vals(&mut st, args)?;
             let mut rows = st.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
@@ -126,26 +120,15 @@ impl Reader {
     }
 }
 
-/// Binds `$1` (the tenant) and `$2…` (`args`, then `extra`) by name, as the portable SQL spells
-/// them.
+/// Binds `$1` (the tenant) and `$2…` (`args`, then `extra`), as the portable SQL spells them.
 pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], extra: &[i64]) -> rusqlite::Result<()> {
-    let mut put = |n: usize, v: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
-        match stmt.parameter_index(&format!("${n}"))? {
-            Some(i) => stmt.raw_bind_parameter(i, v),
-            None => Ok(()),
-        }
-    };
-    put(1, &tenant_id)?;
-    for (k, a) in args.iter().enumerate() {
-        match a {
-            Arg::Str(s) => put(k + 2, s)?,
-            Arg::Int(i) => put(k + 2, i)?,
-        }
-    }
-    for (k, v) in extra.iter().enumerate() {
-        put(args.len() + 2 + k, v)?;
-    }
-    Ok(())
+    let mut vals = vec![Val::Int(tenant_id)];
+    vals.extend(args.iter().map(|a| match a {
+        Arg::Str(s) => Val::from(s),
+        Arg::Int(i) => Val::Int(*i),
+    }));
+    vals.extend(extra.iter().map(|&v| Val::Int(v)));
+    super::exec::bind_vals(stmt, &vals)
 }
 
 /// The extra column that reads a user's groups with its row (`json_group_array` of
