@@ -681,7 +681,7 @@ impl Controller {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
             }
         }
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = uuid::Uuid::now_v7().to_string();
         let span =
             tracing::info_span!("reconcile", tenant = %tenant.slug, run_id = %run_id, trigger = trigger.as_str());
         let _e = span.enter();

@@ -122,6 +122,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A new SCIM resource id: a UUIDv7, so ids sort by creation time. Every index keyed by a
+/// user's id (the SCIM id, the Moonborn user id derived from it, its roles, emails and outbox
+/// rows) then grows at its right edge instead of dirtying a random leaf per create; at a million
+/// users that is the difference between a page write per index per create and one per batch.
+pub fn new_resource_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The current time as stored: RFC 3339, UTC, milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -165,7 +173,7 @@ impl Store {
         };
         let pragmas = if wal_file.is_some() {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-             PRAGMA wal_autocheckpoint=0;"
+             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;"
         } else {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
         };
@@ -190,9 +198,9 @@ impl Store {
         }
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let wal_sync = wal_file.clone().map(walsync::WalSync::start);
-        let checkpointer = match &wal_file {
-            Some(f) => Some(walsync::start_checkpointer(f.clone())?),
-            None => None,
+        let checkpointer = match (&wal_file, &write_lock) {
+            (Some(f), Some(l)) => Some(walsync::start_checkpointer(f.clone(), l.clone())?),
+            _ => None,
         };
         let batch = match (&wal_file, &write_lock, &wal_sync) {
             (Some(f), Some(l), Some(w)) => Some(batch::BatchWriter::start(f, l.clone(), w.clone())?),

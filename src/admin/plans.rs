@@ -68,13 +68,17 @@ pub async fn plan(
 ) -> Result<Response, AdminError> {
     let format = negotiate(q.format.as_deref(), &headers)?;
     let p = s.controller.plan(&t, Scope2::Full).await?;
-    Ok(match format {
+    let res = match format {
         Format::Json => Json(report::json(&p)).into_response(),
         Format::Text => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report::text(&p, false)).into_response()
         }
         Format::Html => Html(report::html(&p)).into_response(),
-    })
+    };
+    drop(p);
+    // A whole-tenant plan read every user: give that memory back, as after a full run.
+    s.store.release_memory().await;
+    Ok(res)
 }
 
 /// `POST /tenants/{slug}/reconcile` body (optional).
@@ -110,16 +114,21 @@ pub async fn reconcile(
     if b.unwrap_or_default().dry_run {
         let p = s.controller.plan(&t, Scope2::Full).await?;
         let held = if p.held.is_some() { p.summary.destructive() } else { 0 };
-        return Ok(Json(json!({
+        let body = json!({
             "run_id": null,
             "status": "dry_run",
             "applied": 0,
             "held": held,
             "stale": 0,
             "report": report::json(&p),
-        })));
+        });
+        drop(p);
+        s.store.release_memory().await;
+        return Ok(Json(body));
     }
-    Ok(Json(outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?)))
+    let body = outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?);
+    s.store.release_memory().await;
+    Ok(Json(body))
 }
 
 /// `POST /tenants/{slug}/plan/{fingerprint}/approve` → the run, applied whole (held changes
@@ -133,5 +142,7 @@ pub async fn approve(
         return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
     }
     let fp = fingerprint.to_ascii_lowercase();
-    Ok(Json(outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?)))
+    let body = outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?);
+    s.store.release_memory().await;
+    Ok(Json(body))
 }

@@ -124,10 +124,25 @@ impl ActualUser {
 
 /// The Moonborn user id given to the user created for a SCIM user: derived from the SCIM id, so
 /// that a plan is a pure function and a rerun after a crash creates the same user, not a second.
+///
+/// `usr_` and 24 hex digits. For a UUIDv7 SCIM id (what this server assigns) the first 12 are
+/// its 48-bit millisecond timestamp and the other 12 come from SHA-256 of the id, so ids sort by
+/// creation time like the SCIM ids (the user, role and outbox indexes grow at their right edge);
+/// any other id (older UUIDv4 ids) maps to the first 24 hex digits of its SHA-256, as before.
 pub fn user_id_for(scim_id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let h = Sha256::digest(scim_id.as_bytes());
-    let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("usr_{hex}")
+    let mut out = String::with_capacity(28);
+    out.push_str("usr_");
+    let mut push = |b: u8| {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    };
+    match uuid::Uuid::try_parse(scim_id).ok().filter(|u| u.get_version_num() == 7) {
+        Some(u) => u.as_bytes()[..6].iter().chain(&h[..6]).for_each(|&b| push(b)),
+        None => h[..12].iter().for_each(|&b| push(b)),
+    }
+    out
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -387,4 +402,31 @@ pub fn desired_from_snapshot(snapshot: &Value, bindings: &Bindings) -> Result<Ve
     }
     out.sort_by(|a, b| a.scim_id.cmp(&b.scim_id));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_of_v7_scim_ids_sort_by_creation_and_others_keep_their_old_form() {
+        let old = "0b8f8a3c-6d0e-4c11-9a52-5f8e5b1d2a77";
+        let h = Sha256::digest(old.as_bytes());
+        let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(user_id_for(old), format!("usr_{hex}"));
+        assert_eq!(user_id_for("not-a-uuid"), user_id_for("not-a-uuid"));
+
+        let ids: Vec<String> = (0..2000).map(|_| crate::store::new_resource_id()).collect();
+        let users: Vec<String> = ids.iter().map(|i| user_id_for(i)).collect();
+        for (u, i) in users.iter().zip(&ids) {
+            assert_eq!(u.len(), 28);
+            assert!(u.starts_with("usr_") && u[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(&u[4..16], &i.replace('-', "")[..12], "the timestamp leads");
+            assert_eq!(*u, user_id_for(i), "a pure function");
+        }
+        // Creation order is (millisecond) key order, and distinct SCIM ids give distinct users.
+        assert!(users.windows(2).all(|w| w[0][..16] <= w[1][..16]));
+        let distinct: BTreeSet<&String> = users.iter().collect();
+        assert_eq!(distinct.len(), users.len());
+    }
 }

@@ -82,7 +82,7 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
     let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::store::new_resource_id();
     let now = now();
     let r = state.store.insert_group(&intent(&tenant, &rid, &now), &id, &doc, &members).await?;
     state.pushed(tenant.id);

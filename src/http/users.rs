@@ -117,7 +117,7 @@ pub async fn create_user(
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
     let doc = normalize(Kind::User, body)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::store::new_resource_id();
     let now = now();
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
     state.pushed(tenant.id);

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
-use super::{batch, Store, StoreError};
+use super::{Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
@@ -150,7 +150,7 @@ fn outbox_stmt(tenant_id: i64, event_type: &str, user_id: &str, key: &str, paylo
          next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .arg(uuid::Uuid::new_v4().to_string())
+    .arg(uuid::Uuid::now_v7().to_string())
     .arg(tenant_id)
     .arg(event_type)
     .arg(user_id)
@@ -711,9 +711,9 @@ impl Store {
 
     /// Applies planned changes, each a compare-and-set on the user's version with its roles, its
     /// side effects (sessions revoked, outbox events) and an audit row, all under one commit
-    /// (one fsync for the batch). Each change runs in a savepoint, so a stale one is undone
-    /// alone; a change whose user moved is `Applied::Stale`, and every change is
-    /// `Applied::LostLease` when `fence` no longer holds the tenant's lease.
+    /// (one fsync for the batch). A change whose user moved is `Applied::Stale` and writes
+    /// nothing (its compare-and-set comes first), and every change is `Applied::LostLease` when
+    /// `fence` no longer holds the tenant's lease.
     ///
     /// # Errors
     /// Database errors (nothing of the batch is then written).
@@ -733,25 +733,17 @@ impl Store {
                 .iter()
                 .map(|c| (cas_stmt(tenant_id, c, now), follow_up_stmts(tenant_id, run_id, actor, c, now)))
                 .collect();
+            // No savepoints: a change's compare-and-set comes first, and a stale one (no row
+            // matched, or a taken email) writes nothing; an error after it fails the whole
+            // transaction, as it fails the whole run (see `BatchWriter::write_unguarded`).
             return b
-                .write(move |conn| {
+                .write_unguarded(move |conn| {
                     if let Some(f) = &fence {
                         if exec_sqlite(conn, f)? == 0 {
                             return Ok(vec![Applied::LostLease; work.len()]);
                         }
                     }
-                    let mut out = Vec::with_capacity(work.len());
-                    for (cas, follow) in &work {
-                        let sp = |sql: &str| batch::run(conn, sql).map_err(|e| batch::sqlite_err(e, None));
-                        sp("SAVEPOINT change")?;
-                        let r = apply_one_sqlite(conn, cas, follow);
-                        if !matches!(r, Ok(Applied::Done)) {
-                            sp("ROLLBACK TO SAVEPOINT change")?;
-                        }
-                        sp("RELEASE SAVEPOINT change")?;
-                        out.push(r?);
-                    }
-                    Ok(out)
+                    work.iter().map(|(cas, follow)| apply_one_sqlite(conn, cas, follow)).collect()
                 })
                 .await;
         }

@@ -5,8 +5,9 @@
 //! paid its own `BEGIN … COMMIT`: a create held the writer for ~6 thread hand-offs and a commit
 //! (about 800 µs), capping creates near 1,200/s with the CPUs mostly idle. Here the hot SCIM
 //! writes are jobs for one writer thread with its own connection: it takes every job waiting,
-//! runs them in one transaction (each in a savepoint of its own, so a failing job — a duplicate
-//! userName — changes nothing and does not disturb the others), commits once, and hands the
+//! runs them in one transaction (each in a savepoint of its own, so a failing job — an unknown
+//! member — changes nothing and does not disturb the others; the hot jobs, whose only failing
+//! statement comes first and then writes nothing, skip the savepoint), commits once, and hands the
 //! results back only after the WAL fsync that covers the commit (`walsync`), so "durable before
 //! the 2xx" still holds. It takes the same in-process writer lock as every other writer.
 
@@ -23,7 +24,13 @@ use super::StoreError;
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+
+/// One caller's work: run on the writer's connection, it says whether it succeeded and how to
+/// answer its caller. `savepoint`: whether it runs in a savepoint of its own.
+struct Job {
+    run: Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>,
+    savepoint: bool,
+}
 
 /// Handle to the writer thread.
 #[derive(Debug, Clone)]
@@ -63,6 +70,7 @@ impl BatchWriter {
             "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; \
              PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-32768;",
         )?;
+        conn.execute_batch(super::walsync::JOURNAL_SIZE_LIMIT)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rt = tokio::runtime::Handle::current();
@@ -105,8 +113,33 @@ impl BatchWriter {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.submit(f, true).await
+    }
+
+    /// `write` without a savepoint, for work that can fail only before its first change: its
+    /// statements that may fail on a constraint come first, and a failing statement writes
+    /// nothing (SQLite undoes a failed statement). A savepoint costs a job the copy of every
+    /// page it changes into the statement journal, and its release (perf: about a third of the
+    /// writer thread under a create load). Should such a job fail after it changed something (a
+    /// disk error, or a bug), it cannot be undone alone: the whole batch is rolled back and every
+    /// job in it fails.
+    ///
+    /// # Errors
+    /// As `write`.
+    pub async fn write_unguarded<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        savepoint: bool,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |c: &Connection| {
+        let run = Box::new(move |c: &Connection| {
             if tx.is_closed() {
                 // The caller went away (its request was cancelled) before the job ran: write
                 // nothing, as a dropped sqlx transaction would not have committed either.
@@ -126,7 +159,7 @@ impl BatchWriter {
             });
             (ok, deliver)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
+        self.jobs.send(Job { run, savepoint }).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
         rx.await.map_err(|_| StoreError::Db(sqlx::Error::Protocol("the write was not committed".into())))?
     }
 }
@@ -156,21 +189,31 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             // any transaction); dropping them answers their callers with an error.
             continue;
         }
-        if let Err(e) = run(conn, "SAVEPOINT job") {
-            failed = Some(Arc::from(e.to_string()));
-            continue;
+        if j.savepoint {
+            if let Err(e) = run(conn, "SAVEPOINT job") {
+                failed = Some(Arc::from(e.to_string()));
+                continue;
+            }
         }
+        let changes_before = conn.total_changes();
         // A panicking job is rolled back like a failed one (its caller gets an error) and does
         // not take the writer thread down with it.
-        let (ok, d) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j(conn))) {
+        let (ok, d) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.run)(conn))) {
             Ok((ok, d)) => (ok, Some(d)),
             Err(_) => (false, None),
         };
         delivers.extend(d);
-        let end =
-            if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
-        if let Err(e) = end {
-            failed = Some(Arc::from(e.to_string()));
+        if j.savepoint {
+            let end =
+                if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
+            if let Err(e) = end {
+                failed = Some(Arc::from(e.to_string()));
+            }
+        } else if !ok && conn.total_changes() != changes_before {
+            // An unguarded job failed after changing something: only the whole batch can be
+            // undone.
+            tracing::error!("SQLite batch writer: a job failed after its first change; rolling the batch back");
+            failed = Some(Arc::from("another write of the same transaction failed halfway"));
         }
     }
     if failed.is_none() {

@@ -98,8 +98,10 @@ impl Store {
         let c = cols(doc);
         if let Some(b) = &self.batch {
             let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+            // Unguarded (no savepoint): the INSERT, the only statement that may fail (a taken
+            // userName), comes first and writes nothing when it fails.
             return b
-                .write(move |conn| {
+                .write_unguarded(move |conn| {
                     let stored = conn
                         .prepare_cached(INSERT_USER_SQL)
                         .and_then(|mut st| {

@@ -82,30 +82,63 @@ impl WalSync {
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// WAL length (in frames of one page) past which the checkpointer makes the WAL start over: the
+/// next writer then writes from the beginning of the file again. About 32 MiB.
+const RESTART_FRAMES: i64 = 8192;
+
+/// What a writer connection truncates the WAL file to when it starts the WAL over (64 MiB): the
+/// file's pages stay cached for reuse, and an earlier burst does not keep a large file.
+pub const JOURNAL_SIZE_LIMIT: &str = "PRAGMA journal_size_limit=67108864;";
+
 /// Starts the checkpointer of the database file `db`: a thread that copies committed WAL frames
 /// into the database file (a PASSIVE checkpoint: it waits for no reader or writer). The
 /// connections of this process have automatic checkpoints off: SQLite would otherwise run one
 /// inside a writer's commit every 1,000 pages, holding the writer lock over its fsyncs (perf: 14%
-/// of the writer thread under a create load). SQLite restarts the WAL from its beginning once a
-/// checkpoint has copied all of it, so it does not grow while writes keep coming.
+/// of the writer thread under a create load).
+///
+/// SQLite starts the WAL over only when a write transaction begins after a checkpoint copied
+/// all of it; under a steady write load a PASSIVE checkpoint never catches up with the writer,
+/// and the WAL grew without bound (600 MB in 12 s of creates, every append zeroing new file
+/// pages in the kernel). So once the WAL is longer than `RESTART_FRAMES`, the checkpointer takes
+/// `write_lock` (the store's in-process writer lock: no writer of this process runs meanwhile),
+/// copies the rest and waits for readers of old frames (a RESTART checkpoint): the next commit
+/// writes from the start of the file. Writers wait only for the frames written since the last
+/// PASSIVE checkpoint.
 ///
 /// The thread stops once the returned handle (kept by the store) is dropped.
 ///
 /// # Errors
 /// When the database cannot be opened.
-pub fn start_checkpointer(db: PathBuf) -> anyhow::Result<std::sync::Arc<()>> {
+pub fn start_checkpointer(
+    db: PathBuf,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+) -> anyhow::Result<std::sync::Arc<()>> {
     let conn = rusqlite::Connection::open_with_flags(
         &db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=0;")?;
+    // A RESTART waits (holding the writers) for readers of old frames: briefly, then it is
+    // tried again at the next tick rather than stalling every write behind a long read.
+    conn.execute_batch("PRAGMA busy_timeout=200; PRAGMA wal_autocheckpoint=0;")?;
+    conn.execute_batch(JOURNAL_SIZE_LIMIT)?;
     let alive = std::sync::Arc::new(());
     let weak = std::sync::Arc::downgrade(&alive);
+    // (busy, frames in the WAL, frames copied) of a checkpoint.
+    let checkpoint = move |mode: &str| -> rusqlite::Result<(i64, i64)> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
+    };
     std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
         while weak.strong_count() > 0 {
             std::thread::sleep(CHECKPOINT_EVERY);
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            match checkpoint("PASSIVE") {
+                Ok((frames, _)) if frames > RESTART_FRAMES => {
+                    let _writers = write_lock.blocking_lock();
+                    if let Err(e) = checkpoint("RESTART") {
+                        tracing::warn!(error = %e, frames, "WAL restart checkpoint failed; retrying");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
             }
         }
     })?;
