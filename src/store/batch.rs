@@ -24,11 +24,12 @@ use super::StoreError;
 const MAX_BATCH: usize = 512;
 
 type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
+type RunJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
 
 /// One caller's work: run on the writer's connection, it says whether it succeeded and how to
 /// answer its caller. `savepoint`: whether it runs in a savepoint of its own.
 struct Job {
-    run: Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>,
+    run: RunJob,
     savepoint: bool,
 }
 
@@ -139,7 +140,7 @@ impl BatchWriter {
         savepoint: bool,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let run = Box::new(move |c: &Connection| {
+        let run: RunJob = Box::new(move |c: &Connection| {
             if tx.is_closed() {
                 // The caller went away (its request was cancelled) before the job ran: write
                 // nothing, as a dropped sqlx transaction would not have committed either.
