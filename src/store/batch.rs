@@ -236,3 +236,67 @@ pub fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(db: &Path) -> Vec<String> {
+        let c = Connection::open(db).expect("open");
+        let mut st = c.prepare("SELECT k FROM t ORDER BY k").expect("prepare");
+        let out = st.query_map([], |r| r.get(0)).expect("query").collect::<Result<Vec<String>, _>>().expect("rows");
+        out
+    }
+
+    fn insert(c: &Connection, k: &str) -> Result<(), StoreError> {
+        c.execute("INSERT INTO t (k) VALUES (?1)", [k]).map(|_| ()).map_err(|e| sqlite_err(e, Some("k")))
+    }
+
+    /// Jobs that fail halfway never leave their first write behind; a job whose first statement
+    /// fails disturbs nobody; and jobs sharing a batch with an unguarded job that failed halfway
+    /// are told they were not committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_failing_halfway_leave_nothing_and_their_neighbours_are_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("b.db");
+        Connection::open(&db)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k TEXT PRIMARY KEY);"))
+            .expect("schema");
+        let w = BatchWriter::start(&db, Arc::new(Mutex::new(())), WalSync::start(db.clone())).expect("writer");
+        w.write(|c| insert(c, "taken")).await.expect("seed");
+        let late = || Err::<(), _>(StoreError::Invalid("late".into()));
+        for round in 0..40 {
+            let k = |s: &str| format!("{round:02}{s}");
+            let (a, b, c) = (k("a"), k("b"), k("c"));
+            let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+            let halfway = round % 2 == 0;
+            // Submitted together, so they usually share a batch (not always: both are checked).
+            let (ra, rb, rc, rd) = tokio::join!(
+                async {
+                    if halfway {
+                        // Unguarded, failing after a write: the whole batch is undone.
+                        w.write_unguarded(move |c| insert(c, &a2).and_then(|_| late())).await
+                    } else {
+                        Err(StoreError::Invalid("not sent".into()))
+                    }
+                },
+                w.write(move |c| insert(c, &b2)),
+                // Guarded, failing after a write: its savepoint is undone.
+                w.write(move |conn| insert(conn, &c2).and_then(|_| late())),
+                // Unguarded, its first statement failing: nothing was written, nothing to undo.
+                w.write_unguarded(|c| insert(c, "taken")),
+            );
+            assert!(ra.is_err() && rc.is_err(), "{ra:?} {rc:?}");
+            assert!(matches!(rd, Err(StoreError::Conflict("k")) | Err(StoreError::Db(_))), "{rd:?}");
+            let have = rows(&db);
+            assert!(!have.contains(&a), "the unguarded job's first write was committed: {have:?}");
+            assert!(!have.contains(&c), "the guarded job's first write was committed: {have:?}");
+            assert_eq!(rb.is_ok(), have.contains(&b), "b answered {rb:?}; stored: {}", have.contains(&b));
+            if !halfway {
+                assert!(rb.is_ok(), "nothing failed halfway, yet b was not committed: {rb:?}");
+                assert!(matches!(rd, Err(StoreError::Conflict("k"))), "{rd:?}");
+            }
+        }
+        assert_eq!(rows(&db).iter().filter(|k| k.ends_with('b')).count() >= 20, true);
+    }
+}
