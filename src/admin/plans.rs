@@ -5,8 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::AdminError;
 use super::extract::{MaybeBody, TenantCtx, P, Q};
@@ -69,7 +68,7 @@ pub async fn plan(
     let format = negotiate(q.format.as_deref(), &headers)?;
     let p = s.controller.plan(&t, Scope2::Full).await?;
     let res = match format {
-        Format::Json => Json(report::json(&p)).into_response(),
+        Format::Json => Json(report::JsonReport(&p)).into_response(),
         Format::Text => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report::text(&p, false)).into_response()
         }
@@ -89,17 +88,33 @@ pub struct ReconcileBody {
     dry_run: bool,
 }
 
-fn outcome(o: RunOutcome) -> Value {
+/// The body of a run's (or dry run's) answer; its report is written straight from the plan.
+#[derive(Serialize)]
+struct OutcomeBody<'a> {
+    run_id: Option<&'a str>,
+    status: &'a str,
+    applied: u64,
+    held: u64,
+    stale: u64,
+    report: report::JsonReport<'a>,
+}
+
+/// Answers with a run's outcome, then gives back the memory its whole-tenant plan used.
+async fn outcome(s: &AppState, o: RunOutcome) -> Response {
     // A run with nothing to do records no run row: it has no id to look up.
-    let run_id = (o.status != "noop").then_some(o.run_id);
-    json!({
-        "run_id": run_id,
-        "status": o.status,
-        "applied": o.applied,
-        "held": o.skipped_held,
-        "stale": o.stale,
-        "report": report::json(&o.plan),
-    })
+    let run_id = (o.status != "noop").then_some(o.run_id.as_str());
+    let body = OutcomeBody {
+        run_id,
+        status: &o.status,
+        applied: o.applied,
+        held: o.skipped_held,
+        stale: o.stale,
+        report: report::JsonReport(&o.plan),
+    };
+    let res = Json(&body).into_response();
+    drop(o);
+    s.store.release_memory().await;
+    res
 }
 
 /// `POST /tenants/{slug}/reconcile` (optional `{"dry_run": true}`) → `{"run_id","status",
@@ -110,25 +125,19 @@ pub async fn reconcile(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
     MaybeBody(b): MaybeBody<ReconcileBody>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     if b.unwrap_or_default().dry_run {
         let p = s.controller.plan(&t, Scope2::Full).await?;
         let held = if p.held.is_some() { p.summary.destructive() } else { 0 };
-        let body = json!({
-            "run_id": null,
-            "status": "dry_run",
-            "applied": 0,
-            "held": held,
-            "stale": 0,
-            "report": report::json(&p),
-        });
+        let body =
+            OutcomeBody { run_id: None, status: "dry_run", applied: 0, held, stale: 0, report: report::JsonReport(&p) };
+        let res = Json(&body).into_response();
         drop(p);
         s.store.release_memory().await;
-        return Ok(Json(body));
+        return Ok(res);
     }
-    let body = outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?);
-    s.store.release_memory().await;
-    Ok(Json(body))
+    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?;
+    Ok(outcome(&s, o).await)
 }
 
 /// `POST /tenants/{slug}/plan/{fingerprint}/approve` → the run, applied whole (held changes
@@ -137,12 +146,11 @@ pub async fn approve(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
     P((_, fingerprint)): P<(String, String)>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     if fingerprint.is_empty() || fingerprint.len() > 128 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
     }
     let fp = fingerprint.to_ascii_lowercase();
-    let body = outcome(s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?);
-    s.store.release_memory().await;
-    Ok(Json(body))
+    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?;
+    Ok(outcome(&s, o).await)
 }
