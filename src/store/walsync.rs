@@ -123,18 +123,29 @@ pub fn start_checkpointer(
     conn.execute_batch(JOURNAL_SIZE_LIMIT)?;
     let alive = std::sync::Arc::new(());
     let weak = std::sync::Arc::downgrade(&alive);
-    // (busy, frames in the WAL, frames copied) of a checkpoint.
-    let checkpoint = move |mode: &str| -> rusqlite::Result<(i64, i64)> {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
+    // (busy, frames in the WAL) after a checkpoint.
+    let checkpoint = move |mode: &str| -> rusqlite::Result<(bool, i64)> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)))
     };
     std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
+        // Ticks to let pass before the next RESTART: a reader that keeps an old snapshot for
+        // long (a long list, a backup) makes every RESTART wait its 200 ms holding the writers
+        // and give up, so after each one that gave up the next waits twice as long (to 32 ticks).
+        let (mut skip, mut backoff) = (0u32, 1u32);
         while weak.strong_count() > 0 {
             std::thread::sleep(CHECKPOINT_EVERY);
             match checkpoint("PASSIVE") {
-                Ok((frames, _)) if frames > RESTART_FRAMES => {
+                Ok((_, frames)) if frames > RESTART_FRAMES && skip > 0 => skip -= 1,
+                Ok((_, frames)) if frames > RESTART_FRAMES => {
                     let _writers = write_lock.blocking_lock();
-                    if let Err(e) = checkpoint("RESTART") {
-                        tracing::warn!(error = %e, frames, "WAL restart checkpoint failed; retrying");
+                    match checkpoint("RESTART") {
+                        Ok((false, _)) => backoff = 1,
+                        Ok((true, _)) => {
+                            tracing::debug!(frames, "WAL restart waited for a reader in vain; backing off");
+                            skip = backoff;
+                            backoff = (backoff * 2).min(32);
+                        }
+                        Err(e) => tracing::warn!(error = %e, frames, "WAL restart checkpoint failed; retrying"),
                     }
                 }
                 Ok(_) => {}
