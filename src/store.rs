@@ -173,10 +173,11 @@ impl Store {
         };
         let pragmas = if wal_file.is_some() {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;"
+             PRAGMA wal_autocheckpoint=0;"
         } else {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
         };
+        let group_commit = wal_file.is_some();
         let pool = match backend {
             Backend::Sqlite => {
                 pool_opts
@@ -184,6 +185,9 @@ impl Store {
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(pragmas).await?;
+                            if group_commit {
+                                conn.execute(walsync::JOURNAL_SIZE_LIMIT).await?;
+                            }
                             Ok(())
                         })
                     })

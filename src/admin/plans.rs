@@ -101,8 +101,8 @@ struct OutcomeBody<'a> {
 
 /// Answers with a run's outcome, then gives back the memory its whole-tenant plan used.
 async fn outcome(s: &AppState, o: RunOutcome) -> Response {
-    // A run with nothing to do records no run row: it has no id to look up.
-    let run_id = (o.status != "noop").then_some(o.run_id.as_str());
+    // A dry run, or a run with nothing to do, records no run row: it has no id to look up.
+    let run_id = (!matches!(o.status.as_str(), "noop" | "dry_run")).then_some(o.run_id.as_str());
     let body = OutcomeBody {
         run_id,
         status: &o.status,
@@ -129,12 +129,15 @@ pub async fn reconcile(
     if b.unwrap_or_default().dry_run {
         let p = s.controller.plan(&t, Scope2::Full).await?;
         let held = if p.held.is_some() { p.summary.destructive() } else { 0 };
-        let body =
-            OutcomeBody { run_id: None, status: "dry_run", applied: 0, held, stale: 0, report: report::JsonReport(&p) };
-        let res = Json(&body).into_response();
-        drop(p);
-        s.store.release_memory().await;
-        return Ok(res);
+        let o = RunOutcome {
+            run_id: String::new(),
+            status: "dry_run".into(),
+            applied: 0,
+            skipped_held: held,
+            stale: 0,
+            plan: p,
+        };
+        return Ok(outcome(&s, o).await);
     }
     let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?;
     Ok(outcome(&s, o).await)

@@ -130,19 +130,16 @@ impl ActualUser {
 /// creation time like the SCIM ids (the user, role and outbox indexes grow at their right edge);
 /// any other id (older UUIDv4 ids) maps to the first 24 hex digits of its SHA-256, as before.
 pub fn user_id_for(scim_id: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let h = Sha256::digest(scim_id.as_bytes());
-    let mut out = String::with_capacity(28);
-    out.push_str("usr_");
-    let mut push = |b: u8| {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    };
+    let mut key = [0u8; 12];
     match uuid::Uuid::try_parse(scim_id).ok().filter(|u| u.get_version_num() == 7) {
-        Some(u) => u.as_bytes()[..6].iter().chain(&h[..6]).for_each(|&b| push(b)),
-        None => h[..12].iter().for_each(|&b| push(b)),
+        Some(u) => {
+            key[..6].copy_from_slice(&u.as_bytes()[..6]);
+            key[6..].copy_from_slice(&h[..6]);
+        }
+        None => key.copy_from_slice(&h[..12]),
     }
-    out
+    format!("usr_{}", hex::encode(key))
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {

@@ -460,7 +460,7 @@ pub fn fingerprint(changes: &[Change]) -> String {
         h.update(serde_json::to_vec(&c).unwrap_or_default());
         h.update(b"\n");
     }
-    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&h.finalize()[..16])
 }
 
 /// Safety-valve settings: hold a run that would deactivate or delete more than `percent` of a

@@ -77,17 +77,7 @@ const TOKEN_PREFIX: &str = "mbscim_";
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn hash_secret(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Validates a tenant slug: 1–63 characters of lowercase letters, digits and '-'.
