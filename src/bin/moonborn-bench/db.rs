@@ -100,7 +100,9 @@ pub async fn seed(
     const TX_ROWS: usize = 20_000;
     let now = moonborn_scim::store::now();
     let bindings = Bindings::default();
-    let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    // Ids as the server makes them (time-ordered UUIDv7), so the seeded tenant is laid out as
+    // one whose users were created through the API.
+    let ids: Vec<String> = (0..n).map(|_| moonborn_scim::store::new_resource_id()).collect();
     let mut group_names: Vec<Vec<String>> = vec![Vec::new(); n];
     for (_, name, members) in groups {
         for &m in members {
@@ -251,7 +253,7 @@ pub async fn insert_ceiling(pool: &AnyPool, writers: usize, window: Duration) ->
                     "INSERT INTO bench_insert_ceiling (tenant_id, id, user_name_lc, doc, version, created_at) \
                      VALUES (1, $1, $2, $3, 1, $4)",
                 )
-                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(moonborn_scim::store::new_resource_id())
                 .bind(format!("w{w}-{i}@bench.example"))
                 .bind(doc.as_str())
                 .bind(moonborn_scim::store::now())
