@@ -122,6 +122,16 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Runs a reader query on a blocking thread (range reads take milliseconds: not on a runtime
+/// worker).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("read task: {e}"))))?
+}
+
 /// A new SCIM resource id: a UUIDv7, so ids sort by creation time. Every index keyed by a
 /// user's id (the SCIM id, the Moonborn user id derived from it, its roles, emails and outbox
 /// rows) then grows at its right edge instead of dirtying a random leaf per create; at a million
@@ -404,15 +414,25 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn journal(&self, tenant_id: i64, after_seq: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, resource_type, resource_id, op, at, request_id FROM intent_journal \
-             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(tenant_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        const SQL: &str = "SELECT seq, resource_type, resource_id, op, at, request_id FROM intent_journal \
+             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        if let Some(r) = self.reader.clone() {
+            let args = vec![exec::Val::Int(tenant_id), exec::Val::Int(after_seq), exec::Val::Int(limit)];
+            return blocking(move || {
+                r.query_all(SQL, &args, |row| {
+                    Ok(JournalEntry {
+                        seq: row.get(0)?,
+                        resource_type: row.get(1)?,
+                        resource_id: row.get(2)?,
+                        op: row.get(3)?,
+                        at: row.get(4)?,
+                        request_id: row.get(5)?,
+                    })
+                })
+            })
+            .await;
+        }
+        let rows = sqlx::query(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(JournalEntry {

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
-use super::{Store, StoreError};
+use super::{blocking, Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
@@ -125,14 +125,12 @@ fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
     })
 }
 
-/// Runs a reader query on a blocking thread (range reads take milliseconds: not on a runtime
-/// worker).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("read task: {e}"))))?
+/// A list of keys as one SQLite parameter, for `IN (SELECT value FROM json_each($n))`: one
+/// statement text whatever the list's length, prepared once per connection (an `IN ($2, $3, …)`
+/// list is a new statement for every length, parsed and planned again).
+fn json_list<S: AsRef<str>>(keys: &[S]) -> Val {
+    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+    Val::Text(Some(serde_json::Value::from(keys).to_string()))
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -387,10 +385,11 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn journal_head(&self, tenant_id: i64) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM intent_journal WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(&self.pool)
-            .await?;
+        const SQL: &str = "SELECT COALESCE(MAX(seq), 0) AS s FROM intent_journal WHERE tenant_id = $1";
+        if let Some(r) = &self.reader {
+            return r.with(|c| super::reader::Reader::prepare(c, SQL)?.query_row([tenant_id], |row| row.get(0)));
+        }
+        let row = sqlx::query(SQL).bind(tenant_id).fetch_one(&self.pool).await?;
         Ok(row.try_get("s")?)
     }
 
@@ -403,6 +402,19 @@ impl Store {
             idx.insert(u.id.clone(), i);
         }
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        if let Some(r) = self.reader.clone() {
+            const SQL: &str =
+                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN (SELECT value FROM json_each($2))";
+            let args = vec![Val::Int(tenant_id), json_list(&ids)];
+            let rows: Vec<(String, String)> =
+                blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
+            for (uid, role) in rows {
+                if let Some(&i) = idx.get(&uid) {
+                    users[i].roles.insert(role);
+                }
+            }
+            return Ok(users);
+        }
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN ({})",
@@ -430,6 +442,16 @@ impl Store {
         extra: &str,
     ) -> Result<Vec<ActualUser>, StoreError> {
         let mut out = Vec::new();
+        if values.is_empty() {
+            return Ok(out);
+        }
+        if let Some(r) = self.reader.clone() {
+            let sql =
+                format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN (SELECT value FROM json_each($2)) {extra}");
+            let args = vec![Val::Int(tenant_id), json_list(values)];
+            let out = blocking(move || r.query_all(&sql, &args, user_from_sqlite)).await?;
+            return self.with_roles(tenant_id, out).await;
+        }
         for chunk in values.chunks(500) {
             let sql = format!(
                 "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN ({}) {extra}",
@@ -609,6 +631,19 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
         let mut out = Vec::new();
+        if let Some(r) = self.reader.clone().filter(|_| !ids.is_empty()) {
+            const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 \
+                 AND id IN (SELECT value FROM json_each($2)) ORDER BY id";
+            let args = vec![Val::Int(tenant_id), json_list(ids)];
+            let rows: Vec<(String, String)> =
+                blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
+            for (id, doc) in rows {
+                let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                out.push((id, doc, Vec::new()));
+            }
+            self.add_groups(tenant_id, &mut out).await?;
+            return Ok(out);
+        }
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN ({}) ORDER BY id",
@@ -636,6 +671,12 @@ impl Store {
             let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
             out.push((id, doc, Vec::new()));
         }
+        self.add_groups(tenant_id, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Fills in the group displayNames of desired users read without them.
+    async fn add_groups(&self, tenant_id: i64, out: &mut [(String, Value, Vec<String>)]) -> Result<(), StoreError> {
         let ids: Vec<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
         let mut groups = self.groups_of_users(tenant_id, &ids).await?;
         for (id, _, gs) in out.iter_mut() {
@@ -643,7 +684,7 @@ impl Store {
                 *gs = g.into_iter().map(|(_, name)| name).collect();
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Current members (user ids) of a group.

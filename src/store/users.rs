@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 
 use super::batch::sqlite_err;
+use super::exec::Val;
 use super::query::{Arg, ListQuery};
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
@@ -431,6 +432,20 @@ impl Store {
                 }
                 Ok(out)
             });
+        }
+        if let Some(r) = self.reader.clone().filter(|_| !user_ids.is_empty()) {
+            const SQL: &str = "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+                 ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+                 WHERE m.tenant_id = $1 AND m.member_id IN (SELECT value FROM json_each($2)) ORDER BY g.seq";
+            let ids: Vec<&str> = user_ids.to_vec();
+            let args = vec![Val::Int(tenant_id), Val::Text(Some(serde_json::Value::from(ids).to_string()))];
+            let rows: Vec<(String, String, String)> =
+                super::blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))))
+                    .await?;
+            for (member, gid, name) in rows {
+                out.entry(member).or_default().push((gid, name));
+            }
+            return Ok(out);
         }
         for chunk in user_ids.chunks(500) {
             let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
