@@ -26,20 +26,12 @@ pub fn release_free_memory() {
 /// names only some of the options).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Settings of the server's allocator (mimalloc), made first thing in `main`:
-/// - no transparent huge pages for this process: mimalloc commits its 1 GiB arena up front and
-///   asks for huge pages on it (before `main`, so its own options come too late), and every
-///   2 MiB page it touched counted in full: an idle server held 43 MB instead of 20;
-/// - freed memory goes back to the system at once instead of after a delay (mimalloc purges
-///   only when it is called, so a delayed purge left an idle server holding what its last burst
-///   freed).
+/// Settings of the server's allocator (mimalloc), made first thing in `main`: freed memory goes
+/// back to the system at once instead of after a delay (mimalloc purges only when it is called,
+/// so a delayed purge left an idle server holding what its last burst freed). mimalloc is built
+/// with `no_thp` (Cargo.toml): it otherwise asks for transparent huge pages on its 1 GiB arena,
+/// every 2 MiB page it touched counted in full, and an idle server held 43 MB instead of 20.
 pub fn configure_allocator() {
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    // SAFETY: `prctl(PR_SET_THP_DISABLE)` takes no pointers and only sets a flag of this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
     #[allow(unsafe_code)]
     // SAFETY: `mi_option_set` only stores an option value; valid at any time, from any thread.
     unsafe {
