@@ -547,6 +547,7 @@ async fn initial_sync(
     ));
     server_ref(env).reset_peak();
     let cpu0 = server_ref(env).cpu_secs();
+    let client0 = server::cpu_secs(std::process::id());
     let t0 = Instant::now();
     // Users: look up by userName, create when absent.
     let (su, users) = jobs(target, &env.errors, c, nu, move |mut cl: Client, i| async move {
@@ -616,6 +617,7 @@ async fn initial_sync(
     .await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = server_ref(env).cpu_secs() - cpu0;
+    let client_cpu = server::cpu_secs(std::process::id()) - client0;
     let settled = db::wait_controller(pool, tid, false, z.settle).await?;
     let applied_wall = t0.elapsed().as_secs_f64();
     let cpu_all = server_ref(env).cpu_secs() - cpu0;
@@ -623,8 +625,8 @@ async fn initial_sync(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let share = cpu / wall;
     println!(
-        "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}",
-        su.secs, sg.secs, sm.secs
+        "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}, this client {:.2}",
+        su.secs, sg.secs, sm.secs, client_cpu / wall
     );
     Ok(Row {
         ops_per_sec: Some(all.ops_per_sec()),
@@ -649,6 +651,7 @@ async fn initial_sync(
         .param("server_cpu_s", cpu)
         .param("server_cpu_cores", share)
         .param("server_cpu_share_of_machine", share / cores)
+        .param("client_cpu_cores", client_cpu / wall)
         .param("server_cpu_cores_until_applied", cpu_all / applied_wall)
     })
 }

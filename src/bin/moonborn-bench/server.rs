@@ -158,13 +158,18 @@ impl Server {
 
     /// CPU seconds (user + system) the server has used.
     pub fn cpu_secs(&self) -> f64 {
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return 0.0 };
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / clock_ticks()
+        cpu_secs(self.pid)
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
 }
 
 fn clock_ticks() -> f64 {
