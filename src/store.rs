@@ -132,6 +132,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("read task: {e}"))))?
 }
 
+/// A list of keys as one SQLite parameter, for `IN (SELECT value FROM json_each($n))`: one
+/// statement text whatever the list's length, prepared once per connection (an `IN ($2, $3, …)`
+/// list is a new statement for every length, parsed and planned again).
+pub(crate) fn json_list<S: AsRef<str>>(keys: &[S]) -> exec::Val {
+    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+    exec::Val::Text(Some(serde_json::Value::from(keys).to_string()))
+}
+
 /// A new SCIM resource id: a UUIDv7, so ids sort by creation time. Every index keyed by a
 /// user's id (the SCIM id, the Moonborn user id derived from it, its roles, emails and outbox
 /// rows) then grows at its right edge instead of dirtying a random leaf per create; at a million

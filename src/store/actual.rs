@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
-use super::{blocking, Store, StoreError};
+use super::{blocking, json_list, Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
@@ -123,14 +123,6 @@ fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
         purge_after: r.get("purge_after")?,
         version: r.get("version")?,
     })
-}
-
-/// A list of keys as one SQLite parameter, for `IN (SELECT value FROM json_each($n))`: one
-/// statement text whatever the list's length, prepared once per connection (an `IN ($2, $3, …)`
-/// list is a new statement for every length, parsed and planned again).
-fn json_list<S: AsRef<str>>(keys: &[S]) -> Val {
-    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-    Val::Text(Some(serde_json::Value::from(keys).to_string()))
 }
 
 fn placeholders(from: usize, n: usize) -> String {

@@ -437,8 +437,7 @@ impl Store {
             const SQL: &str = "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
                  ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
                  WHERE m.tenant_id = $1 AND m.member_id IN (SELECT value FROM json_each($2)) ORDER BY g.seq";
-            let ids: Vec<&str> = user_ids.to_vec();
-            let args = vec![Val::Int(tenant_id), Val::Text(Some(serde_json::Value::from(ids).to_string()))];
+            let args = vec![Val::Int(tenant_id), super::json_list(user_ids)];
             let rows: Vec<(String, String, String)> =
                 super::blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))))
                     .await?;

@@ -176,3 +176,39 @@ admin_test!(
         assert_eq!(app.events("acme", Some("user.restored")).await.len(), 1);
     }
 );
+
+admin_test!(
+    async fn the_controller_reads_long_key_lists_and_keys_that_need_escaping(app) {
+        // More users than one of the old `IN (…)` lists (500) and than a planning batch (1,000).
+        let mut ids: Vec<String> = Vec::new();
+        let names: Vec<String> = (0..1_200).map(|i| format!("bulk{i:04}@acme.com")).collect();
+        for chunk in names.chunks(50) {
+            let made = futures_util::future::join_all(chunk.iter().map(|n| app.scim_user(n))).await;
+            ids.extend(made.iter().map(|u| u["id"].as_str().unwrap().to_string()));
+        }
+        let t = app.store.tenant("acme").await.unwrap();
+        let mut asked = ids.clone();
+        asked.push("not-a-user".into());
+        let desired = app.store.desired_by_ids(t.id, &asked).await.unwrap();
+        assert_eq!(desired.len(), ids.len(), "every pushed user read back, the unknown id skipped");
+        // Keys the reads pass as one JSON array: quotes, backslashes and non-ASCII survive.
+        let odd = [r#"o"neil@acme.com"#, r"back\slash@acme.com", "zoë+ü@acme.com"];
+        for e in odd {
+            app.post("/tenants/acme/users", &json!({"email": e, "roles": ["editor"]})).await.expect(201);
+        }
+        let lc: Vec<String> = odd.iter().map(|e| e.to_lowercase()).collect();
+        let found = app.store.actual_candidates(t.id, &[], &lc, &[]).await.unwrap();
+        let mut emails: Vec<String> = found.iter().map(|u| u.email.clone()).collect();
+        emails.sort();
+        let mut want: Vec<String> = odd.iter().map(|e| e.to_string()).collect();
+        want.sort();
+        assert_eq!(emails, want);
+        app.settle().await;
+        let users = app.get("/tenants/acme/users").await.expect(200).clone();
+        let scim = users["users"].as_array().unwrap().iter().filter(|u| u["managed_by"] == "scim").count();
+        assert_eq!(scim, ids.len(), "every pushed user provisioned");
+        let linked = app.store.actual_candidates(t.id, &ids, &[], &[]).await.unwrap();
+        assert_eq!(linked.len(), ids.len());
+        assert!(linked.iter().all(|u| u.roles.contains("viewer")), "roles read with the users");
+    }
+);
