@@ -22,18 +22,22 @@ pub fn release_free_memory() {
     }
 }
 
-/// `mi_option_purge_delay` in mimalloc 2's `mi_option_t` (include/mimalloc.h; libmimalloc-sys
-/// names only some of the options).
+/// `mi_option_purge_delay` in `mi_option_t` (include/mimalloc.h of mimalloc 3, which the
+/// `mimalloc` crate builds by default, and of mimalloc 2 alike); libmimalloc-sys names only some
+/// of the options. The one after it is named: a renumbering fails the build.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_use_numa_nodes);
 
-/// Settings of the server's allocator (mimalloc), made first thing in `main`: freed memory goes
+/// Settings of the server's allocator (mimalloc); call it first thing in `main`, before any
+/// other thread starts: freed memory goes
 /// back to the system at once instead of after a delay (mimalloc purges only when it is called,
 /// so a delayed purge left an idle server holding what its last burst freed). mimalloc is built
 /// with `no_thp` (Cargo.toml): it otherwise asks for transparent huge pages on its 1 GiB arena,
 /// every 2 MiB page it touched counted in full, and an idle server held 43 MB instead of 20.
 pub fn configure_allocator() {
     #[allow(unsafe_code)]
-    // SAFETY: `mi_option_set` only stores an option value; valid at any time, from any thread.
+    // SAFETY: `mi_option_set` only stores an option value (a plain store): called first thing in
+    // `main`, before the process has any other thread.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }

@@ -406,7 +406,7 @@ async fn record_intent(
 }
 
 /// One row of the intent journal.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct JournalEntry {
     pub seq: i64,
     pub resource_type: String,
@@ -440,19 +440,6 @@ impl Store {
             })
             .await;
         }
-        let rows = sqlx::query(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalEntry {
-                    seq: r.try_get("seq")?,
-                    resource_type: r.try_get("resource_type")?,
-                    resource_id: r.try_get("resource_id")?,
-                    op: r.try_get("op")?,
-                    at: r.try_get("at")?,
-                    request_id: r.try_get("request_id")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        Ok(sqlx::query_as(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?)
     }
 }

@@ -186,11 +186,22 @@ admin_test!(
             let made = futures_util::future::join_all(chunk.iter().map(|n| app.scim_user(n))).await;
             ids.extend(made.iter().map(|u| u["id"].as_str().unwrap().to_string()));
         }
+        // Two groups of 60 (more users than the one-by-one group reads take).
+        let in_a: Vec<&str> = ids[..60].iter().map(String::as_str).collect();
+        let in_b: Vec<&str> = ids[30..90].iter().map(String::as_str).collect();
+        app.scim_group("bulk-a", &in_a).await;
+        app.scim_group("bulk-b", &in_b).await;
         let t = app.store.tenant("acme").await.unwrap();
         let mut asked = ids.clone();
         asked.push("not-a-user".into());
         let desired = app.store.desired_by_ids(t.id, &asked).await.unwrap();
         assert_eq!(desired.len(), ids.len(), "every pushed user read back, the unknown id skipped");
+        let groups: std::collections::HashMap<&str, Vec<String>> =
+            desired.iter().map(|(id, _, gs)| (id.as_str(), gs.clone())).collect();
+        assert_eq!(groups[ids[0].as_str()], vec!["bulk-a".to_string()]);
+        assert_eq!(groups[ids[45].as_str()], vec!["bulk-a".to_string(), "bulk-b".to_string()]);
+        assert_eq!(groups[ids[89].as_str()], vec!["bulk-b".to_string()]);
+        assert!(groups[ids[90].as_str()].is_empty());
         // Keys the reads pass as one JSON array: quotes, backslashes and non-ASCII survive.
         let odd = [r#"o"neil@acme.com"#, r"back\slash@acme.com", "zoë+ü@acme.com"];
         for e in odd {
