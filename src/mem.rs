@@ -4,8 +4,8 @@
 /// whole tenant) back to the operating system. SQLite allocates from glibc's malloc, which keeps
 /// freed memory in its arenas for reuse, so without this an idle server would go on holding the
 /// peak of its last full run. The Rust heap of the server binary is mimalloc's, which returns
-/// freed pages to the system on its own after a short delay; `mi_collect` does it now for what
-/// it can reach from this thread.
+/// the pages it frees at once (`configure_allocator`) but holds partly used ones;
+/// `mi_collect` frees what it can reach from this thread.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
@@ -29,9 +29,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_use_numa_nodes);
 
 /// Settings of the server's allocator (mimalloc); call it first thing in `main`, before any
-/// other thread starts: freed memory goes
-/// back to the system at once instead of after a delay (mimalloc purges only when it is called,
-/// so a delayed purge left an idle server holding what its last burst freed). mimalloc is built
+/// other thread starts: freed memory goes back to the system at once instead of after a delay
+/// (mimalloc purges only when it is called, so a delayed purge left an idle server holding what
+/// its last burst freed). mimalloc is built
 /// with `no_thp` (Cargo.toml): it otherwise asks for transparent huge pages on its 1 GiB arena,
 /// every 2 MiB page it touched counted in full, and an idle server held 43 MB instead of 20.
 pub fn configure_allocator() {
