@@ -140,6 +140,22 @@ pub(crate) fn json_list<S: AsRef<str>>(keys: &[S]) -> exec::Val {
     exec::Val::Text(Some(serde_json::Value::from(keys).to_string()))
 }
 
+/// A key-list query's text with its `{keys}` filled in for the SQLite readers: one parameter,
+/// `$2`, holding the keys as a JSON array (`json_list`).
+pub(crate) fn keys_as_json(sql: &str) -> String {
+    sql.replace("{keys}", "(SELECT value FROM json_each($2))")
+}
+
+/// A key-list query's text with its `{keys}` filled in for sqlx: `n` placeholders from `$2`.
+pub(crate) fn keys_listed(sql: &str, n: usize) -> String {
+    sql.replace("{keys}", &format!("({})", placeholders(2, n)))
+}
+
+/// `$from, $from+1, …`: `n` placeholders.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (0..n).map(|i| format!("${}", from + i)).collect::<Vec<_>>().join(", ")
+}
+
 /// A new SCIM resource id: a UUIDv7, so ids sort by creation time. Every index keyed by a
 /// user's id (the SCIM id, the Moonborn user id derived from it, its roles, emails and outbox
 /// rows) then grows at its right edge instead of dirtying a random leaf per create; at a million

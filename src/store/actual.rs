@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
-use super::{blocking, json_list, Store, StoreError};
+use super::{blocking, json_list, keys_as_json, keys_listed, placeholders, Store, StoreError};
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
@@ -123,10 +123,6 @@ fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
         purge_after: r.get("purge_after")?,
         version: r.get("version")?,
     })
-}
-
-fn placeholders(from: usize, n: usize) -> String {
-    (0..n).map(|i| format!("${}", from + i)).collect::<Vec<_>>().join(", ")
 }
 
 /// Fencing: touches the lease row only while `holder` still holds it with that token.
@@ -394,12 +390,11 @@ impl Store {
             idx.insert(u.id.clone(), i);
         }
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        const SQL: &str = "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN {keys}";
         if let Some(r) = self.reader.clone() {
-            const SQL: &str =
-                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN (SELECT value FROM json_each($2))";
             let args = vec![Val::Int(tenant_id), json_list(&ids)];
             let rows: Vec<(String, String)> =
-                blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
+                blocking(move || r.query_all(&keys_as_json(SQL), &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
             for (uid, role) in rows {
                 if let Some(&i) = idx.get(&uid) {
                     users[i].roles.insert(role);
@@ -408,10 +403,7 @@ impl Store {
             return Ok(users);
         }
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN ({})",
-                placeholders(2, chunk.len())
-            );
+            let sql = keys_listed(SQL, chunk.len());
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for id in chunk {
                 q = q.bind(id.as_str());
@@ -437,18 +429,14 @@ impl Store {
         if values.is_empty() {
             return Ok(out);
         }
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN {{keys}} {extra}");
         if let Some(r) = self.reader.clone() {
-            let sql =
-                format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN (SELECT value FROM json_each($2)) {extra}");
-            let args = vec![Val::Int(tenant_id), json_list(values)];
+            let (sql, args) = (keys_as_json(&sql), vec![Val::Int(tenant_id), json_list(values)]);
             let out = blocking(move || r.query_all(&sql, &args, user_from_sqlite)).await?;
             return self.with_roles(tenant_id, out).await;
         }
         for chunk in values.chunks(500) {
-            let sql = format!(
-                "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN ({}) {extra}",
-                placeholders(2, chunk.len())
-            );
+            let sql = keys_listed(&sql, chunk.len());
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for v in chunk {
                 q = q.bind(v.as_str());
@@ -623,12 +611,11 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
         let mut out = Vec::new();
+        const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN {keys} ORDER BY id";
         if let Some(r) = self.reader.clone().filter(|_| !ids.is_empty()) {
-            const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 \
-                 AND id IN (SELECT value FROM json_each($2)) ORDER BY id";
             let args = vec![Val::Int(tenant_id), json_list(ids)];
             let rows: Vec<(String, String)> =
-                blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
+                blocking(move || r.query_all(&keys_as_json(SQL), &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
             for (id, doc) in rows {
                 let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 out.push((id, doc, Vec::new()));
@@ -637,10 +624,7 @@ impl Store {
             return Ok(out);
         }
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN ({}) ORDER BY id",
-                placeholders(2, chunk.len())
-            );
+            let sql = keys_listed(SQL, chunk.len());
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for v in chunk {
                 q = q.bind(v.as_str());

@@ -433,27 +433,22 @@ impl Store {
                 Ok(out)
             });
         }
+        const SQL: &str = "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
+             ON g.tenant_id = m.tenant_id AND g.id = m.group_id WHERE m.tenant_id = $1 AND m.member_id IN {keys} \
+             ORDER BY g.seq";
         if let Some(r) = self.reader.clone().filter(|_| !user_ids.is_empty()) {
-            const SQL: &str = "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
-                 ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
-                 WHERE m.tenant_id = $1 AND m.member_id IN (SELECT value FROM json_each($2)) ORDER BY g.seq";
             let args = vec![Val::Int(tenant_id), super::json_list(user_ids)];
-            let rows: Vec<(String, String, String)> =
-                super::blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))))
-                    .await?;
+            let rows: Vec<(String, String, String)> = super::blocking(move || {
+                r.query_all(&super::keys_as_json(SQL), &args, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            })
+            .await?;
             for (member, gid, name) in rows {
                 out.entry(member).or_default().push((gid, name));
             }
             return Ok(out);
         }
         for chunk in user_ids.chunks(500) {
-            let ph: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT m.member_id, g.id, g.display_name FROM scim_group_members m JOIN scim_groups g \
-                 ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
-                 WHERE m.tenant_id = $1 AND m.member_id IN ({}) ORDER BY g.seq",
-                ph.join(", ")
-            );
+            let sql = super::keys_listed(SQL, chunk.len());
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for id in chunk {
                 q = q.bind(*id);
