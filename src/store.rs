@@ -63,8 +63,10 @@ impl StoreError {
 pub struct StoredResource {
     pub seq: i64,
     pub id: String,
-    /// The document as normalised by `scim::schema::normalize` (no id, meta, groups, members).
-    pub doc: Value,
+    /// The document as normalised by `scim::schema::normalize` (no id, meta, groups, members),
+    /// as stored: JSON text, parsed only by the paths that change or filter it
+    /// (`doc_value`); reads render it from the text.
+    pub doc: String,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -75,16 +77,33 @@ pub struct StoredResource {
 
 impl StoredResource {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        let doc: String = row.try_get("doc")?;
         Ok(StoredResource {
             seq: row.try_get("seq")?,
             id: row.try_get("id")?,
-            doc: serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            doc: row.try_get("doc")?,
             version: row.try_get("version")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             groups: None,
         })
+    }
+
+    /// The document, parsed.
+    ///
+    /// # Errors
+    /// The stored text is not JSON (a corrupt row: a database error).
+    pub fn doc_value(&self) -> Result<Value, StoreError> {
+        serde_json::from_str(&self.doc).map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))
+    }
+
+    /// The bookkeeping `render` needs besides the document.
+    pub fn meta(&self) -> crate::scim::resource::Meta<'_> {
+        crate::scim::resource::Meta {
+            id: &self.id,
+            version: self.version,
+            created: &self.created_at,
+            last_modified: &self.updated_at,
+        }
     }
 }
 

@@ -180,7 +180,7 @@ async fn two_replicas_one_killed_mid_run() {
     // Every acknowledged push is there.
     for (id, user_name) in &acks.users {
         let doc = store.get_user(tenant.id, id).await.unwrap_or_else(|_| panic!("acknowledged user {user_name} lost"));
-        assert_eq!(doc.doc["userName"], user_name.as_str());
+        assert_eq!(doc.doc_value().unwrap()["userName"], user_name.as_str());
     }
     for (name, wins) in &acks.dup_wins {
         assert!(*wins <= 1, "{name} created {wins} times");

@@ -7,14 +7,15 @@ use serde_json::Value;
 
 use super::auth::BaseUrl;
 use super::body::ResourceId;
-use super::error::scim_response;
+use super::error::{scim_json, scim_response};
 use super::ApiError;
 use crate::scim::resource::list_response;
 use crate::scim::{schema, ScimError};
 
 fn list(items: Vec<Value>) -> Response {
     let n = items.len() as i64;
-    scim_response(StatusCode::OK, &list_response(n, 1, items))
+    let items: Vec<Vec<u8>> = items.iter().map(|v| v.to_string().into_bytes()).collect();
+    scim_json(StatusCode::OK, list_response(n, 1, &items))
 }
 
 fn find(items: Vec<Value>, id: &str, what: &str) -> Result<Response, ApiError> {

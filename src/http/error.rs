@@ -35,7 +35,12 @@ impl From<StoreError> for ApiError {
 
 /// A SCIM JSON response.
 pub fn scim_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/scim+json")], body.to_string()).into_response()
+    scim_json(status, body.to_string().into_bytes())
+}
+
+/// A SCIM JSON response from JSON text.
+pub fn scim_json(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/scim+json")], body).into_response()
 }
 
 impl IntoResponse for ApiError {

@@ -13,7 +13,7 @@ use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
 use super::{ApiError, AppState};
 use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
-use crate::scim::resource::{projection_from_query, ListParams};
+use crate::scim::resource::{projection_from_query, ListParams, Ref};
 use crate::scim::schema::{normalize, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{now, MemberChange, MemberRef, StoreError, Tenant};
@@ -139,8 +139,7 @@ async fn member_changes(
                 let ids = members
                     .into_iter()
                     .filter(|m| {
-                        let el =
-                            crate::scim::resource::member_ref(base, &m.value, &m.member_type, m.display.as_deref());
+                        let el = Ref::member(&m.value, &m.member_type, m.display.as_deref()).to_value(base);
                         matches(&filter, &json!({ "members": [el] }), &schema)
                     })
                     .map(|m| m.value)
@@ -167,11 +166,12 @@ pub async fn patch_group(
     for _ in 0..WRITE_RETRIES {
         let cur = state.store.get_group(tenant.id, &id).await?;
         let expected = cond.check(cur.version)?;
-        let mut doc = cur.doc.clone();
+        let before = cur.doc_value()?;
+        let mut doc = before.clone();
         let member_ops = apply_patch(&mut doc, &ops, &schema, &schema)?;
         let doc = normalize(Kind::Group, doc)?;
         let changes = member_changes(&state, &tenant, &base, &id, member_ops).await?;
-        let doc_changed = doc != cur.doc;
+        let doc_changed = doc != before;
         // Only a change to the group's own attributes needs the version it read; member changes
         // are row writes that commute with each other.
         let expect = if doc_changed { Some(cur.version) } else { expected };

@@ -3,6 +3,7 @@
 //! neither overlap nor skip; attribute projection; the ListResponse.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use axum::extract::Extension;
 use axum::http::StatusCode;
@@ -11,16 +12,87 @@ use serde_json::Value;
 
 use super::auth::BaseUrl;
 use super::body::ScimJson;
-use super::error::scim_response;
+use super::error::scim_json;
 use super::ApiError;
 use crate::scim::filter::{matches, AttrPath, Filter};
-use crate::scim::resource::{group_ref, list_response, member_ref, render, ListParams, Meta, Projection};
+use crate::scim::resource::{list_response, render, render_value, ListParams, Projection, Ref};
 use crate::scim::schema::{Kind, ResourceSchema};
 use crate::scim::ScimError;
-use crate::store::{ListQuery, Store, StoredResource, Tenant};
+use crate::store::{ListQuery, Member, Store, StoreError, StoredResource, Tenant};
 
-/// Renders stored resources with their computed attribute (when the projection keeps it) and
-/// applies the projection.
+/// The computed attribute (a User's `groups`, a Group's `members`) of the resources of a page,
+/// by resource id, read when the projection keeps it.
+pub(super) enum Computed {
+    /// Users' groups (id, displayName) — of the users not read with theirs.
+    Groups(HashMap<String, Vec<(String, String)>>),
+    Members(HashMap<String, Vec<Member>>),
+}
+
+/// Reads the computed attribute of `rs` when `proj` keeps it (`None` when it does not).
+pub(super) async fn computed_of(
+    store: &Store,
+    tenant_id: i64,
+    kind: Kind,
+    rs: &[StoredResource],
+    proj: &Projection,
+) -> Result<Option<Computed>, ApiError> {
+    Ok(match kind {
+        Kind::User if proj.wants(kind, "groups") => {
+            // Users read with their groups carry them; the others' are read here.
+            let ids: Vec<&str> = rs.iter().filter(|r| r.groups.is_none()).map(|r| r.id.as_str()).collect();
+            let found = if ids.is_empty() { HashMap::new() } else { store.groups_of_users(tenant_id, &ids).await? };
+            Some(Computed::Groups(found))
+        }
+        Kind::Group if proj.wants(kind, "members") => {
+            let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
+            let found = if ids.is_empty() { HashMap::new() } else { store.members_of(tenant_id, &ids).await? };
+            Some(Computed::Members(found))
+        }
+        _ => None,
+    })
+}
+
+/// A stored document that is not JSON: a corrupt row, answered as an internal error.
+fn corrupt(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(StoreError::Db(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// The computed attribute's elements for one resource.
+fn refs_of<'a>(r: &'a StoredResource, computed: Option<&'a Computed>) -> Option<Vec<Ref<'a>>> {
+    const NONE: &[(String, String)] = &[];
+    match computed? {
+        Computed::Groups(found) => {
+            let gs = r.groups.as_deref().or_else(|| found.get(&r.id).map(Vec::as_slice)).unwrap_or(NONE);
+            Some(gs.iter().map(|(gid, name)| Ref::group(gid, name)).collect())
+        }
+        Computed::Members(found) => Some(
+            found
+                .get(&r.id)
+                .map(|ms| ms.iter().map(|m| Ref::member(&m.value, &m.member_type, m.display.as_deref())).collect())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Renders one resource as JSON text, with its computed attribute and projected. With the
+/// default projection the text is written straight from the stored text (no parse tree).
+pub(super) fn render_text(
+    kind: Kind,
+    base: &str,
+    r: &StoredResource,
+    computed: Option<&Computed>,
+    proj: &Projection,
+) -> Result<Vec<u8>, ApiError> {
+    let refs = refs_of(r, computed);
+    if proj.is_default() {
+        return render(kind, base, &r.doc, r.meta(), refs.as_deref()).map_err(corrupt);
+    }
+    let v = render_value(kind, base, &r.doc, r.meta(), refs.as_deref()).map_err(corrupt)?;
+    serde_json::to_vec(&proj.apply(kind, v)).map_err(corrupt)
+}
+
+/// Renders stored resources as JSON text with their computed attribute (when the projection
+/// keeps it), projected.
 pub(super) async fn render_many(
     store: &Store,
     tenant_id: i64,
@@ -28,55 +100,20 @@ pub(super) async fn render_many(
     kind: Kind,
     rs: &[StoredResource],
     proj: &Projection,
-) -> Result<Vec<Value>, ApiError> {
-    let mut computed: std::collections::HashMap<String, Vec<Value>> = Default::default();
-    let group_refs = |gs: &[(String, String)]| gs.iter().map(|(gid, name)| group_ref(base, gid, name)).collect();
-    match kind {
-        Kind::User if proj.wants(kind, "groups") => {
-            // Users read with their groups carry them; the others' are read here.
-            let mut ids: Vec<&str> = Vec::new();
-            for r in rs {
-                match &r.groups {
-                    Some(gs) => {
-                        computed.insert(r.id.clone(), group_refs(gs));
-                    }
-                    None => ids.push(r.id.as_str()),
-                }
-            }
-            if !ids.is_empty() {
-                for (uid, gs) in store.groups_of_users(tenant_id, &ids).await? {
-                    computed.insert(uid, group_refs(&gs));
-                }
-            }
-        }
-        Kind::Group if proj.wants(kind, "members") && !rs.is_empty() => {
-            let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
-            for (gid, ms) in store.members_of(tenant_id, &ids).await? {
-                computed.insert(
-                    gid,
-                    ms.iter().map(|m| member_ref(base, &m.value, &m.member_type, m.display.as_deref())).collect(),
-                );
-            }
-        }
-        _ => {}
-    }
-    let with_computed = match kind {
-        Kind::User => proj.wants(kind, "groups"),
-        Kind::Group => proj.wants(kind, "members"),
-    };
-    Ok(rs
-        .iter()
-        .map(|r| {
-            let c = with_computed.then(|| computed.remove(&r.id).unwrap_or_default());
-            proj.apply(kind, render_one(kind, base, r, c))
-        })
-        .collect())
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let computed = computed_of(store, tenant_id, kind, rs, proj).await?;
+    rs.iter().map(|r| render_text(kind, base, r, computed.as_ref(), proj)).collect()
 }
 
-/// Renders one stored resource.
-pub(super) fn render_one(kind: Kind, base: &str, r: &StoredResource, computed: Option<Vec<Value>>) -> Value {
-    let meta = Meta { id: &r.id, version: r.version, created: &r.created_at, last_modified: &r.updated_at };
-    render(kind, base, &r.doc, meta, computed)
+/// Renders one stored resource as a JSON value, with the computed attribute when given (to
+/// evaluate a filter or a sort key on it).
+pub(super) fn render_one(
+    kind: Kind,
+    base: &str,
+    r: &StoredResource,
+    computed: Option<&Computed>,
+) -> Result<Value, ApiError> {
+    render_value(kind, base, &r.doc, r.meta(), refs_of(r, computed).as_deref()).map_err(corrupt)
 }
 
 fn sort_value(v: &Value, path: &AttrPath) -> Option<String> {
@@ -207,18 +244,25 @@ async fn select(
         }
         let everything = Projection::default();
         for chunk in candidates.chunks(500) {
-            let rendered = render_many(store, tenant_id, base, kind, chunk, &everything).await?;
-            for (r, full) in chunk.iter().zip(rendered) {
+            let computed = computed_of(store, tenant_id, kind, chunk, &everything).await?;
+            for r in chunk {
+                let full = render_one(kind, base, r, computed.as_ref())?;
                 if residual.as_ref().is_none_or(|f| matches(f, &full, &schema)) {
                     take(r.clone(), &mut total);
                 }
             }
         }
     } else {
+        let mut failed = None;
         let mut visit = |r: StoredResource| {
             if let Some(f) = &residual {
-                if !matches(f, &render_one(kind, base, &r, None), &schema) {
-                    return;
+                match render_one(kind, base, &r, None) {
+                    Ok(v) if matches(f, &v, &schema) => {}
+                    Ok(_) => return,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        return;
+                    }
                 }
             }
             take(r, &mut total);
@@ -227,13 +271,18 @@ async fn select(
             Kind::User => store.scan_users(tenant_id, &q, &mut visit).await?,
             Kind::Group => store.scan_groups(tenant_id, &q, &mut visit).await?,
         }
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     if kept.len() > MAX_IN_MEMORY {
         return Err(too_many());
     }
     if let Some(sb) = sort_in_memory {
-        let mut keyed: Vec<(Option<String>, StoredResource)> =
-            kept.into_iter().map(|r| (sort_value(&render_one(kind, base, &r, None), &sb), r)).collect();
+        let mut keyed: Vec<(Option<String>, StoredResource)> = kept
+            .into_iter()
+            .map(|r| Ok((sort_value(&render_one(kind, base, &r, None)?, &sb), r)))
+            .collect::<Result<_, ApiError>>()?;
         keyed.sort_by(|(a, ra), (b, rb)| {
             let o = match (a, b) {
                 (Some(a), Some(b)) => a.cmp(b),
@@ -259,7 +308,7 @@ pub(super) async fn list_kind(
 ) -> Result<Response, ApiError> {
     let (total, page) = select(store, tenant.id, base, kind, &p).await?;
     let resources = render_many(store, tenant.id, base, kind, &page, &p.projection).await?;
-    Ok(scim_response(StatusCode::OK, &list_response(total, p.start_index, resources)))
+    Ok(scim_json(StatusCode::OK, list_response(total, p.start_index, &resources)))
 }
 
 /// `POST /.search`: Users then Groups, one list.
@@ -291,5 +340,5 @@ pub async fn search_all(
             resources.extend(render_many(&state.store, tenant.id, &base, Kind::Group, &page, &p.projection).await?);
         }
     }
-    Ok(scim_response(StatusCode::OK, &list_response(nu + ng, p.start_index, resources)))
+    Ok(scim_json(StatusCode::OK, list_response(nu + ng, p.start_index, &resources)))
 }

@@ -3,11 +3,10 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
-use super::error::scim_response;
+use super::error::scim_json;
 use super::list::{list_kind, render_many};
 use super::{ApiError, AppState};
 use crate::scim::patch::{apply_patch, parse_patch};
@@ -29,16 +28,13 @@ pub(super) async fn respond_one(
     proj: &Projection,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    let body = render_many(&state.store, tenant.id, base, kind, std::slice::from_ref(r), proj)
-        .await?
-        .pop()
-        .unwrap_or(Value::Null);
-    Ok(respond_rendered(base, kind, r, &body, status))
+    let body = render_many(&state.store, tenant.id, base, kind, std::slice::from_ref(r), proj).await?.pop();
+    Ok(respond_rendered(base, kind, r, body.unwrap_or_default(), status))
 }
 
 /// Answers with one rendered resource: status, ETag, Location (on create) and the body.
-fn respond_rendered(base: &str, kind: Kind, r: &StoredResource, body: &Value, status: StatusCode) -> Response {
-    let mut res = scim_response(status, body);
+fn respond_rendered(base: &str, kind: Kind, r: &StoredResource, body: Vec<u8>, status: StatusCode) -> Response {
+    let mut res = scim_json(status, body);
     if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
@@ -143,7 +139,7 @@ pub async fn put_user(
         // A PUT that omits `active` keeps the current value rather than changing the account's
         // status (Okta's read-modify-write may drop it).
         if doc.get("active").is_none() {
-            if let Some(a) = cur.doc.get("active") {
+            if let Some(a) = cur.doc_value()?.get("active") {
                 doc["active"] = a.clone();
             }
         }
@@ -174,10 +170,11 @@ pub async fn patch_user(
     for _ in 0..WRITE_RETRIES {
         let cur = state.store.get_user(tenant.id, &id).await?;
         let expected = cond.check(cur.version)?;
-        let mut doc = cur.doc.clone();
+        let before = cur.doc_value()?;
+        let mut doc = before.clone();
         apply_patch(&mut doc, &ops, &schema, &schema)?;
         let doc = normalize(Kind::User, doc)?;
-        if doc == cur.doc {
+        if doc == before {
             return respond_one(&state, &tenant, &base, Kind::User, &cur, &proj, StatusCode::OK).await;
         }
         match state.store.update_user(&intent(&tenant, &rid, &now), &id, &doc, cur.version, "patch").await {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
@@ -32,56 +33,183 @@ pub fn etag_matches(header: &str, version: i64) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == version.to_string())
 }
 
-/// Renders a stored document as the resource a client sees: `schemas`, `id`, the document,
-/// then the computed multi-valued attribute (`groups` or `members`) when given, then `meta`.
-pub fn render(kind: Kind, base: &str, doc: &Value, meta: Meta<'_>, computed: Option<Vec<Value>>) -> Value {
-    let mut out = Map::new();
-    let empty = Map::new();
-    let doc = doc.as_object().unwrap_or(&empty);
-    if let Some(s) = doc.get("schemas") {
-        out.insert("schemas".into(), s.clone());
+/// One element of a computed multi-valued attribute: a User's `groups` or a Group's `members`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ref<'a> {
+    /// The referenced resource's id.
+    pub value: &'a str,
+    /// `Users` or `Groups`: where `$ref` points.
+    pub endpoint: &'static str,
+    /// `direct` (a User's groups) or the member's resource type (`User`, `Group`).
+    pub kind: &'a str,
+    pub display: Option<&'a str>,
+}
+
+impl<'a> Ref<'a> {
+    /// An element of a User's `groups`.
+    pub fn group(id: &'a str, display: &'a str) -> Ref<'a> {
+        Ref { value: id, endpoint: "Groups", kind: "direct", display: Some(display) }
     }
-    out.insert("id".into(), Value::String(meta.id.to_string()));
-    for (k, v) in doc {
-        if k != "schemas" {
-            out.insert(k.clone(), v.clone());
+
+    /// An element of a Group's `members`.
+    pub fn member(id: &'a str, member_type: &'a str, display: Option<&'a str>) -> Ref<'a> {
+        let endpoint = if member_type == "Group" { "Groups" } else { "Users" };
+        Ref { value: id, endpoint, kind: member_type, display }
+    }
+
+    /// The element as JSON text (`value`, `$ref`, `type`, then `display` when known).
+    fn write(&self, out: &mut Vec<u8>, base: &str) {
+        out.extend_from_slice(b"{\"value\":");
+        push_str(out, self.value);
+        out.extend_from_slice(b",\"$ref\":");
+        push_str(out, &format!("{base}/{}/{}", self.endpoint, self.value));
+        out.extend_from_slice(b",\"type\":");
+        push_str(out, self.kind);
+        if let Some(d) = self.display {
+            out.extend_from_slice(b",\"display\":");
+            push_str(out, d);
         }
+        out.push(b'}');
+    }
+
+    /// The element as a JSON value (to evaluate a filter on it).
+    pub fn to_value(&self, base: &str) -> Value {
+        let mut s = Vec::new();
+        self.write(&mut s, base);
+        serde_json::from_slice(&s).unwrap_or(Value::Null)
+    }
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The members of a stored document (a JSON object), in order, each value as its JSON text.
+struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed from the text when it holds no escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(12));
+                while let Some(Key(k)) = m.next_key()? {
+                    out.push((k, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Renders a stored document (its JSON text, as stored) as the resource a client sees, as JSON
+/// text: `schemas`, `id`, the document's other attributes in stored order, then the computed
+/// multi-valued attribute (`groups` or `members`) when given — a User's only when not empty —
+/// then `meta`. Values are copied as stored, not parsed: this is the hot path of every read.
+///
+/// # Errors
+/// The stored text is not a JSON object.
+pub fn render(
+    kind: Kind,
+    base: &str,
+    doc: &str,
+    meta: Meta<'_>,
+    computed: Option<&[Ref<'_>]>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let Members(members) = serde_json::from_str(doc)?;
+    let computed_key = match kind {
+        Kind::User => "groups",
+        Kind::Group => "members",
+    };
+    let mut out = Vec::with_capacity(doc.len() + 256);
+    out.push(b'{');
+    if let Some((_, v)) = members.iter().find(|(k, _)| k == "schemas") {
+        out.extend_from_slice(b"\"schemas\":");
+        out.extend_from_slice(v.get().as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"id\":");
+    push_str(&mut out, meta.id);
+    // The document never holds `id`, `meta` or the computed attribute (`normalize` drops
+    // them); were one there, the rendered one wins.
+    for (k, v) in &members {
+        if k == "schemas" || k == "id" || k == "meta" || (computed.is_some() && k == computed_key) {
+            continue;
+        }
+        out.push(b',');
+        push_str(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
     }
     if let Some(c) = computed {
-        let key = match kind {
-            Kind::User => "groups",
-            Kind::Group => "members",
-        };
         if !c.is_empty() || kind == Kind::Group {
-            out.insert(key.into(), Value::Array(c));
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(computed_key.as_bytes());
+            out.extend_from_slice(b"\":[");
+            for (i, r) in c.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                r.write(&mut out, base);
+            }
+            out.push(b']');
         }
     }
-    out.insert(
-        "meta".into(),
-        json!({
-            "resourceType": kind.name(),
-            "created": meta.created,
-            "lastModified": meta.last_modified,
-            "location": format!("{base}/{}/{}", kind.endpoint(), meta.id),
-            "version": etag(meta.version),
-        }),
-    );
-    Value::Object(out)
+    out.extend_from_slice(b",\"meta\":{\"resourceType\":");
+    push_str(&mut out, kind.name());
+    out.extend_from_slice(b",\"created\":");
+    push_str(&mut out, meta.created);
+    out.extend_from_slice(b",\"lastModified\":");
+    push_str(&mut out, meta.last_modified);
+    out.extend_from_slice(b",\"location\":");
+    push_str(&mut out, &format!("{base}/{}/{}", kind.endpoint(), meta.id));
+    out.extend_from_slice(b",\"version\":");
+    push_str(&mut out, &etag(meta.version));
+    out.extend_from_slice(b"}}");
+    Ok(out)
 }
 
-/// A `groups` element of a User.
-pub fn group_ref(base: &str, id: &str, display: &str) -> Value {
-    json!({"value": id, "$ref": format!("{base}/Groups/{id}"), "display": display, "type": "direct"})
-}
-
-/// A `members` element of a Group.
-pub fn member_ref(base: &str, id: &str, member_type: &str, display: Option<&str>) -> Value {
-    let endpoint = if member_type == "Group" { "Groups" } else { "Users" };
-    let mut v = json!({"value": id, "$ref": format!("{base}/{endpoint}/{id}"), "type": member_type});
-    if let Some(d) = display {
-        v["display"] = json!(d);
-    }
-    v
+/// `render`, as a JSON value (to project it, or to evaluate a filter on it).
+///
+/// # Errors
+/// The stored text is not a JSON object.
+pub fn render_value(
+    kind: Kind,
+    base: &str,
+    doc: &str,
+    meta: Meta<'_>,
+    computed: Option<&[Ref<'_>]>,
+) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(&render(kind, base, doc, meta, computed)?)
 }
 
 /// Parses an attribute name as used in `attributes`, `excludedAttributes` and `sortBy`.
@@ -386,13 +514,158 @@ pub fn projection_from_query(q: &HashMap<String, String>) -> Result<Projection, 
     Projection::parse(get("attributes"), get("excludedAttributes"))
 }
 
-/// A ListResponse.
-pub fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [super::schema::LIST_URN],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
+/// A ListResponse around resources already rendered as JSON text.
+pub fn list_response(total: i64, start_index: i64, resources: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(resources.iter().map(|r| r.len() + 1).sum::<usize>() + 160);
+    out.extend_from_slice(b"{\"schemas\":[");
+    push_str(&mut out, super::schema::LIST_URN);
+    out.extend_from_slice(
+        format!(
+            "],\"totalResults\":{total},\"startIndex\":{start_index},\"itemsPerPage\":{},\"Resources\":[",
+            resources.len()
+        )
+        .as_bytes(),
+    );
+    for (i, r) in resources.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(r);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: &str = "https://idp.example/v1/auth/scim/v2";
+
+    fn meta() -> Meta<'static> {
+        Meta { id: "0190-ab", version: 7, created: "2026-01-02T03:04:05Z", last_modified: "2026-02-03T04:05:06Z" }
+    }
+
+    /// What the renderer must produce, built as a value: `schemas`, `id`, the document's other
+    /// members in order, the computed attribute, `meta`.
+    fn expected(kind: Kind, doc: &Value, computed: Option<Value>) -> Value {
+        let mut out = Map::new();
+        let doc = doc.as_object().unwrap();
+        if let Some(s) = doc.get("schemas") {
+            out.insert("schemas".into(), s.clone());
+        }
+        out.insert("id".into(), json!("0190-ab"));
+        for (k, v) in doc {
+            if k != "schemas" {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(c) = computed {
+            out.insert(if kind == Kind::User { "groups" } else { "members" }.into(), c);
+        }
+        out.insert(
+            "meta".into(),
+            json!({"resourceType": kind.name(), "created": "2026-01-02T03:04:05Z",
+                   "lastModified": "2026-02-03T04:05:06Z",
+                   "location": format!("{BASE}/{}/0190-ab", kind.endpoint()), "version": "W/\"7\""}),
+        );
+        Value::Object(out)
+    }
+
+    #[test]
+    fn renders_the_stored_text_as_the_value_it_holds_byte_for_byte() {
+        let doc = json!({
+            "userName": "zoë \"quoted\" \\ back\u{1}slash",
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "name": {"givenName": "Zoë", "familyName": "O'Neil"},
+            "emails": [{"value": "z@example.com", "primary": true}],
+            "we\"ird\nkey": 1.5e300,
+            "n": -12,
+            "active": false,
+            "empty": {},
+            "nothing": null
+        });
+        let text = doc.to_string();
+        let gs = [("g1".to_string(), "Eng \"core\"".to_string()), ("g2".to_string(), "Ops".to_string())];
+        let refs: Vec<Ref<'_>> = gs.iter().map(|(g, n)| Ref::group(g, n)).collect();
+        let got = render(Kind::User, BASE, &text, meta(), Some(&refs)).unwrap();
+        let want = expected(
+            Kind::User,
+            &doc,
+            Some(json!([
+                {"value": "g1", "$ref": format!("{BASE}/Groups/g1"), "type": "direct", "display": "Eng \"core\""},
+                {"value": "g2", "$ref": format!("{BASE}/Groups/g2"), "type": "direct", "display": "Ops"}
+            ])),
+        );
+        assert_eq!(String::from_utf8(got).unwrap(), want.to_string());
+        // A user in no group renders no `groups`; a group always renders `members`.
+        let got = render(Kind::User, BASE, &text, meta(), Some(&[])).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), expected(Kind::User, &doc, None).to_string());
+        let g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Eng"});
+        let m = [Ref::member("u1", "User", Some("Ann")), Ref::member("g9", "Group", None)];
+        let got = render(Kind::Group, BASE, &g.to_string(), meta(), Some(&m)).unwrap();
+        let want = expected(
+            Kind::Group,
+            &g,
+            Some(json!([
+                {"value": "u1", "$ref": format!("{BASE}/Users/u1"), "type": "User", "display": "Ann"},
+                {"value": "g9", "$ref": format!("{BASE}/Groups/g9"), "type": "Group"}
+            ])),
+        );
+        assert_eq!(String::from_utf8(got).unwrap(), want.to_string());
+        let got = render(Kind::Group, BASE, &g.to_string(), meta(), Some(&[])).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), expected(Kind::Group, &g, Some(json!([]))).to_string());
+    }
+
+    #[test]
+    fn a_stored_text_that_is_not_an_object_is_an_error_not_a_panic() {
+        for bad in ["", "[1]", "{\"a\":", "{\"a\" 1}", "null", "\"x\""] {
+            assert!(render(Kind::User, BASE, bad, meta(), None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_list_response_holds_its_resources_in_order() {
+        let got = list_response(5, 3, &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let want = json!({"schemas": [crate::scim::schema::LIST_URN], "totalResults": 5, "startIndex": 3,
+                          "itemsPerPage": 2, "Resources": [{"a": 1}, {"b": 2}]});
+        assert_eq!(String::from_utf8(got).unwrap(), want.to_string());
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((any::<String>(), inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever document serde_json stored, the text renderer writes exactly what
+        /// serialising the rendered value would.
+        #[test]
+        fn renders_any_stored_document_as_its_value(
+            members in prop::collection::vec(("[a-zA-Z\"\\\\é\u{7}]{1,6}", json_value()), 0..8),
+            with_schemas in any::<bool>(),
+        ) {
+            let mut doc: Map<String, Value> =
+                members.into_iter().filter(|(k, _)| !["id", "meta", "groups", "schemas"].contains(&k.as_str())).collect();
+            if with_schemas {
+                doc.insert("schemas".into(), json!([crate::scim::schema::USER_URN]));
+            }
+            let doc = Value::Object(doc);
+            let got = render(Kind::User, BASE, &doc.to_string(), meta(), None).unwrap();
+            prop_assert_eq!(String::from_utf8(got).unwrap(), expected(Kind::User, &doc, None).to_string());
+        }
+    }
 }

@@ -154,12 +154,10 @@ pub fn user_with_groups(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResou
 
 /// A stored resource from a row of `seq, id, doc, version, created_at, updated_at`.
 pub fn resource(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
-    let doc: String = row.get(2)?;
     Ok(StoredResource {
         seq: row.get(0)?,
         id: row.get(1)?,
-        doc: serde_json::from_str(&doc)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+        doc: row.get(2)?,
         version: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
