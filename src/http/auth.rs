@@ -37,13 +37,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
 
 fn base_url(req: &Request) -> String {
     let h = req.headers();
-    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    let authority = req.uri().authority().map(axum::http::uri::Authority::as_str);
     let host = get("x-forwarded-host")
         .or_else(|| get(header::HOST.as_str()))
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or(authority)
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| "localhost".into());
-    let proto = get("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
+        .unwrap_or("localhost");
+    let proto = get("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
     format!("{proto}://{host}{SCIM_BASE}")
 }
 

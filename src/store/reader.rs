@@ -11,7 +11,7 @@
 //! commit acknowledged before it started, exactly as a pool read does.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -62,7 +62,18 @@ impl Reader {
     /// half the cost of a point read. A unary `+` on the value side leaves the index usable but
     /// makes the value opaque to STAT4, so the statement is planned once.
     pub fn prepare<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-        conn.prepare_cached(&sql.replace(" = $", " = +$"))
+        conn.prepare_cached(&Self::rewrite(sql))
+    }
+
+    /// `sql` as `prepare` runs it (each `= $n` as `= +$n`): for statements built once, in a
+    /// `LazyLock`, and run with `prepare_rewritten` (no rewriting per read).
+    pub fn rewrite(sql: &str) -> String {
+        sql.replace(" = $", " = +$")
+    }
+
+    /// Prepares (or takes from the cache) a statement already passed through `rewrite`.
+    pub fn prepare_rewritten<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+        conn.prepare_cached(sql)
     }
 
     /// Runs `f` on a pooled connection.
@@ -110,13 +121,21 @@ impl Reader {
 
     /// One resource of `table` (`scim_users` or `scim_groups`) by id.
     pub fn get_resource(&self, table: &str, tenant_id: i64, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        static SQL: LazyLock<[(&str, String); 2]> = LazyLock::new(|| {
+            ["scim_users", "scim_groups"].map(|t| {
+                (t, Reader::rewrite(&format!("SELECT {RESOURCE_COLS} FROM {t} WHERE tenant_id = $1 AND id = $2")))
+            })
+        });
+        let other;
+        let sql = match SQL.iter().find(|(t, _)| *t == table) {
+            Some((_, sql)) => sql.as_str(),
+            None => {
+                other = Self::rewrite(&format!("SELECT {RESOURCE_COLS} FROM {table} WHERE tenant_id = $1 AND id = $2"));
+                other.as_str()
+            }
+        };
         self.with(|c| {
-            let mut st = Self::prepare(
-                c,
-                &format!(
-                "SELECT seq, id, doc, version, created_at, updated_at FROM {table} WHERE tenant_id = $1 AND id = $2"
-            ),
-            )?;
+            let mut st = Self::prepare_rewritten(c, sql)?;
             let mut rows = st.query(rusqlite::params![tenant_id, id])?;
             rows.next()?.map(resource).transpose()
         })
@@ -133,6 +152,9 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], ex
     vals.extend(extra.iter().map(|&v| Val::Int(v)));
     super::exec::bind_vals(stmt, &vals)
 }
+
+/// The columns `resource` maps.
+pub const RESOURCE_COLS: &str = "seq, id, doc, version, created_at, updated_at";
 
 /// The extra column that reads a user's groups with its row (`json_group_array` of
 /// `[group id, displayName]`, by group creation), for a `FROM scim_users u` query.

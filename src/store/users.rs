@@ -2,6 +2,7 @@
 //! and one row per email address.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
@@ -179,16 +180,16 @@ impl Store {
     /// `NotFound`.
     pub async fn get_user_and_groups(&self, tenant_id: i64, id: &str) -> Result<StoredResource, StoreError> {
         if let Some(r) = &self.reader {
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                reader::Reader::rewrite(&format!(
+                    "SELECT {}, {} FROM scim_users u WHERE u.tenant_id = $1 AND u.id = $2",
+                    reader::RESOURCE_COLS,
+                    reader::USER_GROUPS_COL
+                ))
+            });
             return r
                 .with(|c| {
-                    let mut st = reader::Reader::prepare(
-                        c,
-                        &format!(
-                            "SELECT seq, id, doc, version, created_at, updated_at, {} FROM scim_users u \
-                             WHERE u.tenant_id = $1 AND u.id = $2",
-                            reader::USER_GROUPS_COL
-                        ),
-                    )?;
+                    let mut st = reader::Reader::prepare_rewritten(c, &SQL)?;
                     let mut rows = st.query(rusqlite::params![tenant_id, id])?;
                     rows.next()?.map(reader::user_with_groups).transpose()
                 })?
