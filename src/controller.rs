@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use self::model::{desired_user, desired_user_from_str, ActualUser, DesiredUser, ManagedBy, Status};
+use self::model::{desired_user_from_str, ActualUser, DesiredUser, ManagedBy, Status};
 use self::plan::{fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Scope, Summary};
 pub use self::queue::Queue;
 use crate::store::{Applied, Store, StoreError, Tenant};
@@ -455,8 +455,11 @@ impl Controller {
                 }
                 for chunk in ids.chunks(BATCH as usize) {
                     let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
-                    let desired: Vec<DesiredUser> =
-                        rows.iter().map(|(id, doc, gs)| desired_user(id, doc, gs, &state.bindings)).collect();
+                    let desired = rows
+                        .iter()
+                        .map(|(id, doc, gs)| desired_user_from_str(id, doc, gs, &state.bindings))
+                        .collect::<Result<Vec<DesiredUser>, _>>()
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
                     let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
                 }

@@ -609,17 +609,14 @@ impl Store {
         &self,
         tenant_id: i64,
         ids: &[String],
-    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
         let mut out = Vec::new();
         const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN {keys} ORDER BY id";
         if let Some(r) = self.reader.clone().filter(|_| !ids.is_empty()) {
             let args = vec![Val::Int(tenant_id), json_list(ids)];
             let rows: Vec<(String, String)> =
                 blocking(move || r.query_all(&keys_as_json(SQL), &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?;
-            for (id, doc) in rows {
-                let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                out.push((id, doc, Vec::new()));
-            }
+            out.extend(rows.into_iter().map(|(id, doc)| (id, doc, Vec::new())));
             self.add_groups(tenant_id, &mut out).await?;
             return Ok(out);
         }
@@ -639,20 +636,17 @@ impl Store {
         &self,
         tenant_id: i64,
         rows: Vec<AnyRow>,
-    ) -> Result<Vec<(String, Value, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let id: String = r.try_get("id")?;
-            let doc: String = r.try_get("doc")?;
-            let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            out.push((id, doc, Vec::new()));
+            out.push((r.try_get("id")?, r.try_get("doc")?, Vec::new()));
         }
         self.add_groups(tenant_id, &mut out).await?;
         Ok(out)
     }
 
     /// Fills in the group displayNames of desired users read without them.
-    async fn add_groups(&self, tenant_id: i64, out: &mut [(String, Value, Vec<String>)]) -> Result<(), StoreError> {
+    async fn add_groups(&self, tenant_id: i64, out: &mut [(String, String, Vec<String>)]) -> Result<(), StoreError> {
         let ids: Vec<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
         let mut groups = self.groups_of_users(tenant_id, &ids).await?;
         for (id, _, gs) in out.iter_mut() {

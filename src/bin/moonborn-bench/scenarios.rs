@@ -624,8 +624,13 @@ async fn initial_sync(
     let all = Sample::merge(vec![su.lat_us.clone(), sg.lat_us.clone(), sm.lat_us.clone()], wall);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let share = cpu / wall;
+    // In a closed loop the share stays near what the server can use however fast it gets (a
+    // faster server just finishes sooner): CPU per request and per synced user show the work.
+    let requests = all.lat_us.len().max(1) as f64;
+    let cpu_us_per_request = 1e6 * cpu / requests;
+    let cpu_ms_per_user = 1e3 * cpu_all / nu.max(1) as f64;
     println!(
-        "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}, this client {:.2}",
+        "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}, this client {:.2}; server CPU {cpu_us_per_request:.0} µs per request, {cpu_ms_per_user:.2} ms per user until applied",
         su.secs, sg.secs, sm.secs, client_cpu / wall
     );
     Ok(Row {
@@ -653,6 +658,8 @@ async fn initial_sync(
         .param("server_cpu_share_of_machine", share / cores)
         .param("client_cpu_cores", client_cpu / wall)
         .param("server_cpu_cores_until_applied", cpu_all / applied_wall)
+        .param("server_cpu_us_per_request", cpu_us_per_request)
+        .param("server_cpu_ms_per_user_until_applied", cpu_ms_per_user)
     })
 }
 
