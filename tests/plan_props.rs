@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use moonborn_scim::controller::model::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status, ROLES};
 use moonborn_scim::controller::plan::{
-    fingerprint, fmt_time, plan, plan_raw, plan_user, Change, ChangeKind, Safety, Scope, Summary, GRACE_DAYS,
+    fingerprint, fmt_time, holds, plan, plan_raw, plan_user, Change, ChangeKind, Safety, Scope, Summary, GRACE_DAYS,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -398,6 +398,37 @@ fn config() -> ProptestConfig {
 
 proptest! {
     #![proptest_config(config())]
+
+    /// (k) `holds` is the record comparison it stands in for: on every desired × actual pair of
+    /// a world, and on in-sync pairs with one field changed (or none).
+    #[test]
+    fn k_holds_is_record_equality((d, a) in world(), field in 0usize..10) {
+        for x in &d {
+            for y in &a {
+                prop_assert_eq!(holds(y, x), y.record() == wanted(x));
+            }
+            let mut y = synced(x);
+            match field {
+                0 => y.email.push('x'),
+                1 => y.display_name = None,
+                2 => y.contact_email = Some(format!("{}x", x.contact_email)),
+                3 => y.status = if y.status == Status::Active { Status::Disabled } else { Status::Active },
+                4 => {
+                    let had = y.roles.remove("auditor");
+                    if !had {
+                        y.roles.insert("auditor".into());
+                    }
+                }
+                5 => y.managed_by = ManagedBy::Manual,
+                6 => y.scim_id = None,
+                7 => y.external_id = Some(format!("{:?}x", x.external_id)),
+                8 => y.purge_after = Some(fmt_time(now())),
+                _ => {}
+            }
+            prop_assert_eq!(holds(&y, x), y.record() == wanted(x));
+            prop_assert_eq!(holds(&y, x), field == 9);
+        }
+    }
 
     /// (a) Convergence: apply(plan(d, a)) then plan again (same now) is empty.
     #[test]

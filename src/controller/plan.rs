@@ -100,6 +100,21 @@ fn wanted(d: &DesiredUser) -> Record {
     }
 }
 
+/// Whether `a` already holds what `d` wants — `a.record() == wanted(d)` — without building
+/// either record (in a full run nearly every user is in sync, and cloning both records, then
+/// dropping them, was ~8% of the plan).
+pub fn holds(a: &ActualUser, d: &DesiredUser) -> bool {
+    a.email == d.user_name
+        && a.display_name.as_deref() == Some(d.display_name.as_str())
+        && a.contact_email.as_deref() == Some(d.contact_email.as_str())
+        && a.status == if d.active { Status::Active } else { Status::Disabled }
+        && a.roles == d.roles
+        && a.managed_by == ManagedBy::Scim
+        && a.scim_id.as_deref() == Some(d.scim_id.as_str())
+        && a.external_id == d.external_id
+        && a.purge_after.is_none()
+}
+
 /// Plans one user: a desired user, the actual user it maps to, either or both.
 pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<Utc>) -> Option<Change> {
     match (d, a) {
@@ -114,6 +129,9 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
         (d, Some(a)) if a.managed_by == ManagedBy::Manual && d.is_none() => None,
         (_, Some(a)) if a.status == Status::Purged => None,
         (Some(d), Some(a)) => {
+            if a.managed_by != ManagedBy::Manual && a.status != Status::Deleted && holds(a, d) {
+                return None;
+            }
             let before = a.record();
             let after = wanted(d);
             let kind = if a.managed_by == ManagedBy::Manual {

@@ -99,7 +99,9 @@ pub(super) fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
     })
 }
 
-/// A `users` row (without roles) read by the SQLite reader.
+/// A `users` row (without roles) read by the SQLite reader: the `USER_COLS` columns first, in
+/// that order. Read by position: by name, every `get` scanned the statement's column names
+/// (8% of a full run's plan).
 fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
     let bad = |what: &str, v: String| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -108,22 +110,25 @@ fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
             Box::new(StoreError::Invalid(format!("bad {what} {v}"))),
         )
     };
-    let status: String = r.get("status")?;
-    let managed: String = r.get("managed_by")?;
+    let status: String = r.get(4)?;
+    let managed: String = r.get(5)?;
     Ok(ActualUser {
-        id: r.get("id")?,
-        email: r.get("email")?,
-        display_name: r.get("display_name")?,
-        contact_email: r.get("contact_email")?,
+        id: r.get(0)?,
+        email: r.get(1)?,
+        display_name: r.get(2)?,
+        contact_email: r.get(3)?,
         status: Status::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
         managed_by: ManagedBy::parse(&managed).ok_or_else(|| bad("managed_by", managed.clone()))?,
-        scim_id: r.get("scim_id")?,
-        external_id: r.get("external_id")?,
+        scim_id: r.get(6)?,
+        external_id: r.get(7)?,
         roles: BTreeSet::new(),
-        purge_after: r.get("purge_after")?,
-        version: r.get("version")?,
+        purge_after: r.get(8)?,
+        version: r.get(9)?,
     })
 }
+
+/// The column after `USER_COLS` in `linked_in_range`'s rows (the role).
+const ROLE_COL: usize = 10;
 
 /// Fencing: touches the lease row only while `holder` still holds it with that token.
 const FENCE_SQL: &str =
@@ -550,7 +555,7 @@ impl Store {
             let mut args = vec![Val::Int(tenant_id)];
             args.extend([after, last].into_iter().flatten().map(Val::from));
             args.push(Val::Int(limit));
-            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from_sqlite(row)?, row.get("role")?)))).await?
+            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from_sqlite(row)?, row.get(ROLE_COL)?)))).await?
         } else {
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for v in [after, last].into_iter().flatten() {
@@ -1267,4 +1272,29 @@ fn apply_one_sqlite(conn: &rusqlite::Connection, cas: &Stmt, follow: &[Stmt]) ->
         exec_sqlite(conn, s)?;
     }
     Ok(Applied::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `user_from_sqlite` reads `USER_COLS` by position, and `linked_in_range` the role after them.
+    #[test]
+    fn user_columns_are_where_user_from_sqlite_reads_them() {
+        let cols: Vec<&str> = super::USER_COLS.split(", ").collect();
+        assert_eq!(
+            cols,
+            [
+                "id",
+                "email",
+                "display_name",
+                "contact_email",
+                "status",
+                "managed_by",
+                "scim_id",
+                "external_id",
+                "purge_after",
+                "version"
+            ]
+        );
+        assert_eq!(super::ROLE_COL, cols.len());
+    }
 }
