@@ -377,15 +377,11 @@ impl Controller {
                 while let Some(r) = ranges.recv().await {
                     let mut r = r?;
                     reached_end = r.more.is_none();
-                    let desired = r
-                        .desired
-                        .iter()
-                        .map(|(id, doc)| {
-                            let groups = r.groups.remove(id).unwrap_or_default();
-                            desired_user_from_str(id, doc, &groups, &state.bindings)
-                        })
-                        .collect::<Result<Vec<DesiredUser>, _>>()
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    let groups = &mut r.groups;
+                    let desired = desired_users(
+                        r.desired.iter().map(|(id, doc)| (id, doc, groups.remove(id).unwrap_or_default())),
+                        &state.bindings,
+                    )?;
                     let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
                     let mut linked: Vec<ActualUser> = Vec::new();
                     let (mut page, mut cursor) = (std::mem::take(&mut r.linked), r.linked_more.take());
@@ -455,11 +451,7 @@ impl Controller {
                 }
                 for chunk in ids.chunks(BATCH as usize) {
                     let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
-                    let desired = rows
-                        .iter()
-                        .map(|(id, doc, gs)| desired_user_from_str(id, doc, gs, &state.bindings))
-                        .collect::<Result<Vec<DesiredUser>, _>>()
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    let desired = desired_users(rows, &state.bindings)?;
                     let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
                 }
@@ -825,6 +817,17 @@ struct RangeRead {
 /// few batches; dropping the receiver stops both tasks. A short batch is the last: its range of
 /// linked users is open-ended, so the users linked to SCIM ids after the last desired one are
 /// read too.
+/// The desired users of stored rows: (SCIM id, document as stored, names of its groups).
+fn desired_users<I: AsRef<str>, D: AsRef<str>>(
+    rows: impl IntoIterator<Item = (I, D, Vec<String>)>,
+    bindings: &model::Bindings,
+) -> Result<Vec<DesiredUser>, StoreError> {
+    rows.into_iter()
+        .map(|(id, doc, groups)| desired_user_from_str(id.as_ref(), doc.as_ref(), &groups, bindings))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 fn read_ranges(store: Store, tenant_id: i64) -> tokio::sync::mpsc::Receiver<Result<RangeRead, StoreError>> {
     type Desired = (Option<String>, Vec<(String, String)>, Option<String>);
     let (dtx, mut drx) = tokio::sync::mpsc::channel::<Result<Desired, StoreError>>(2);

@@ -53,6 +53,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A stored document that is not JSON: a corrupt row (a database error, answered as 500).
+    pub fn corrupt_doc(e: serde_json::Error) -> StoreError {
+        StoreError::Db(sqlx::Error::Decode(Box::new(e)))
+    }
+
     fn is_unique(e: &sqlx::Error) -> bool {
         e.as_database_error().is_some_and(|d| d.is_unique_violation())
     }
@@ -93,7 +98,7 @@ impl StoredResource {
     /// # Errors
     /// The stored text is not JSON (a corrupt row: a database error).
     pub fn doc_value(&self) -> Result<Value, StoreError> {
-        serde_json::from_str(&self.doc).map_err(|e| StoreError::Db(sqlx::Error::Decode(Box::new(e))))
+        serde_json::from_str(&self.doc).map_err(StoreError::corrupt_doc)
     }
 
     /// The bookkeeping `render` needs besides the document.

@@ -405,7 +405,7 @@ proptest! {
     fn k_holds_is_record_equality((d, a) in world(), field in 0usize..10) {
         for x in &d {
             for y in &a {
-                prop_assert_eq!(holds(y, x), y.record() == wanted(x));
+                prop_assert_eq!(holds(y, x), y.record() == moonborn_scim::controller::plan::wanted(x));
             }
             let mut y = synced(x);
             match field {
@@ -425,7 +425,7 @@ proptest! {
                 8 => y.purge_after = Some(fmt_time(now())),
                 _ => {}
             }
-            prop_assert_eq!(holds(&y, x), y.record() == wanted(x));
+            prop_assert_eq!(holds(&y, x), y.record() == moonborn_scim::controller::plan::wanted(x));
             prop_assert_eq!(holds(&y, x), field == 9);
         }
     }

@@ -86,7 +86,8 @@ fn due(purge_after: Option<&str>, now: DateTime<Utc>) -> bool {
     purge_after.and_then(|p| DateTime::parse_from_rfc3339(p).ok()).is_some_and(|p| p <= now)
 }
 
-fn wanted(d: &DesiredUser) -> Record {
+/// The record a desired user wants its Moonborn user to hold.
+pub fn wanted(d: &DesiredUser) -> Record {
     Record {
         email: d.user_name.clone(),
         display_name: Some(d.display_name.clone()),
@@ -129,7 +130,8 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
         (d, Some(a)) if a.managed_by == ManagedBy::Manual && d.is_none() => None,
         (_, Some(a)) if a.status == Status::Purged => None,
         (Some(d), Some(a)) => {
-            if a.managed_by != ManagedBy::Manual && a.status != Status::Deleted && holds(a, d) {
+            // (`holds` is false for a manual or soft-deleted user: those are adopted / restored.)
+            if holds(a, d) {
                 return None;
             }
             let before = a.record();

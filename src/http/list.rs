@@ -54,7 +54,7 @@ pub(super) async fn computed_of(
 
 /// A stored document that is not JSON: a corrupt row, answered as an internal error.
 fn corrupt(e: serde_json::Error) -> ApiError {
-    ApiError::Internal(StoreError::Db(sqlx::Error::Decode(Box::new(e))))
+    StoreError::corrupt_doc(e).into()
 }
 
 /// The computed attribute's elements for one resource.
@@ -83,12 +83,10 @@ pub(super) fn render_text(
     computed: Option<&Computed>,
     proj: &Projection,
 ) -> Result<Vec<u8>, ApiError> {
-    let refs = refs_of(r, computed);
     if proj.is_default() {
-        return render(kind, base, &r.doc, r.meta(), refs.as_deref()).map_err(corrupt);
+        return render(kind, base, &r.doc, r.meta(), refs_of(r, computed).as_deref()).map_err(corrupt);
     }
-    let v = render_value(kind, base, &r.doc, r.meta(), refs.as_deref()).map_err(corrupt)?;
-    serde_json::to_vec(&proj.apply(kind, v)).map_err(corrupt)
+    serde_json::to_vec(&proj.apply(kind, render_one(kind, base, r, computed)?)).map_err(corrupt)
 }
 
 /// Renders stored resources as JSON text with their computed attribute (when the projection

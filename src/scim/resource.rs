@@ -62,7 +62,7 @@ impl<'a> Ref<'a> {
         out.extend_from_slice(b"{\"value\":");
         push_str(out, self.value);
         out.extend_from_slice(b",\"$ref\":");
-        push_str(out, &format!("{base}/{}/{}", self.endpoint, self.value));
+        push_location(out, base, self.endpoint, self.value);
         out.extend_from_slice(b",\"type\":");
         push_str(out, self.kind);
         if let Some(d) = self.display {
@@ -84,6 +84,11 @@ impl<'a> Ref<'a> {
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends a resource's URL, `{base}/{endpoint}/{id}`, as a JSON string.
+fn push_location(out: &mut Vec<u8>, base: &str, endpoint: &str, id: &str) {
+    push_str(out, &format!("{base}/{endpoint}/{id}"));
 }
 
 /// The members of a stored document (a JSON object), in order, each value as its JSON text.
@@ -191,7 +196,7 @@ pub fn render(
     out.extend_from_slice(b",\"lastModified\":");
     push_str(&mut out, meta.last_modified);
     out.extend_from_slice(b",\"location\":");
-    push_str(&mut out, &format!("{base}/{}/{}", kind.endpoint(), meta.id));
+    push_location(&mut out, base, kind.endpoint(), meta.id);
     out.extend_from_slice(b",\"version\":");
     push_str(&mut out, &etag(meta.version));
     out.extend_from_slice(b"}}");

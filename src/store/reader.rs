@@ -121,19 +121,15 @@ impl Reader {
 
     /// One resource of `table` (`scim_users` or `scim_groups`) by id.
     pub fn get_resource(&self, table: &str, tenant_id: i64, id: &str) -> Result<Option<StoredResource>, StoreError> {
-        static SQL: LazyLock<[(&str, String); 2]> = LazyLock::new(|| {
-            ["scim_users", "scim_groups"].map(|t| {
-                (t, Reader::rewrite(&format!("SELECT {RESOURCE_COLS} FROM {t} WHERE tenant_id = $1 AND id = $2")))
-            })
+        const TABLES: [&str; 2] = ["scim_users", "scim_groups"];
+        static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+            TABLES
+                .map(|t| Reader::rewrite(&format!("SELECT {RESOURCE_COLS} FROM {t} WHERE tenant_id = $1 AND id = $2")))
         });
-        let other;
-        let sql = match SQL.iter().find(|(t, _)| *t == table) {
-            Some((_, sql)) => sql.as_str(),
-            None => {
-                other = Self::rewrite(&format!("SELECT {RESOURCE_COLS} FROM {table} WHERE tenant_id = $1 AND id = $2"));
-                other.as_str()
-            }
+        let Some(i) = TABLES.iter().position(|t| *t == table) else {
+            return Err(StoreError::Invalid(format!("no resource table {table}")));
         };
+        let sql = SQL[i].as_str();
         self.with(|c| {
             let mut st = Self::prepare_rewritten(c, sql)?;
             let mut rows = st.query(rusqlite::params![tenant_id, id])?;
