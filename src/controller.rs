@@ -811,12 +811,6 @@ struct RangeRead {
     more: Option<String>,
 }
 
-/// Reads a whole tenant's key ranges in order, as a two-stage pipeline so both cores work: one
-/// task reads the batches of desired users (each batch's last SCIM id is where the next starts),
-/// another reads each batch's groups and linked users. Channels of two keep memory bounded to a
-/// few batches; dropping the receiver stops both tasks. A short batch is the last: its range of
-/// linked users is open-ended, so the users linked to SCIM ids after the last desired one are
-/// read too.
 /// The desired users of stored rows: (SCIM id, document as stored, names of its groups).
 fn desired_users<I: AsRef<str>, D: AsRef<str>>(
     rows: impl IntoIterator<Item = (I, D, Vec<String>)>,
@@ -828,6 +822,12 @@ fn desired_users<I: AsRef<str>, D: AsRef<str>>(
         .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
+/// Reads a whole tenant's key ranges in order, as a two-stage pipeline so both cores work: one
+/// task reads the batches of desired users (each batch's last SCIM id is where the next starts),
+/// another reads each batch's groups and linked users. Channels of two keep memory bounded to a
+/// few batches; dropping the receiver stops both tasks. A short batch is the last: its range of
+/// linked users is open-ended, so the users linked to SCIM ids after the last desired one are
+/// read too.
 fn read_ranges(store: Store, tenant_id: i64) -> tokio::sync::mpsc::Receiver<Result<RangeRead, StoreError>> {
     type Desired = (Option<String>, Vec<(String, String)>, Option<String>);
     let (dtx, mut drx) = tokio::sync::mpsc::channel::<Result<Desired, StoreError>>(2);

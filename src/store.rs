@@ -63,6 +63,9 @@ impl StoreError {
     }
 }
 
+/// The columns of a stored resource (`scim_users`, `scim_groups`), as `StoredResource` maps them.
+pub const RESOURCE_COLS: &str = "seq, id, doc, version, created_at, updated_at";
+
 /// A stored SCIM resource (desired state): its document and bookkeeping.
 #[derive(Debug, Clone)]
 pub struct StoredResource {

@@ -9,9 +9,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::batch::sqlite_err;
 use super::query::ListQuery;
+use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
-
-const COLS: &str = "seq, id, doc, version, created_at, updated_at";
 
 const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
 const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";

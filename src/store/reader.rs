@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::exec::Val;
 use super::query::Arg;
-use super::{StoreError, StoredResource};
+use super::{StoreError, StoredResource, RESOURCE_COLS};
 
 /// Idle connections kept for reuse (more are opened under a burst and closed after it).
 const IDLE: usize = 8;
@@ -66,14 +66,9 @@ impl Reader {
     }
 
     /// `sql` as `prepare` runs it (each `= $n` as `= +$n`): for statements built once, in a
-    /// `LazyLock`, and run with `prepare_rewritten` (no rewriting per read).
+    /// `LazyLock`, then prepared with `Connection::prepare_cached` (no rewriting per read).
     pub fn rewrite(sql: &str) -> String {
         sql.replace(" = $", " = +$")
-    }
-
-    /// Prepares (or takes from the cache) a statement already passed through `rewrite`.
-    pub fn prepare_rewritten<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-        conn.prepare_cached(sql)
     }
 
     /// Runs `f` on a pooled connection.
@@ -131,7 +126,7 @@ impl Reader {
         };
         let sql = SQL[i].as_str();
         self.with(|c| {
-            let mut st = Self::prepare_rewritten(c, sql)?;
+            let mut st = c.prepare_cached(sql)?;
             let mut rows = st.query(rusqlite::params![tenant_id, id])?;
             rows.next()?.map(resource).transpose()
         })
@@ -148,9 +143,6 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], ex
     vals.extend(extra.iter().map(|&v| Val::Int(v)));
     super::exec::bind_vals(stmt, &vals)
 }
-
-/// The columns `resource` maps.
-pub const RESOURCE_COLS: &str = "seq, id, doc, version, created_at, updated_at";
 
 /// The extra column that reads a user's groups with its row (`json_group_array` of
 /// `[group id, displayName]`, by group creation), for a `FROM scim_users u` query.

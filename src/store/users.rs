@@ -11,12 +11,11 @@ use sqlx::{Any, Row, Transaction};
 use super::batch::sqlite_err;
 use super::exec::Val;
 use super::query::{Arg, ListQuery};
+use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 /// Up to this many users, `groups_of_users` runs on the point-read path (one index probe each).
 const POINT_USERS: usize = 50;
-
-const COLS: &str = "seq, id, doc, version, created_at, updated_at";
 
 const INSERT_USER_SQL: &str = "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, \
     display_name, active, doc, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) \
@@ -183,13 +182,13 @@ impl Store {
             static SQL: LazyLock<String> = LazyLock::new(|| {
                 reader::Reader::rewrite(&format!(
                     "SELECT {}, {} FROM scim_users u WHERE u.tenant_id = $1 AND u.id = $2",
-                    reader::RESOURCE_COLS,
+                    COLS,
                     reader::USER_GROUPS_COL
                 ))
             });
             return r
                 .with(|c| {
-                    let mut st = reader::Reader::prepare_rewritten(c, &SQL)?;
+                    let mut st = c.prepare_cached(&SQL)?;
                     let mut rows = st.query(rusqlite::params![tenant_id, id])?;
                     rows.next()?.map(reader::user_with_groups).transpose()
                 })?
