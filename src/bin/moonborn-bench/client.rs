@@ -45,6 +45,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub scim_auth: String,
     pub admin_auth: String,
+    /// The server's process id, to read the CPU it uses during a timed window.
+    pub pid: u32,
 }
 
 /// Errors shared by every client of a run: a count and the first few messages.
@@ -140,13 +142,20 @@ impl Client {
 pub struct Sample {
     pub lat_us: Vec<u64>,
     pub secs: f64,
+    /// CPU seconds the server used during the timed window (closed-loop scenarios).
+    pub server_cpu_s: Option<f64>,
 }
 
 impl Sample {
     pub fn merge(mut parts: Vec<Vec<u64>>, secs: f64) -> Sample {
         let mut lat_us: Vec<u64> = parts.iter_mut().flat_map(std::mem::take).collect();
         lat_us.sort_unstable();
-        Sample { lat_us, secs }
+        Sample { lat_us, secs, server_cpu_s: None }
+    }
+    /// The server's CPU time per answered request of the window, in µs.
+    pub fn server_cpu_us_per_op(&self) -> Option<f64> {
+        let n = self.lat_us.len();
+        self.server_cpu_s.filter(|_| n > 0).map(|c| 1e6 * c / n as f64)
     }
     pub fn ops_per_sec(&self) -> f64 {
         if self.secs > 0.0 {
@@ -183,6 +192,13 @@ where
     let start = Instant::now() + Duration::from_millis(20);
     let from = start + warmup;
     let until = from + window;
+    let pid = target.pid;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let c0 = crate::server::cpu_secs(pid);
+        tokio::time::sleep_until(until.into()).await;
+        crate::server::cpu_secs(pid) - c0
+    });
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let mut client = Client::new(target, errors.clone());
@@ -211,7 +227,7 @@ where
     for t in tasks {
         parts.push(t.await.unwrap_or_default());
     }
-    Sample::merge(parts, window.as_secs_f64())
+    Sample { server_cpu_s: cpu.await.ok(), ..Sample::merge(parts, window.as_secs_f64()) }
 }
 
 impl Client {

@@ -161,6 +161,7 @@ impl Env {
             addr: s.addr,
             scim_auth: format!("Bearer {token}"),
             admin_auth: format!("Bearer {}", self.admin_token),
+            pid: s.pid,
         }
     }
 }
@@ -190,6 +191,18 @@ fn id_of(body: &[u8]) -> Option<String> {
 }
 
 static RUN_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Prints the server's CPU per request of a closed-loop window (and against the HTTP
+/// ceiling's): the work a request costs, steadier on a shared machine than the throughput.
+fn print_cpu(s: &Sample, ceiling_us: Option<f64>) {
+    let Some(us) = s.server_cpu_us_per_op() else { return };
+    match ceiling_us {
+        Some(c) if c > 0.0 => {
+            println!("    server CPU {us:.1} µs per request ({:.2} × the HTTP ceiling's {c:.1} µs)", us / c);
+        }
+        _ => println!("    server CPU {us:.1} µs per request"),
+    }
+}
 
 fn step(what: &str) {
     let t = RUN_START.get_or_init(Instant::now).elapsed().as_secs_f64();
@@ -317,11 +330,15 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
     .await;
     cs.stop().await;
     let http_ceiling = http.ops_per_sec();
+    let ceiling_cpu = http.server_cpu_us_per_op();
+    print_cpu(&http, None);
     rows.push(Row {
         ops_per_sec: Some(http_ceiling),
         p50_ms: Some(http.pct_ms(50.0)),
         p99_ms: Some(http.pct_ms(99.0)),
-        ..Row::new("ceiling: HTTP (trivial handler)", "-").param("concurrency", c as u64)
+        ..Row::new("ceiling: HTTP (trivial handler)", "-")
+            .param("concurrency", c as u64)
+            .param("server_cpu_us_per_request", ceiling_cpu)
     });
 
     // ---- the server under test ---------------------------------------------------------------
@@ -364,6 +381,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
         )
         .await;
         let r = ratio(s.ops_per_sec(), http_ceiling);
+        print_cpu(&s, ceiling_cpu);
         rows.push(Row {
             ops_per_sec: Some(s.ops_per_sec()),
             p50_ms: Some(s.pct_ms(50.0)),
@@ -375,6 +393,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
             ..Row::new("GET /Users/{id}", "≥ 0.5 × HTTP ceiling; p99 ≤ 5 ms")
                 .param("users", z.users as u64)
                 .param("concurrency", c as u64)
+                .param("server_cpu_us_per_request", s.server_cpu_us_per_op())
                 .param("storage_point_read_ceiling_ops_per_sec", pr.ops_per_sec())
         });
         rows.push(Row {
@@ -396,6 +415,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
         })
         .await;
         let r = ratio(s.ops_per_sec(), http_ceiling);
+        print_cpu(&s, ceiling_cpu);
         rows.push(Row {
             ops_per_sec: Some(s.ops_per_sec()),
             p50_ms: Some(s.pct_ms(50.0)),
@@ -407,6 +427,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
             ..Row::new("filter userName eq", "≥ 0.5 × HTTP ceiling; p99 ≤ 5 ms")
                 .param("users", z.users as u64)
                 .param("concurrency", c as u64)
+                .param("server_cpu_us_per_request", s.server_cpu_us_per_op())
         });
     }
 
