@@ -728,7 +728,10 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     let http = Sample::merge(parts, 1.0);
     let settled = db::wait_controller(pool, tid, false, z.settle).await?;
-    let times = db::applied_times(pool, tid, "push-").await?;
+    // Audit rows from a second before the first push on (the server stamps them with its clock,
+    // the same machine's).
+    let since = (wall0 - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let times = db::applied_times(pool, tid, "push-", &since).await?;
     let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc));
     let mut to_run = Vec::new();
     let mut to_apply = Vec::new();
