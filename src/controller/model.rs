@@ -323,19 +323,48 @@ pub struct Binding {
 /// The roles Moonborn knows.
 pub const ROLES: &[&str] = &["admin", "editor", "viewer", "billing", "auditor"];
 
+/// The product page's bindings (`desired-state/group-bindings.json`), parsed once.
+static DEFAULT_BINDINGS: std::sync::LazyLock<Bindings> = std::sync::LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../desired-state/group-bindings.json")).expect("bundled bindings parse")
+});
+
 impl Default for Bindings {
     /// The product page's bindings (`desired-state/group-bindings.json`).
     fn default() -> Self {
-        serde_json::from_str(include_str!("../../desired-state/group-bindings.json")).expect("bundled bindings parse")
+        DEFAULT_BINDINGS.clone()
+    }
+}
+
+/// Whether a binding of group name `bound` names the group called `group`: case-insensitively
+/// (ASCII), the one comparison roles are granted by.
+pub fn binding_names(bound: &str, group: &str) -> bool {
+    bound.eq_ignore_ascii_case(group)
+}
+
+impl Binding {
+    /// Whether this binding names the group called `group`.
+    pub fn names(&self, group: &str) -> bool {
+        binding_names(&self.group, group)
     }
 }
 
 impl Bindings {
+    /// The product page's bindings, without a copy.
+    pub fn default_ref() -> &'static Bindings {
+        &DEFAULT_BINDINGS
+    }
+
+    /// Whether membership of the group called `group` grants any role: when not, who is in it
+    /// changes no user's roles (`roles_for` looks only at bound groups).
+    pub fn binds(&self, group: &str) -> bool {
+        self.bindings.iter().any(|b| b.names(group))
+    }
+
     /// The roles a user in `groups` holds.
     pub fn roles_for(&self, groups: &[String]) -> BTreeSet<String> {
         let mut roles: BTreeSet<String> = groups
             .iter()
-            .flat_map(|g| self.bindings.iter().filter(move |b| b.group.eq_ignore_ascii_case(g)))
+            .flat_map(|g| self.bindings.iter().filter(move |b| b.names(g)))
             .map(|b| b.role.clone())
             .collect();
         if roles.is_empty() {

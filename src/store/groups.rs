@@ -24,6 +24,55 @@ const ADD_MEMBER_SQL: &str = "INSERT INTO scim_group_members (tenant_id, group_i
 const TOUCH_GROUP_SQL: &str = "UPDATE scim_groups SET version = version + 1, updated_at = $1 \
      WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING seq, id, doc, version, created_at, updated_at";
 
+const GROUP_NAME_SQL: &str = "SELECT display_name FROM scim_groups WHERE tenant_id = $1 AND id = $2";
+/// A rename of the group that the controller has not applied yet (`intent_journal_renames`).
+const PENDING_RENAME_SQL: &str = "SELECT 1 AS x FROM intent_journal WHERE tenant_id = $1 AND resource_id = $2 \
+     AND op = 'rename' AND resource_type = 'Group' \
+     AND seq > COALESCE((SELECT applied_journal_seq FROM controller_state WHERE tenant_id = $1), 0)";
+const BINDINGS_SET_SQL: &str = "SELECT bindings_set FROM controller_state WHERE tenant_id = $1";
+const BOUND_NAMES_SQL: &str = "SELECT group_name FROM group_bindings WHERE tenant_id = $1";
+
+/// Whether a member change of group `group_id` can change any user's roles, so that each member
+/// it adds or removes must be journaled for the controller to re-plan. Roles come only from the
+/// groups whose names the tenant's bindings name (`Bindings::roles_for`), so a member change of
+/// any other group changes no user's roles — the common case: IdPs push many groups, few bound —
+/// and journaling (then re-planning) each member would be work for nothing. Still journaled:
+/// - the group's name is bound (read here, with the tenant's bindings as the controller reads
+///   them: the bundled ones until an operator sets them);
+/// - a rename of the group waits for the controller: it re-plans the group's members as they
+///   are when it gets to the rename, so a member removed meanwhile must be journaled itself (a
+///   member removed from a bound group that was renamed to an unbound name keeps no role);
+/// - the group is gone.
+///
+/// Later changes are covered elsewhere: a rename journals the group and the controller
+/// re-plans its members then; a binding change runs the whole tenant. Decided inside the
+/// member change's write transaction on SQLite's single writer, so no rename, binding change or
+/// controller commit lands between this check and the change (on PostgreSQL, where writers run
+/// side by side, every member change is journaled).
+fn members_matter(c: &rusqlite::Connection, tenant_id: i64, group_id: &str) -> rusqlite::Result<bool> {
+    use rusqlite::OptionalExtension as _;
+    let name: Option<String> =
+        c.prepare_cached(GROUP_NAME_SQL)?.query_row(rusqlite::params![tenant_id, group_id], |r| r.get(0)).optional()?;
+    let Some(name) = name else { return Ok(true) };
+    if c.prepare_cached(PENDING_RENAME_SQL)?.exists(rusqlite::params![tenant_id, group_id])? {
+        return Ok(true);
+    }
+    let set: Option<i64> =
+        c.prepare_cached(BINDINGS_SET_SQL)?.query_row(rusqlite::params![tenant_id], |r| r.get(0)).optional()?;
+    if set.unwrap_or(0) == 0 {
+        return Ok(crate::controller::model::Bindings::default_ref().binds(&name));
+    }
+    let mut st = c.prepare_cached(BOUND_NAMES_SQL)?;
+    let mut rows = st.query(rusqlite::params![tenant_id])?;
+    while let Some(row) = rows.next()? {
+        let bound: String = row.get(0)?;
+        if crate::controller::model::binding_names(&bound, &name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A member as a request names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
@@ -204,8 +253,16 @@ fn members_sqlite(
         }
     };
     record_intent_sqlite(c, intent, "Group", group_id, op)?;
+    let matter = members_matter(c, t, group_id)?;
     let journal = |user_id: &str| -> rusqlite::Result<()> {
-        c.prepare_cached(JOURNAL_MEMBER_SQL)?.execute(rusqlite::params![t, user_id, intent.now, intent.request_id])?;
+        if matter {
+            c.prepare_cached(JOURNAL_MEMBER_SQL)?.execute(rusqlite::params![
+                t,
+                user_id,
+                intent.now,
+                intent.request_id
+            ])?;
+        }
         Ok(())
     };
     let exists = |sql: &str, id: &str| -> rusqlite::Result<bool> {

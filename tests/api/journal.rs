@@ -69,10 +69,12 @@ scim_test!(
 );
 
 scim_test!(
+    /// A group whose name binds a role (the bundled bindings); a member change of an unbound
+    /// group journals only the group on SQLite (tests/journal.rs).
     async fn a_membership_change_also_journals_the_member(app) {
         let u = app.create_user("m@example.com").await;
         let uid = id_of(&u);
-        let g = app.create_group("J", &[]).await;
+        let g = app.create_group("moonborn-editor", &[]).await;
         let n0 = app.journal().await.len();
         app.patch_ops(&group_path(&g), json!([{"op": "add", "path": "members", "value": [{"value": uid}]}]))
             .await
