@@ -12,7 +12,7 @@ use moonborn_scim::controller::model::{Binding, Bindings};
 use moonborn_scim::controller::{Controller, Scope2, Trigger};
 use moonborn_scim::scim::schema::{normalize, Kind, GROUP_URN};
 use moonborn_scim::store::{Intent, MemberChange, MemberRef, Tenant};
-use moonborn_scim::{Store, Tier};
+use moonborn_scim::Store;
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
@@ -27,9 +27,7 @@ struct Db {
 
 impl Db {
     async fn open(backend: Backend) -> Option<Db> {
-        let mut db = FreshDb::new(backend, "journal").await?;
-        let store = db.open_store().await;
-        let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+        let (db, store, tenant) = FreshDb::with_tenant(backend, "journal").await?;
         Some(Db { store, tenant, backend, _db: db })
     }
 
@@ -127,26 +125,6 @@ impl Db {
 
 fn group_doc(name: &str) -> Value {
     normalize(Kind::Group, json!({"schemas": [GROUP_URN], "displayName": name})).expect("a valid group")
-}
-
-macro_rules! db_test {
-    ($(#[$m:meta])* async fn $name:ident($db:ident) $body:block) => {
-        $(#[$m])*
-        mod $name {
-            use super::*;
-            async fn case($db: Db) $body
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                case(Db::open(Backend::Sqlite).await.expect("sqlite")).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(db) = Db::open(Backend::Postgres).await {
-                    case(db).await
-                }
-            }
-        }
-    };
 }
 
 db_test!(

@@ -24,7 +24,7 @@ use moonborn_scim::controller::outbox::{self, signature, WebhookConfig};
 use moonborn_scim::controller::{Controller, RunOutcome, Scope2, Trigger};
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::{Intent, OutboxEvent, Tenant};
-use moonborn_scim::{Store, Tier};
+use moonborn_scim::Store;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use sqlx::Row as _;
@@ -48,9 +48,7 @@ struct Db {
 
 impl Db {
     async fn open(backend: Backend) -> Option<Db> {
-        let mut db = FreshDb::new(backend, "outbox").await?;
-        let store = db.open_store().await;
-        let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+        let (db, store, tenant) = FreshDb::with_tenant(backend, "outbox").await?;
         Some(Db { store, tenant, tasks: Vec::new(), _db: db })
     }
 
@@ -125,30 +123,6 @@ impl Drop for Db {
             t.abort();
         }
     }
-}
-
-/// Runs a test on SQLite, and on PostgreSQL when configured.
-macro_rules! db_test {
-    ($(#[$m:meta])* async fn $name:ident($db:ident) $body:block) => {
-        $(#[$m])*
-        mod $name {
-            use super::*;
-            async fn case(mut $db: Db) {
-                let _ = &mut $db;
-                $body
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                case(Db::open(Backend::Sqlite).await.expect("sqlite")).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(db) = Db::open(Backend::Postgres).await {
-                    case(db).await
-                }
-            }
-        }
-    };
 }
 
 fn user_doc(user_name: &str, active: bool) -> Value {

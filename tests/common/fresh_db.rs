@@ -5,7 +5,8 @@
 use std::io::Write as _;
 use std::sync::OnceLock;
 
-use moonborn_scim::Store;
+use moonborn_scim::store::Tenant;
+use moonborn_scim::{Store, Tier};
 use sqlx::Connection as _;
 
 /// Which database a test runs on.
@@ -80,6 +81,14 @@ impl FreshDb {
             }
         };
         Some(FreshDb { url, backend, guard: Some(guard), stores: Vec::new() })
+    }
+
+    /// A fresh database, a store open on it and the Enterprise tenant `acme`.
+    pub async fn with_tenant(backend: Backend, prefix: &str) -> Option<(FreshDb, Store, Tenant)> {
+        let mut db = FreshDb::new(backend, prefix).await?;
+        let store = db.open_store().await;
+        let tenant = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+        Some((db, store, tenant))
     }
 
     /// Opens a store on this database; it is closed before the database is dropped.

@@ -6,3 +6,30 @@
 #![allow(dead_code)]
 
 pub mod fresh_db;
+
+/// Declares a test module that runs `case` on SQLite, and on PostgreSQL when
+/// `MOONBORN_TEST_POSTGRES_URL` is set, each on a fresh database: the calling file's `Db`
+/// fixture, made by `Db::open(Backend) -> Option<Db>`.
+#[macro_export]
+macro_rules! db_test {
+    ($(#[$m:meta])* async fn $name:ident($db:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            use super::*;
+            async fn case(mut $db: Db) {
+                let _ = &mut $db;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                case(Db::open(Backend::Sqlite).await.expect("sqlite")).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = Db::open(Backend::Postgres).await {
+                    case(db).await
+                }
+            }
+        }
+    };
+}
