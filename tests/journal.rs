@@ -95,6 +95,15 @@ impl Db {
             .expect("incremental run");
     }
 
+    /// An operator's bindings, then the whole-tenant run a binding change wakes.
+    async fn bind(&self, b: &Bindings) {
+        self.store.set_bindings(self.tenant.id, b, "test").await.expect("bindings");
+        Controller::new(self.store.clone())
+            .reconcile(&self.tenant, Trigger::Bindings, Scope2::Full, None)
+            .await
+            .expect("full run");
+    }
+
     async fn roles(&self, email: &str) -> Vec<String> {
         let users = self.store.admin_list_users(self.tenant.id, Some(email)).await.expect("users");
         assert_eq!(users.len(), 1, "one user {email}: {users:?}");
@@ -180,11 +189,7 @@ db_test!(
             bindings: vec![Binding { group: "engineering".into(), role: "editor".into() }],
             default_role: Some("viewer".into()),
         };
-        db.store.set_bindings(db.tenant.id, &b, "test").await.expect("bindings");
-        Controller::new(db.store.clone())
-            .reconcile(&db.tenant, Trigger::Bindings, Scope2::Full, None)
-            .await
-            .expect("full run");
+        db.bind(&b).await;
         let eng = db.group("ENGINEERING").await;
         let admins = db.group("moonborn-admin").await;
         let before = db.member_rows().await;
@@ -215,11 +220,7 @@ db_test!(
         // A binding change runs the whole tenant.
         let mut b = Bindings::default();
         b.bindings.push(Binding { group: "eng".into(), role: "billing".into() });
-        db.store.set_bindings(db.tenant.id, &b, "test").await.expect("bindings");
-        Controller::new(db.store.clone())
-            .reconcile(&db.tenant, Trigger::Bindings, Scope2::Full, None)
-            .await
-            .expect("full run");
+        db.bind(&b).await;
         assert_eq!(db.roles("eve@acme.com").await, ["billing"]);
     }
 );
