@@ -250,3 +250,30 @@ db_test!(
         assert_eq!(db.roles("fay@acme.com").await, ["viewer"]);
     }
 );
+
+db_test!(
+    /// Binding names compare ignoring ASCII case only, so a change of a non-ASCII letter's case
+    /// is a rename to them: journaled as one, it re-plans the members, and a member removed
+    /// afterwards is journaled while it waits.
+    async fn a_case_change_of_a_non_ascii_letter_is_a_rename(db) {
+        let u = db.user("gus@acme.com").await;
+        let b = Bindings {
+            bindings: vec![Binding { group: "Équipe-admin".into(), role: "admin".into() }],
+            default_role: Some("viewer".into()),
+        };
+        db.bind(&b).await;
+        let g = db.group("Équipe-admin").await;
+        db.add(&g, &u).await;
+        db.run().await;
+        assert_eq!(db.roles("gus@acme.com").await, ["admin"]);
+        db.rename(&g, "équipe-admin").await;
+        db.run().await;
+        assert_eq!(db.roles("gus@acme.com").await, ["viewer"]);
+        db.rename(&g, "Équipe-admin").await;
+        let before = db.member_rows().await;
+        db.remove(&g, &u).await;
+        db.expect_member_rows(before, 1, 1).await;
+        db.run().await;
+        assert_eq!(db.roles("gus@acme.com").await, ["viewer"]);
+    }
+);

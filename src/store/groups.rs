@@ -405,15 +405,17 @@ impl Store {
         let row = match doc {
             Some(doc) => {
                 let (name, ext) = group_cols(doc);
-                // A new displayName can change every member's roles: journal it as a rename.
-                let old = sqlx::query("SELECT display_name_lc FROM scim_groups WHERE tenant_id = $1 AND id = $2")
+                // A new displayName can change every member's roles: journal it as a rename —
+                // any change that binding names could tell apart (they compare ignoring ASCII
+                // case only: "Équipe" and "équipe" are different names to them).
+                let old = sqlx::query("SELECT display_name FROM scim_groups WHERE tenant_id = $1 AND id = $2")
                     .bind(intent.tenant_id)
                     .bind(id)
                     .fetch_optional(&mut *w.tx)
                     .await?;
                 if let Some(old) = old {
-                    let old: String = old.try_get("display_name_lc")?;
-                    if old != name.to_lowercase() {
+                    let old: String = old.try_get("display_name")?;
+                    if !crate::controller::model::binding_names(&old, &name) {
                         op = "rename";
                     }
                 }
