@@ -22,9 +22,8 @@ const REMOVE_MEMBER_SQL: &str =
 const ADD_MEMBER_SQL: &str = "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type, display) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING";
 const TOUCH_GROUP_SQL: &str = "UPDATE scim_groups SET version = version + 1, updated_at = $1 \
-     WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING seq, id, doc, version, created_at, updated_at";
+     WHERE tenant_id = $2 AND id = $3 AND ($4 < 0 OR version = $4) RETURNING seq, id, doc, version, created_at, updated_at, display_name";
 
-const GROUP_NAME_SQL: &str = "SELECT display_name FROM scim_groups WHERE tenant_id = $1 AND id = $2";
 /// A rename of the group that the controller has not applied yet (`intent_journal_renames`).
 const PENDING_RENAME_SQL: &str = "SELECT 1 AS x FROM intent_journal WHERE tenant_id = $1 AND resource_id = $2 \
      AND op = 'rename' AND resource_type = 'Group' \
@@ -32,8 +31,9 @@ const PENDING_RENAME_SQL: &str = "SELECT 1 AS x FROM intent_journal WHERE tenant
 const BINDINGS_SET_SQL: &str = "SELECT bindings_set FROM controller_state WHERE tenant_id = $1";
 const BOUND_NAMES_SQL: &str = "SELECT group_name FROM group_bindings WHERE tenant_id = $1";
 
-/// Whether a member change of group `group_id` can change any user's roles, so that each member
-/// it adds or removes must be journaled for the controller to re-plan. Roles come only from the
+/// Whether a member change of group `group_id`, named `name`, can change any user's roles, so
+/// that each member it adds or removes must be journaled for the controller to re-plan. Roles
+/// come only from the
 /// groups whose names the tenant's bindings name (`Bindings::roles_for`), so a member change of
 /// any other group changes no user's roles — the common case: IdPs push many groups, few bound —
 /// and journaling (then re-planning) each member would be work for nothing. Still journaled:
@@ -41,32 +41,28 @@ const BOUND_NAMES_SQL: &str = "SELECT group_name FROM group_bindings WHERE tenan
 ///   them: the bundled ones until an operator sets them);
 /// - a rename of the group waits for the controller: it re-plans the group's members as they
 ///   are when it gets to the rename, so a member removed meanwhile must be journaled itself (a
-///   member removed from a bound group that was renamed to an unbound name keeps no role);
-/// - the group is gone.
+///   member removed from a bound group that was renamed to an unbound name keeps no role).
 ///
 /// Later changes are covered elsewhere: a rename journals the group and the controller
 /// re-plans its members then; a binding change runs the whole tenant. Decided inside the
 /// member change's write transaction on SQLite's single writer, so no rename, binding change or
 /// controller commit lands between this check and the change (on PostgreSQL, where writers run
 /// side by side, every member change is journaled).
-fn members_matter(c: &rusqlite::Connection, tenant_id: i64, group_id: &str) -> rusqlite::Result<bool> {
+fn members_matter(c: &rusqlite::Connection, tenant_id: i64, group_id: &str, name: &str) -> rusqlite::Result<bool> {
     use rusqlite::OptionalExtension as _;
-    let name: Option<String> =
-        c.prepare_cached(GROUP_NAME_SQL)?.query_row(rusqlite::params![tenant_id, group_id], |r| r.get(0)).optional()?;
-    let Some(name) = name else { return Ok(true) };
     if c.prepare_cached(PENDING_RENAME_SQL)?.exists(rusqlite::params![tenant_id, group_id])? {
         return Ok(true);
     }
     let set: Option<i64> =
         c.prepare_cached(BINDINGS_SET_SQL)?.query_row(rusqlite::params![tenant_id], |r| r.get(0)).optional()?;
     if set.unwrap_or(0) == 0 {
-        return Ok(crate::controller::model::Bindings::default_ref().binds(&name));
+        return Ok(crate::controller::model::Bindings::default_ref().binds(name));
     }
     let mut st = c.prepare_cached(BOUND_NAMES_SQL)?;
     let mut rows = st.query(rusqlite::params![tenant_id])?;
     while let Some(row) = rows.next()? {
         let bound: String = row.get(0)?;
-        if crate::controller::model::binding_names(&bound, &name) {
+        if crate::controller::model::binding_names(&bound, name) {
             return Ok(true);
         }
     }
@@ -244,16 +240,16 @@ fn members_sqlite(
     op: &str,
 ) -> Result<Option<StoredResource>, MemberError> {
     let t = intent.tenant_id;
-    let stored = {
+    let (stored, name): (_, String) = {
         let mut st = c.prepare_cached(TOUCH_GROUP_SQL)?;
         let mut rows = st.query(rusqlite::params![intent.now, t, group_id, expected])?;
         match rows.next()? {
-            Some(row) => reader::resource(row)?,
+            Some(row) => (reader::resource(row)?, row.get(6)?),
             None => return Ok(None),
         }
     };
     record_intent_sqlite(c, intent, "Group", group_id, op)?;
-    let matter = members_matter(c, t, group_id)?;
+    let matter = members_matter(c, t, group_id, &name)?;
     let journal = |user_id: &str| -> rusqlite::Result<()> {
         if matter {
             c.prepare_cached(JOURNAL_MEMBER_SQL)?.execute(rusqlite::params![
