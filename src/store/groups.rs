@@ -33,9 +33,8 @@ const BOUND_NAMES_SQL: &str = "SELECT group_name FROM group_bindings WHERE tenan
 
 /// Whether a member change of group `group_id`, named `name`, can change any user's roles, so
 /// that each member it adds or removes must be journaled for the controller to re-plan. Roles
-/// come only from the
-/// groups whose names the tenant's bindings name (`Bindings::roles_for`), so a member change of
-/// any other group changes no user's roles — the common case: IdPs push many groups, few bound —
+/// come only from the groups whose names the tenant's bindings name (`Bindings::roles_for`), so
+/// a member change of any other group changes no user's roles — the common case: IdPs push many groups, few bound —
 /// and journaling (then re-planning) each member would be work for nothing. Still journaled:
 /// - the group's name is bound (read here, with the tenant's bindings as the controller reads
 ///   them: the bundled ones until an operator sets them);
