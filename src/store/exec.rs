@@ -127,18 +127,39 @@ pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecErr
     }
 }
 
-/// Binds `args` to `$1…` of a rusqlite statement, by name: SQLite numbers `$n` parameters by
-/// first appearance, not by n.
+/// Binds `args` to `$1…` of a rusqlite statement. SQLite numbers `$n` parameters by first
+/// appearance, not by n, so each of the statement's parameters is bound to the argument its name
+/// says (a parameter with no argument stays NULL; an argument no parameter names is unused).
 ///
 /// # Errors
 /// Binding errors.
 pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Result<()> {
-    for (i, a) in args.iter().enumerate() {
-        let Some(at) = st.parameter_index(&format!("${}", i + 1))? else { continue };
+    for at in 1..=st.parameter_count() {
+        let n = st.parameter_name(at).and_then(|p| p.strip_prefix('$')).and_then(|d| d.parse::<usize>().ok());
+        let Some(a) = n.and_then(|n| n.checked_sub(1)).and_then(|i| args.get(i)) else { continue };
         match a {
             Val::Int(v) => st.raw_bind_parameter(at, v)?,
             Val::Text(v) => st.raw_bind_parameter(at, v)?,
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bind_vals, Val};
+
+    /// `$n` is bound to the n-th argument wherever it appears, in any order and any number of
+    /// times; a parameter with no argument is NULL.
+    #[test]
+    fn parameters_are_bound_by_their_number() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut st = c.prepare("SELECT $3, $1, +$3, $2 IS NULL, $4 IS NULL").unwrap();
+        bind_vals(&mut st, &[Val::Int(1), Val::Text(None), Val::from("three")]).unwrap();
+        let mut rows = st.raw_query();
+        let r = rows.next().unwrap().unwrap();
+        let row: (String, i64, String, bool, bool) =
+            (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap(), r.get(3).unwrap(), r.get(4).unwrap());
+        assert_eq!(row, ("three".to_string(), 1, "three".to_string(), true, true));
+    }
 }
