@@ -121,9 +121,44 @@ async fn sqlite_0005_keeps_memberships_and_emails() {
         .await
         .unwrap();
     }
+    // Both tables as they are before the migration, in key order, to compare with after it.
+    const MEMBERS: &str = "SELECT tenant_id, group_id, member_id, member_type, display FROM scim_group_members \
+                           ORDER BY tenant_id, group_id, member_id";
+    const EMAILS: &str =
+        "SELECT tenant_id, user_id, value_lc FROM scim_user_emails ORDER BY tenant_id, value_lc, user_id";
+    type MemberRow = (i64, String, String, String, Option<String>);
+    let members_before: Vec<MemberRow> = sqlx::query_as(MEMBERS).fetch_all(&pool).await.unwrap();
+    let emails_before: Vec<(i64, String, String)> = sqlx::query_as(EMAILS).fetch_all(&pool).await.unwrap();
+    assert_eq!((members_before.len(), emails_before.len()), (2, 3));
     pool.close().await;
 
     let store = Store::open(&url).await.unwrap();
+    let p = store.pool();
+    let members_after: Vec<MemberRow> = sqlx::query_as(MEMBERS).fetch_all(p).await.unwrap();
+    let emails_after: Vec<(i64, String, String)> = sqlx::query_as(EMAILS).fetch_all(p).await.unwrap();
+    assert_eq!(members_after, members_before);
+    assert_eq!(emails_after, emails_before);
+    // The same keys and index columns as 0001 declared.
+    async fn cols(p: &sqlx::AnyPool, sql: &str) -> Vec<String> {
+        sqlx::query_as::<_, (String,)>(sql).fetch_all(p).await.unwrap().into_iter().map(|(c,)| c).collect()
+    }
+    let pk = "SELECT name FROM pragma_table_info($1) WHERE pk > 0 ORDER BY pk";
+    assert_eq!(
+        sqlx::query_as::<_, (String,)>(pk).bind("scim_group_members").fetch_all(p).await.unwrap(),
+        [("tenant_id".to_string(),), ("group_id".to_string(),), ("member_id".to_string(),)]
+    );
+    assert_eq!(
+        sqlx::query_as::<_, (String,)>(pk).bind("scim_user_emails").fetch_all(p).await.unwrap(),
+        [("tenant_id".to_string(),), ("value_lc".to_string(),), ("user_id".to_string(),)]
+    );
+    assert_eq!(
+        cols(p, "SELECT name FROM pragma_index_info('scim_group_members_member') ORDER BY seqno").await,
+        ["tenant_id", "member_id", "group_id"]
+    );
+    assert_eq!(
+        cols(p, "SELECT name FROM pragma_index_info('scim_user_emails_user') ORDER BY seqno").await,
+        ["tenant_id", "user_id"]
+    );
     for table in ["scim_group_members", "scim_user_emails"] {
         let (sql,): (String,) = sqlx::query_as("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
             .bind(table)
