@@ -290,3 +290,69 @@ where
     }
     (Sample::merge(parts, t0.elapsed().as_secs_f64()), outs)
 }
+
+/// Open-loop load, the way an IdP paces its provisioning: job `k` falls due at `start + k / rate`
+/// whatever the answers before it, and `workers` keep-alive connections take the due jobs in
+/// order. A job's latency runs from when it fell due, so time spent waiting for a free
+/// connection counts: a server that falls behind shows as growing latency (no coordinated
+/// omission), not as a slower schedule. A job returns its client, whether every request it sent
+/// succeeded, and its output. Returns the latencies (with `secs` = from the first job
+/// falling due to the last job done), each job's output, and the rate the schedule kept.
+pub async fn paced<F, Fut, T>(
+    target: &Target,
+    errors: &Arc<Errors>,
+    workers: usize,
+    total: usize,
+    rate: f64,
+    f: F,
+) -> (Sample, Vec<(usize, T)>, f64)
+where
+    F: Fn(Client, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (Client, bool, Option<T>)> + Send,
+    T: Send + 'static,
+{
+    let f = Arc::new(f);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize)>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    for _ in 0..workers.max(1) {
+        let mut client = Client::new(target, errors.clone());
+        let (f, rx) = (f.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = client.connect().await;
+            let (mut lat, mut out) = (Vec::new(), Vec::new());
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((due, k)) = next else { break };
+                let (c, ok, o) = f(client, k).await;
+                client = c;
+                // A job that failed is counted in `errors` (by `send`), not in the latencies.
+                if ok {
+                    lat.push(due.elapsed().as_micros() as u64);
+                }
+                if let Some(o) = o {
+                    out.push((k, o));
+                }
+            }
+            (lat, out)
+        }));
+    }
+    let start = Instant::now() + Duration::from_millis(20);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    for k in 0..total {
+        let due = start + interval.mul_f64(k as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let _ = tx.send((due, k));
+    }
+    let scheduled = start.elapsed().as_secs_f64();
+    drop(tx);
+    let (mut parts, mut outs) = (Vec::new(), Vec::new());
+    for t in tasks {
+        if let Ok((l, o)) = t.await {
+            parts.push(l);
+            outs.extend(o);
+        }
+    }
+    let kept = if scheduled > 0.0 { total as f64 / scheduled } else { rate };
+    (Sample::merge(parts, start.elapsed().as_secs_f64()), outs, kept)
+}

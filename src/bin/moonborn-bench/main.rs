@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Run only these scenarios (get-user, filter-username, post-user, patch-member,
-    /// initial-sync, push-applied, drift-repair); ceilings and RSS are always measured.
+    /// initial-sync, paced-sync, push-applied, drift-repair); ceilings and RSS are always
+    /// measured.
     #[arg(long, num_args = 1..)]
     pub scenario: Vec<String>,
 }
