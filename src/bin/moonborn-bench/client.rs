@@ -13,6 +13,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// How long a request may take before it counts as failed (and its connection is dropped), so
+/// a server that stops answering ends the run instead of hanging it. Generous: the drift
+/// scenario's whole-tenant plan and run at a million users are single requests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// What one request is.
 #[derive(Debug, Clone)]
 pub struct Req {
@@ -121,7 +126,10 @@ impl Client {
 
     /// Sends a request; a transport error or a non-2xx answer is counted (and `None` returned).
     pub async fn send(&mut self, r: &Req) -> Option<(StatusCode, Bytes)> {
-        match self.try_send(r).await {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.try_send(r))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())));
+        match answer {
             Ok((s, b)) if s.is_success() => Some((s, b)),
             Ok((s, b)) => {
                 let text = String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned();
@@ -344,15 +352,19 @@ where
         tokio::time::sleep_until(due.into()).await;
         let _ = tx.send((due, k));
     }
+    // The last job went out (total - 1) intervals after the first.
     let scheduled = start.elapsed().as_secs_f64();
     drop(tx);
     let (mut parts, mut outs) = (Vec::new(), Vec::new());
     for t in tasks {
-        if let Ok((l, o)) = t.await {
-            parts.push(l);
-            outs.extend(o);
+        match t.await {
+            Ok((l, o)) => {
+                parts.push(l);
+                outs.extend(o);
+            }
+            Err(e) => errors.record(format!("a paced worker failed: {e}")),
         }
     }
-    let kept = if scheduled > 0.0 { total as f64 / scheduled } else { rate };
+    let kept = if total > 1 && scheduled > 0.0 { (total - 1) as f64 / scheduled } else { rate };
     (Sample::merge(parts, start.elapsed().as_secs_f64()), outs, kept)
 }

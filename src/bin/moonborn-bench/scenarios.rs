@@ -659,9 +659,11 @@ async fn initial_sync(
 }
 
 /// The Okta-style sync again, on new users, groups and memberships, but paced the way an IdP
-/// sends (open loop, `IDP_PACE` objects a second over `c` connections): is the server keeping
-/// up — latency from when each request fell due stays low — and what share of the machine does
-/// that pace cost it?
+/// sends (open loop, `IDP_PACE` objects a second over `c` connections): does the server keep up
+/// — every phase's latency from when a job fell due stays low, and the controller applies it
+/// all — and what share of the machine does each phase cost it? Runs on the `okta` tenant after
+/// the closed-loop sync (its users are there to be looked up), once the controller has applied
+/// that; run alone, the lookups search a tenant without them.
 async fn paced_sync(
     env: &mut Env,
     z: &Sizes,
@@ -672,28 +674,58 @@ async fn paced_sync(
 ) -> anyhow::Result<Row> {
     let (nu, per) = (z.paced_users, z.sync_per_user);
     let ng = (nu / 100).max(per);
+    // Nothing left over from the closed-loop sync may run inside this window.
+    if !db::wait_controller(pool, tid, false, z.settle).await? {
+        env.errors.record("IdP-paced sync: the controller had not applied the earlier sync; not measured".into());
+    }
     step(&format!(
-        "IdP-paced sync (open loop, {IDP_PACE:.0} objects/s over {c} connections): {nu} users (lookup, then create), {ng} groups, {} memberships in PATCHes of 100",
+        "IdP-paced sync (open loop, {IDP_PACE:.0} objects/s over {c} connections): {nu} users (lookup, then create), {ng} groups, {} memberships in PATCHes of up to 100",
         nu * per
     ));
     server_ref(env).reset_peak();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let errors0 = env.errors.count();
-    let cpu0 = server_ref(env).cpu_secs();
     let client0 = server::cpu_secs(std::process::id());
     let t0 = Instant::now();
+    let cpu0 = server_ref(env).cpu_secs();
+    // The server's CPU share in every whole second of the run: "never the bottleneck" is judged
+    // on the busiest second, not on an average that the long, light membership phase would
+    // dilute (nor on a phase too short to measure, like the groups').
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, pid) = (stop.clone(), target.pid);
+        tokio::spawn(async move {
+            let mut shares = Vec::new();
+            let (mut at, mut cpu) = (Instant::now(), server::cpu_secs(pid));
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until((at + Duration::from_secs(1)).into()).await;
+                let (now, c) = (Instant::now(), server::cpu_secs(pid));
+                shares.push((c - cpu) / (now - at).as_secs_f64() / cores);
+                (at, cpu) = (now, c);
+            }
+            shares
+        })
+    };
     let (su, users, kept_u) = paced(target, &env.errors, c, nu, IDP_PACE, move |mut cl: Client, i| async move {
         let id = lookup_or_create(&mut cl, &format!("paced{i:07}@sync.example"), i, &mut Vec::new()).await;
         (cl, id.is_some(), id)
     })
     .await;
-    let (sg, groups, _) = paced(target, &env.errors, c, ng, IDP_PACE, move |mut cl: Client, g| async move {
+    let cpu1 = server_ref(env).cpu_secs();
+    let (sg, groups, kept_g) = paced(target, &env.errors, c, ng, IDP_PACE, move |mut cl: Client, g| async move {
         let id = cl.send(&group_post(&format!("paced-group-{g}"))).await.and_then(|(_, b)| id_of(&b));
+        if id.is_none() {
+            cl.errors.record(format!("paced-group-{g}: no group id in the answer to its POST"));
+        }
         (cl, id.is_some(), id)
     })
     .await;
+    let cpu2 = server_ref(env).cpu_secs();
     let batches = Arc::new(member_batches(&users.into_iter().collect(), &groups.into_iter().collect(), nu, ng, per));
     let memberships: usize = batches.iter().map(|b| b.1.len()).sum();
-    let (sm, _, kept_m) = paced::<_, _, ()>(target, &env.errors, c, batches.len(), IDP_PACE / 100.0, {
+    let nb = batches.len();
+    // A PATCH carries up to 100 objects: one falls due every 100 objects' time.
+    let (sm, _, kept_m) = paced::<_, _, ()>(target, &env.errors, c, nb, IDP_PACE / 100.0, {
         let batches = batches.clone();
         move |mut cl: Client, k| {
             let patch = add_members(&batches[k].0, &batches[k].1);
@@ -705,61 +737,97 @@ async fn paced_sync(
     })
     .await;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = server_ref(env).cpu_secs() - cpu0;
+    let cpu3 = server_ref(env).cpu_secs();
     let client_cpu = server::cpu_secs(std::process::id()) - client0;
     let settled = db::wait_controller(pool, tid, false, z.settle).await?;
     let applied_wall = t0.elapsed().as_secs_f64();
+    // The controller's work after the last answer, counted in the whole run's share.
+    let cpu_all = server_ref(env).cpu_secs() - cpu0;
+    stop.store(true, Ordering::Relaxed);
+    let seconds = sampler.await.unwrap_or_default();
     let objects = nu + ng + memberships;
-    let all = Sample::merge(vec![su.lat_us.clone(), sg.lat_us.clone(), sm.lat_us.clone()], wall);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let share = cpu / wall / cores;
+    let phases = [
+        ("users", &su, nu, cpu1 - cpu0, kept_u),
+        ("groups", &sg, ng, cpu2 - cpu1, kept_g),
+        ("memberships", &sm, nb, cpu3 - cpu2, kept_m),
+    ];
+    let share_of = |cpu: f64, secs: f64| if secs > 0.0 { cpu / secs / cores } else { 0.0 };
+    // A phase's own share only when it lasted long enough for the CPU clock's ticks (10 ms).
+    let phase_share = |cpu: f64, secs: f64| (secs >= 1.0).then(|| share_of(cpu, secs));
+    let mut missing = 0;
+    for (name, sample, jobs, _, _) in &phases {
+        // Every job of a phase must have answered (a failed one is in the errors already).
+        if sample.lat_us.len() != *jobs {
+            missing += jobs - sample.lat_us.len().min(*jobs);
+            env.errors.record(format!(
+                "IdP-paced sync: {} of {jobs} {name} jobs did not complete",
+                jobs - sample.lat_us.len().min(*jobs)
+            ));
+        }
+    }
+    let worst_share = seconds.iter().copied().fold(0.0, f64::max);
+    if seconds.is_empty() {
+        env.errors.record("IdP-paced sync: no whole second of CPU samples".into());
+    }
+    let worst_p99 = phases.iter().map(|p| p.1.pct_ms(99.0)).fold(0.0, f64::max);
+    let share_all = share_of(cpu_all, applied_wall);
     let failed = env.errors.count() - errors0;
+    let all = Sample::merge(vec![su.lat_us.clone(), sg.lat_us.clone(), sm.lat_us.clone()], wall);
+    for (name, sample, _, cpu, kept) in &phases {
+        println!(
+            "    {name}: {:.1} s, scheduled at {kept:.1} jobs/s, server CPU {} of machine, latency from due p50 {:.1} ms, p99 {:.1} ms",
+            sample.secs,
+            phase_share(*cpu, sample.secs).map_or("- (under 1 s)".into(), |v| format!("{:.0}%", 100.0 * v)),
+            sample.pct_ms(50.0),
+            sample.pct_ms(99.0)
+        );
+    }
     println!(
-        "    {objects} objects in {wall:.1} s ({:.0}/s; users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {:.2} cores of {cores} ({:.0}%), this client {:.2}; latency from due: users p99 {:.1} ms, PATCHes p99 {:.1} ms",
+        "    {objects} objects in {wall:.1} s ({:.0}/s); applied by the controller at {applied_wall:.1} s; server CPU over it all {:.0}% of machine (until applied), in its busiest second {:.0}%; this client {:.2} cores",
         objects as f64 / wall,
-        su.secs,
-        sg.secs,
-        sm.secs,
-        cpu / wall,
-        100.0 * share,
-        client_cpu / wall,
-        su.pct_ms(99.0),
-        sm.pct_ms(99.0)
+        100.0 * share_all,
+        100.0 * worst_share,
+        client_cpu / wall
     );
-    Ok(Row {
+    let mut row = Row {
         ops_per_sec: Some(objects as f64 / wall),
         p50_ms: Some(all.pct_ms(50.0)),
-        p99_ms: Some(all.pct_ms(99.0)),
+        p99_ms: Some(worst_p99),
         peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
-        met: Some(share < 0.5 && all.pct_ms(99.0) <= 50.0 && failed == 0),
+        met: Some(worst_share < 0.5 && worst_p99 <= 50.0 && failed == 0 && missing == 0 && settled),
         ..Row::new(
             &format!(
-                "IdP-paced sync: {objects} objects at {IDP_PACE:.0}/s (ops/s = objects/s; p50/p99 = user or PATCH job, from when it fell due), server CPU {:.0}% of machine",
-                100.0 * share
+                "IdP-paced sync: {objects} objects at {IDP_PACE:.0}/s (ops/s = objects/s; p50 of all jobs, p99 of the worst phase, from when a job fell due), server CPU {:.0}% of machine in its busiest second",
+                100.0 * worst_share
             ),
-            "server keeps up with 600 × Entra's documented pace: CPU < 50% of machine; p99 ≤ 50 ms",
+            "keeps up with 600 × Entra's documented pace: < 50% of machine in every second; every phase's p99 ≤ 50 ms; no failures; all applied",
         )
         .param("users", nu as u64)
         .param("groups", ng as u64)
         .param("memberships", memberships as u64)
+        .param("patches", nb as u64)
         .param("objects", objects as u64)
         .param("pace_objects_per_s", IDP_PACE)
-        .param("users_scheduled_per_s", kept_u)
-        .param("patches_scheduled_per_s", kept_m)
         .param("connections", c as u64)
         .param("wall_s", wall)
-        .param("users_phase_s", su.secs)
-        .param("groups_phase_s", sg.secs)
-        .param("memberships_phase_s", sm.secs)
-        .param("user_job_p99_ms", su.pct_ms(99.0))
-        .param("patch_p99_ms", sm.pct_ms(99.0))
         .param("applied_by_controller_s", applied_wall)
         .param("controller_settled", settled)
         .param("failed_requests", failed)
-        .param("server_cpu_s", cpu)
-        .param("server_cpu_share_of_machine", share)
+        .param("jobs_missing", missing as u64)
+        .param("server_cpu_share_of_machine_busiest_second", worst_share)
+        .param("server_cpu_share_of_machine_per_second", seconds.clone())
+        .param("server_cpu_share_of_machine_until_applied", share_all)
         .param("client_cpu_cores", client_cpu / wall)
-    })
+    };
+    for (name, sample, _, cpu, kept) in &phases {
+        row = row
+            .param(&format!("{name}_phase_s"), sample.secs)
+            .param(&format!("{name}_scheduled_jobs_per_s"), *kept)
+            .param(&format!("{name}_server_cpu_share_of_machine"), phase_share(*cpu, sample.secs))
+            .param(&format!("{name}_p50_ms"), sample.pct_ms(50.0))
+            .param(&format!("{name}_p99_ms"), sample.pct_ms(99.0));
+    }
+    Ok(row)
 }
 
 /// An Okta-style user push: look the user up by `userName`, create it when absent; its id.
