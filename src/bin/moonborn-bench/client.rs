@@ -304,8 +304,7 @@ where
 /// order. A job's latency runs from when it fell due, so time spent waiting for a free
 /// connection counts: a server that falls behind shows as growing latency (no coordinated
 /// omission), not as a slower schedule. A job returns its client, whether every request it sent
-/// succeeded, and its output. Returns the latencies (with `secs` = from the first job
-/// falling due to the last job done), each job's output, and the rate the schedule kept.
+/// succeeded, and its output.
 pub async fn paced<F, Fut, T>(
     target: &Target,
     errors: &Arc<Errors>,
@@ -313,7 +312,7 @@ pub async fn paced<F, Fut, T>(
     total: usize,
     rate: f64,
     f: F,
-) -> (Sample, Vec<(usize, T)>, f64)
+) -> Paced<T>
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (Client, bool, Option<T>)> + Send,
@@ -366,5 +365,18 @@ where
         }
     }
     let kept = if total > 1 && scheduled > 0.0 { (total - 1) as f64 / scheduled } else { rate };
-    (Sample::merge(parts, start.elapsed().as_secs_f64()), outs, kept)
+    Paced { sample: Sample::merge(parts, start.elapsed().as_secs_f64()), outs, kept, start, interval }
+}
+
+/// What `paced` measured.
+pub struct Paced<T> {
+    /// The latencies from due, with `secs` = from the first job falling due to the last job done.
+    pub sample: Sample,
+    /// Each job's output, by job number.
+    pub outs: Vec<(usize, T)>,
+    /// The rate the schedule kept (jobs per second).
+    pub kept: f64,
+    /// When job 0 fell due; job `k` fell due `k` intervals later.
+    pub start: Instant,
+    pub interval: Duration,
 }

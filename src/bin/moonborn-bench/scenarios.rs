@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
 
-use crate::client::{closed_loop, jobs, paced, Client, Errors, Req, Sample, Target};
+use crate::client::{closed_loop, jobs, paced, Client, Errors, Paced, Req, Sample, Target};
 use crate::server::{self, Server};
 use crate::{db, print_table, Args, Row};
 
@@ -706,26 +706,28 @@ async fn paced_sync(
             shares
         })
     };
-    let (su, users, kept_u) = paced(target, &env.errors, c, nu, IDP_PACE, move |mut cl: Client, i| async move {
-        let id = lookup_or_create(&mut cl, &format!("paced{i:07}@sync.example"), i, &mut Vec::new()).await;
-        (cl, id.is_some(), id)
-    })
-    .await;
+    let Paced { sample: su, outs: users, kept: kept_u, .. } =
+        paced(target, &env.errors, c, nu, IDP_PACE, move |mut cl: Client, i| async move {
+            let id = lookup_or_create(&mut cl, &format!("paced{i:07}@sync.example"), i, &mut Vec::new()).await;
+            (cl, id.is_some(), id)
+        })
+        .await;
     let cpu1 = server_ref(env).cpu_secs();
-    let (sg, groups, kept_g) = paced(target, &env.errors, c, ng, IDP_PACE, move |mut cl: Client, g| async move {
-        let id = cl.send(&group_post(&format!("paced-group-{g}"))).await.and_then(|(_, b)| id_of(&b));
-        if id.is_none() {
-            cl.errors.record(format!("paced-group-{g}: no group id in the answer to its POST"));
-        }
-        (cl, id.is_some(), id)
-    })
-    .await;
+    let Paced { sample: sg, outs: groups, kept: kept_g, .. } =
+        paced(target, &env.errors, c, ng, IDP_PACE, move |mut cl: Client, g| async move {
+            let id = cl.send(&group_post(&format!("paced-group-{g}"))).await.and_then(|(_, b)| id_of(&b));
+            if id.is_none() {
+                cl.errors.record(format!("paced-group-{g}: no group id in the answer to its POST"));
+            }
+            (cl, id.is_some(), id)
+        })
+        .await;
     let cpu2 = server_ref(env).cpu_secs();
     let batches = Arc::new(member_batches(&users.into_iter().collect(), &groups.into_iter().collect(), nu, ng, per));
     let memberships: usize = batches.iter().map(|b| b.1.len()).sum();
     let nb = batches.len();
     // A PATCH carries up to 100 objects: one falls due every 100 objects' time.
-    let (sm, _, kept_m) = paced::<_, _, ()>(target, &env.errors, c, nb, IDP_PACE / 100.0, {
+    let Paced { sample: sm, kept: kept_m, .. } = paced::<_, _, ()>(target, &env.errors, c, nb, IDP_PACE / 100.0, {
         let batches = batches.clone();
         move |mut cl: Client, k| {
             let patch = add_members(&batches[k].0, &batches[k].1);
@@ -894,41 +896,20 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
         z.push_rate
     ));
     server_ref(env).reset_peak();
-    const WORKERS: usize = 64;
-    let mut txs = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..WORKERS {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize)>();
-        txs.push(tx);
-        let mut cl = Client::new(target, env.errors.clone());
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while let Some((at, k)) = rx.recv().await {
-                let name = format!("push-{k:07}@bench.example");
-                if cl.send(&Req::post(format!("{SCIM}/Users"), user_json(&name, k))).await.is_some() {
-                    lat.push(at.elapsed().as_micros() as u64);
-                }
-            }
-            lat
-        }));
-    }
-    let start = Instant::now();
-    let wall0 = chrono::Utc::now();
-    let interval = Duration::from_nanos(1_000_000_000 / z.push_rate);
-    let mut sent = Vec::with_capacity(total);
-    for k in 0..total {
-        let at = start + interval * k as u32;
-        tokio::time::sleep_until(at.into()).await;
-        sent.push(at);
-        let _ = txs[k % WORKERS].send((at, k));
-    }
-    drop(txs);
-    let mut parts = Vec::new();
-    for h in handles {
-        parts.push(h.await.unwrap_or_default());
-    }
-    let achieved = total as f64 / start.elapsed().as_secs_f64();
-    let http = Sample::merge(parts, 1.0);
+    let (wall0, t0) = (chrono::Utc::now(), Instant::now());
+    let pushed =
+        paced::<_, _, ()>(target, &env.errors, 64, total, z.push_rate as f64, |mut cl: Client, k| async move {
+            let name = format!("push-{k:07}@bench.example");
+            let ok = cl.send(&Req::post(format!("{SCIM}/Users"), user_json(&name, k))).await.is_some();
+            (cl, ok, None)
+        })
+        .await;
+    let http = &pushed.sample;
+    let achieved = total as f64 / http.secs;
+    // Push k was sent when it fell due: at this wall-clock time.
+    let sent_wall = |k: usize| {
+        wall0 + chrono::Duration::from_std(pushed.start - t0 + pushed.interval.mul_f64(k as f64)).unwrap_or_default()
+    };
     let settled = db::wait_controller(pool, tid, false, z.settle).await?;
     // Audit rows from a second before the first push on (the server stamps them with its clock,
     // the same machine's).
@@ -943,8 +924,10 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
         else {
             continue;
         };
-        let Some(at) = sent.get(k) else { continue };
-        let sent_wall = wall0 + chrono::Duration::from_std(*at - start).unwrap_or_default();
+        if k >= total {
+            continue;
+        }
+        let sent_wall = sent_wall(k);
         if let Some(t) = parse(applied) {
             to_apply.push((t - sent_wall).num_microseconds().unwrap_or(0).max(0) as u64);
         }
