@@ -14,6 +14,7 @@
 //! | `extras.rs` | `/tenants/{slug}/users/{id}/api-keys`, `/preferences/{key}`, `/workspaces`, `/extras` |
 //! | `plans.rs` | `/tenants/{slug}/plan`, `/reconcile`, `/plan/{fingerprint}/approve` |
 //! | `history.rs` | `/tenants/{slug}/runs`, `/audit`, `/outbox` |
+//! | here | `/metrics` (Prometheus text, `crate::metrics`) |
 
 mod bindings;
 mod error;
@@ -42,11 +43,17 @@ async fn method_not_allowed(_: Operator) -> AdminError {
     AdminError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this admin endpoint")
 }
 
+/// The process's metrics (Prometheus / OpenMetrics text); not JSON, unlike the rest of the API.
+async fn metrics(_: Operator) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::METRICS.encode())
+}
+
 /// The admin routes (mounted under `/v1/admin` when an admin token is configured).
 pub fn router() -> Router<AppState> {
     const T: &str = "/tenants/{slug}";
     const U: &str = "/tenants/{slug}/users/{id}";
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route(T, get(tenants::get))
         .route(&format!("{T}/scim-tokens"), get(tenants::list_tokens).post(tenants::create_token))

@@ -132,6 +132,31 @@ pub enum Scope2 {
     Snapshot(Vec<DesiredUser>),
 }
 
+/// Counts a run (or a run that could not start) in the process's metrics.
+fn run_metrics(
+    result: &Result<RunOutcome, ControllerError>,
+    trigger: Trigger,
+    scope: &'static str,
+    started: std::time::Instant,
+) {
+    let m = &*crate::metrics::METRICS;
+    let status = match result {
+        Ok(o) => match o.status.as_str() {
+            "applied" => "applied",
+            "held" => "held",
+            "noop" => "noop",
+            _ => "failed",
+        },
+        Err(ControllerError::Busy) => "busy",
+        Err(_) => "error",
+    };
+    m.controller_runs.get_or_create(&crate::metrics::RunLabels { trigger: trigger.as_str(), scope, status }).inc();
+    m.controller_duration.get_or_create(&crate::metrics::ScopeLabel { scope }).observe(started.elapsed().as_secs_f64());
+    if let Ok(o) = result {
+        m.controller_changes_applied.inc_by(o.applied);
+    }
+}
+
 /// The controller: a work queue of tenants plus the logic of one run.
 #[derive(Clone)]
 pub struct Controller {
@@ -606,10 +631,28 @@ impl Controller {
         scope: Scope2,
         approve: Option<&str>,
     ) -> Result<RunOutcome, ControllerError> {
+        let started = std::time::Instant::now();
+        let scope_name = match &scope {
+            Scope2::Full => "full",
+            Scope2::Incremental => "incremental",
+            Scope2::Snapshot(_) => "snapshot",
+        };
         let lock = self.tenant_lock(tenant.id).await;
         let _guard = lock.lock().await;
-        let fence = self.lease(tenant.id, false).await?.ok_or(ControllerError::Busy)?;
-        let result = self.reconcile_locked(tenant, trigger, scope, approve, fence).await;
+        let fence = match self.lease(tenant.id, false).await {
+            Ok(Some(fence)) => Ok(fence),
+            Ok(None) => Err(ControllerError::Busy),
+            Err(e) => Err(e),
+        };
+        let result = match fence {
+            Ok(fence) => self.reconcile_locked(tenant, trigger, scope, approve, fence).await,
+            Err(e) => {
+                let result = Err(e);
+                run_metrics(&result, trigger, scope_name, started);
+                return result;
+            }
+        };
+        run_metrics(&result, trigger, scope_name, started);
         if !self.keep_leases.load(std::sync::atomic::Ordering::SeqCst) {
             self.forget_lease(tenant.id);
             if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {

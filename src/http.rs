@@ -90,7 +90,10 @@ async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response 
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let (started, api, method) =
+        (std::time::Instant::now(), crate::metrics::api_of(req.uri().path()), req.method().clone());
     let mut res = next.run(req).instrument(span).await;
+    crate::metrics::METRICS.request(api, &method, res.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

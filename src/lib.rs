@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod http;
 pub mod mem;
+pub mod metrics;
 pub mod scim;
 pub mod store;
 

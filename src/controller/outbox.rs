@@ -76,7 +76,10 @@ pub async fn run(store: Store, cfg: WebhookConfig) {
             continue;
         }
         for ev in batch {
-            let result = match deliver(&client, &cfg, &ev).await {
+            let delivered = deliver(&client, &cfg, &ev).await;
+            let outcome = if delivered.is_ok() { "delivered" } else { "failed" };
+            crate::metrics::METRICS.webhook_deliveries.get_or_create(&crate::metrics::DeliveryLabels { outcome }).inc();
+            let result = match delivered {
                 Ok(()) => store.mark_delivered(&ev.id).await,
                 Err(err) => {
                     let next = crate::controller::plan::fmt_time(Utc::now() + backoff(ev.attempts));

@@ -86,6 +86,7 @@ impl BatchWriter {
                             Err(_) => break,
                         }
                     }
+                    crate::metrics::METRICS.sqlite_batch_writes.observe(jobs.len() as f64);
                     let guard = lock.blocking_lock();
                     let (delivers, failed) = run_batch(&conn, jobs);
                     drop(guard);
@@ -218,7 +219,10 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
         }
     }
     if failed.is_none() {
-        if let Err(e) = run(conn, "COMMIT") {
+        let t = std::time::Instant::now();
+        let committed = run(conn, "COMMIT");
+        crate::metrics::METRICS.sqlite_commit.observe(t.elapsed().as_secs_f64());
+        if let Err(e) = committed {
             failed = Some(Arc::from(e.to_string()));
         }
     }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::METRICS;
+
 /// Handle to the WAL syncer task.
 #[derive(Debug, Clone)]
 pub struct WalSync {
@@ -39,7 +41,12 @@ impl WalSync {
                 let result = tokio::task::spawn_blocking(move || {
                     // The WAL may have been reset or recreated since: open it each time.
                     match std::fs::OpenOptions::new().write(true).open(&path) {
-                        Ok(f) => f.sync_data(),
+                        Ok(f) => {
+                            let t = std::time::Instant::now();
+                            let r = f.sync_data();
+                            crate::metrics::METRICS.wal_fsync.observe(t.elapsed().as_secs_f64());
+                            r
+                        }
                         // No WAL file: every committed frame is already in the database file.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                         Err(e) => Err(e),
@@ -90,6 +97,16 @@ const RESTART_FRAMES: i64 = 8192;
 /// file's pages stay cached for reuse, and an earlier burst does not keep a large file.
 pub const JOURNAL_SIZE_LIMIT: &str = "PRAGMA journal_size_limit=67108864;";
 
+/// A checkpoint's outcome as a metric label: `done`, `busy` (it could not copy everything, or
+/// waited for a reader in vain) or `error`.
+fn outcome(r: &rusqlite::Result<(bool, i64)>) -> &'static str {
+    match r {
+        Ok((false, _)) => "done",
+        Ok((true, _)) => "busy",
+        Err(_) => "error",
+    }
+}
+
 /// Starts the checkpointer of the database file `db`: a thread that copies committed WAL frames
 /// into the database file (a PASSIVE checkpoint: it waits for no reader or writer). The
 /// connections of this process have automatic checkpoints off: SQLite would otherwise run one
@@ -134,11 +151,20 @@ pub fn start_checkpointer(
         let (mut skip, mut backoff) = (0u32, 1u32);
         while weak.strong_count() > 0 {
             std::thread::sleep(CHECKPOINT_EVERY);
-            match checkpoint("PASSIVE") {
+            let t = std::time::Instant::now();
+            let passive = checkpoint("PASSIVE");
+            METRICS.checkpoint("passive", outcome(&passive), t.elapsed());
+            match passive {
                 Ok((_, frames)) if frames > RESTART_FRAMES && skip > 0 => skip -= 1,
                 Ok((_, frames)) if frames > RESTART_FRAMES => {
-                    let _writers = write_lock.blocking_lock();
-                    match checkpoint("RESTART") {
+                    // Timed from before the writer lock: writers already wait while this one
+                    // waits for the lock behind them.
+                    let t = std::time::Instant::now();
+                    let writers = write_lock.blocking_lock();
+                    let restart = checkpoint("RESTART");
+                    drop(writers);
+                    METRICS.checkpoint("restart", outcome(&restart), t.elapsed());
+                    match restart {
                         Ok((false, _)) => backoff = 1,
                         Ok((true, _)) => {
                             tracing::debug!(frames, "WAL restart waited for a reader in vain; backing off");

@@ -10,6 +10,7 @@ mod bindings;
 mod extras;
 mod history;
 mod lifecycle;
+mod metrics;
 mod plans;
 mod tenants;
 mod users;

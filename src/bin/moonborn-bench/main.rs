@@ -9,6 +9,7 @@
 
 mod client;
 mod db;
+mod disk;
 mod scenarios;
 mod server;
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sqlx::AnyPool;
 
 use crate::client::{closed_loop, jobs, paced, Client, Errors, Paced, Req, Sample, Target};
+use crate::disk::{self, Disk};
 use crate::server::{self, Server};
 use crate::{db, print_table, Args, Row};
 
@@ -443,6 +444,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
     if wants(a, "post-user") {
         step("POST /Users, unique userNames (durable before the 201)");
         server_ref(env).reset_peak();
+        let disk0 = Disk::read(&target, &env.errors).await;
         let cpu0 = server_ref(env).cpu_secs();
         let s = closed_loop(&target, &env.errors, c, z.warmup, z.window, move |k, n| {
             let name = format!("post-{k}-{n}@bench.example");
@@ -450,10 +452,16 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
         })
         .await;
         let cpu = server_ref(env).cpu_secs() - cpu0;
+        let disk = disk_window(&target, env, disk0.as_ref()).await;
         let t = Instant::now();
         let settled = db::wait_controller(&pool, tid, false, z.settle).await?;
         let catch_up = t.elapsed().as_secs_f64();
         let r = ratio(s.ops_per_sec(), ins.ops_per_sec());
+        let row = Row::new("POST /Users", "≥ 5,000/s and ≥ 0.25 × raw insert ceiling")
+            .param("concurrency", c as u64)
+            .param("server_cpu_cores_during_window", cpu / (z.warmup + z.window).as_secs_f64())
+            .param("controller_catch_up_s", catch_up)
+            .param("controller_settled", settled);
         rows.push(Row {
             ops_per_sec: Some(s.ops_per_sec()),
             p50_ms: Some(s.pct_ms(50.0)),
@@ -462,11 +470,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
             ratio_to_ceiling: r,
             peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
             met: Some(s.ops_per_sec() >= 5000.0 && r.unwrap_or(0.0) >= 0.25),
-            ..Row::new("POST /Users", "≥ 5,000/s and ≥ 0.25 × raw insert ceiling")
-                .param("concurrency", c as u64)
-                .param("server_cpu_cores_during_window", cpu / (z.warmup + z.window).as_secs_f64())
-                .param("controller_catch_up_s", catch_up)
-                .param("controller_settled", settled)
+            ..with_disk(row, disk.as_ref())
         });
     }
 
@@ -578,6 +582,7 @@ async fn initial_sync(
         nu * per
     ));
     server_ref(env).reset_peak();
+    let disk0 = Disk::read(target, &env.errors).await;
     let cpu0 = server_ref(env).cpu_secs();
     let client0 = server::cpu_secs(std::process::id());
     let t0 = Instant::now();
@@ -628,7 +633,8 @@ async fn initial_sync(
         "    HTTP done in {wall:.1} s (users {:.1} s, groups {:.1} s, memberships {:.1} s); applied by the controller at {applied_wall:.1} s; server CPU {share:.2} cores of {cores}, this client {:.2}; server CPU (with the controller's) {cpu_us_per_request:.0} µs per request, {cpu_ms_per_user:.2} ms per user until applied",
         su.secs, sg.secs, sm.secs, client_cpu / wall
     );
-    Ok(Row {
+    let disk = disk_window(target, env, disk0.as_ref()).await;
+    let row = Row {
         ops_per_sec: Some(all.ops_per_sec()),
         p50_ms: Some(all.pct_ms(50.0)),
         p99_ms: Some(all.pct_ms(99.0)),
@@ -655,7 +661,8 @@ async fn initial_sync(
         .param("server_cpu_cores_until_applied", cpu_all / applied_wall)
         .param("server_cpu_us_per_request", cpu_us_per_request)
         .param("server_cpu_ms_per_user_until_applied", cpu_ms_per_user)
-    })
+    };
+    Ok(with_disk(row, disk.as_ref()))
 }
 
 /// The Okta-style sync again, on new users, groups and memberships, but paced the way an IdP
@@ -683,6 +690,7 @@ async fn paced_sync(
         nu * per
     ));
     server_ref(env).reset_peak();
+    let disk0 = Disk::read(target, &env.errors).await;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let errors0 = env.errors.count();
     let client0 = server::cpu_secs(std::process::id());
@@ -747,6 +755,7 @@ async fn paced_sync(
     let cpu_all = server_ref(env).cpu_secs() - cpu0;
     stop.store(true, Ordering::Relaxed);
     let seconds = sampler.await.unwrap_or_default();
+    let disk = disk_window(target, env, disk0.as_ref()).await;
     let objects = nu + ng + memberships;
     let phases = [
         ("users", &su, nu, cpu1 - cpu0, kept_u),
@@ -821,6 +830,7 @@ async fn paced_sync(
         .param("server_cpu_share_of_machine_until_applied", share_all)
         .param("client_cpu_cores", client_cpu / wall)
     };
+    row = with_disk(row, disk.as_ref());
     for (name, sample, _, cpu, kept) in &phases {
         row = row
             .param(&format!("{name}_phase_s"), sample.secs)
@@ -889,6 +899,21 @@ fn member_batches(
     batches
 }
 
+/// The disk's window since `before` (read now), printed; `None` when the metrics could not be read.
+async fn disk_window(target: &Target, env: &Env, before: Option<&Disk>) -> Option<disk::Window> {
+    let w = disk::Window::of(before, Disk::read(target, &env.errors).await.as_ref())?;
+    println!("    {}", w.line());
+    Some(w)
+}
+
+/// `row` with the disk's window in its parameters.
+fn with_disk(row: Row, disk: Option<&disk::Window>) -> Row {
+    match disk {
+        Some(w) => w.params(row),
+        None => row,
+    }
+}
+
 async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool, tid: i64) -> anyhow::Result<Row> {
     let total = (z.push_rate * z.push_secs) as usize;
     step(&format!(
@@ -896,6 +921,7 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
         z.push_rate
     ));
     server_ref(env).reset_peak();
+    let disk0 = Disk::read(target, &env.errors).await;
     let (wall0, t0) = (chrono::Utc::now(), Instant::now());
     let pushed =
         paced::<_, _, ()>(target, &env.errors, 64, total, z.push_rate as f64, |mut cl: Client, k| async move {
@@ -911,6 +937,7 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
         wall0 + chrono::Duration::from_std(pushed.start - t0 + pushed.interval.mul_f64(k as f64)).unwrap_or_default()
     };
     let settled = db::wait_controller(pool, tid, false, z.settle).await?;
+    let disk = disk_window(target, env, disk0.as_ref()).await;
     // Audit rows from a second before the first push on (the server stamps them with its clock,
     // the same machine's).
     let since = (wall0 - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -941,21 +968,28 @@ async fn push_applied(env: &mut Env, z: &Sizes, target: &Target, pool: &AnyPool,
     }
     let run = Sample::merge(vec![to_run], 1.0);
     let apply = Sample::merge(vec![to_apply], 1.0);
+    println!(
+        "    push sent → run committed p50 {:.1} ms, p99 {:.1} ms; the push's own answer p99 {:.1} ms",
+        run.pct_ms(50.0),
+        run.pct_ms(99.0),
+        http.pct_ms(99.0)
+    );
+    let row = Row::new("push → applied (p50/p99 = push sent → run committed)", "p99 ≤ 50 ms at 500 pushes/s")
+        .param("pushes", total as u64)
+        .param("rate_per_s", z.push_rate)
+        .param("http_p50_ms", http.pct_ms(50.0))
+        .param("http_p99_ms", http.pct_ms(99.0))
+        .param("apply_stamp_p50_ms", apply.pct_ms(50.0))
+        .param("apply_stamp_p99_ms", apply.pct_ms(99.0))
+        .param("missing", missing as u64)
+        .param("controller_settled", settled);
     Ok(Row {
         ops_per_sec: Some(achieved),
         p50_ms: Some(run.pct_ms(50.0)),
         p99_ms: Some(run.pct_ms(99.0)),
         peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
         met: Some(run.pct_ms(99.0) <= 50.0 && missing == 0),
-        ..Row::new("push → applied (p50/p99 = push sent → run committed)", "p99 ≤ 50 ms at 500 pushes/s")
-            .param("pushes", total as u64)
-            .param("rate_per_s", z.push_rate)
-            .param("http_p50_ms", http.pct_ms(50.0))
-            .param("http_p99_ms", http.pct_ms(99.0))
-            .param("apply_stamp_p50_ms", apply.pct_ms(50.0))
-            .param("apply_stamp_p99_ms", apply.pct_ms(99.0))
-            .param("missing", missing as u64)
-            .param("controller_settled", settled)
+        ..with_disk(row, disk.as_ref())
     })
 }
 
