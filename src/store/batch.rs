@@ -221,7 +221,11 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
     if failed.is_none() {
         let t = std::time::Instant::now();
         let committed = run(conn, "COMMIT");
-        crate::metrics::METRICS.sqlite_commit.observe(t.elapsed().as_secs_f64());
+        let took = t.elapsed();
+        crate::metrics::METRICS.sqlite_commit.observe(took.as_secs_f64());
+        if took >= super::walsync::SLOW_DISK {
+            tracing::warn!(ms = took.as_millis() as u64, "slow COMMIT of the SQLite batch writer (writing the WAL)");
+        }
         if let Err(e) = committed {
             failed = Some(Arc::from(e.to_string()));
         }

@@ -11,6 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::METRICS;
 
+/// A WAL fsync or a commit this slow is logged as a warning: the disk is stalling every write.
+pub const SLOW_DISK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Handle to the WAL syncer task.
 #[derive(Debug, Clone)]
 pub struct WalSync {
@@ -44,7 +47,13 @@ impl WalSync {
                         Ok(f) => {
                             let t = std::time::Instant::now();
                             let r = f.sync_data();
-                            crate::metrics::METRICS.wal_fsync.observe(t.elapsed().as_secs_f64());
+                            let took = t.elapsed();
+                            METRICS.wal_fsync.observe(took.as_secs_f64());
+                            if took >= SLOW_DISK {
+                                // Every acknowledgement waiting for it was held as long (etcd
+                                // warns of a slow fdatasync the same way).
+                                tracing::warn!(ms = took.as_millis() as u64, "slow fsync of the SQLite WAL");
+                            }
                             r
                         }
                         // No WAL file: every committed frame is already in the database file.

@@ -11,6 +11,7 @@ use crate::Row;
 
 const FSYNC: &str = "moonborn_sqlite_wal_fsync_duration_seconds_bucket{";
 const CHECKPOINT: &str = "moonborn_sqlite_wal_checkpoint_duration_seconds_bucket{";
+const COMMIT: &str = "moonborn_sqlite_commit_duration_seconds_bucket{";
 
 /// Cumulative bucket counts by upper bound (seconds; the last is +Inf).
 #[derive(Debug, Clone, Default)]
@@ -60,6 +61,7 @@ impl Hist {
 #[derive(Debug, Clone, Default)]
 pub struct Disk {
     fsync: Hist,
+    commit: Hist,
     restart: Hist,
 }
 
@@ -82,6 +84,10 @@ impl Disk {
                 if let Some((le, n)) = bucket(line) {
                     d.fsync.add(le, n);
                 }
+            } else if line.starts_with(COMMIT) {
+                if let Some((le, n)) = bucket(line) {
+                    d.commit.add(le, n);
+                }
             } else if line.starts_with(CHECKPOINT) && line.contains("mode=\"restart\"") {
                 // Summed over outcomes: a restart that waited in vain held the writers too.
                 if let Some((le, n)) = bucket(line) {
@@ -94,7 +100,11 @@ impl Disk {
 
     /// What happened between `before` and this reading.
     pub fn since(&self, before: &Disk) -> Window {
-        Window { fsync: self.fsync.minus(&before.fsync), restart: self.restart.minus(&before.restart) }
+        Window {
+            fsync: self.fsync.minus(&before.fsync),
+            commit: self.commit.minus(&before.commit),
+            restart: self.restart.minus(&before.restart),
+        }
     }
 }
 
@@ -102,6 +112,7 @@ impl Disk {
 #[derive(Debug, Clone)]
 pub struct Window {
     fsync: Hist,
+    commit: Hist,
     restart: Hist,
 }
 
@@ -127,10 +138,13 @@ impl Window {
         }
         let _ = write!(
             s,
-            "disk (server's view): {} WAL fsyncs, {} over 50 ms, the slowest {}; {} WAL restarts, {} holding the writers over 50 ms",
+            "disk (server's view): {} WAL fsyncs, {} over 50 ms, the slowest {}; {} commits (WAL writes), {} over 50 ms, the slowest {}; {} WAL restarts, {} holding the writers over 50 ms",
             self.fsync.total(),
             self.fsync.over(0.05),
             range(self.fsync.slowest_ms()),
+            self.commit.total(),
+            self.commit.over(0.05),
+            range(self.commit.slowest_ms()),
             self.restart.total(),
             self.restart.over(0.05),
         );
@@ -144,6 +158,9 @@ impl Window {
             .param("wal_fsyncs_over_50ms", self.fsync.over(0.05))
             .param("wal_fsync_slowest_ms_above", slow.map(|s| s.0))
             .param("wal_fsync_slowest_ms_at_most", slow.and_then(|s| s.1.is_finite().then_some(s.1)))
+            .param("commits", self.commit.total())
+            .param("commits_over_50ms", self.commit.over(0.05))
+            .param("commit_slowest_ms_at_most", self.commit.slowest_ms().and_then(|s| s.1.is_finite().then_some(s.1)))
             .param("wal_restarts", self.restart.total())
             .param("wal_restarts_over_50ms", self.restart.over(0.05))
     }
