@@ -132,28 +132,53 @@ pub enum Scope2 {
     Snapshot(Vec<DesiredUser>),
 }
 
-/// Counts a run (or a run that could not start) in the process's metrics.
-fn run_metrics(
-    result: &Result<RunOutcome, ControllerError>,
+/// Counts one `reconcile` in the process's metrics: once, with how it ended.
+struct RunMeter {
     trigger: Trigger,
     scope: &'static str,
-    started: std::time::Instant,
-) {
-    let m = &*crate::metrics::METRICS;
-    let status = match result {
-        Ok(o) => match o.status.as_str() {
-            "applied" => "applied",
-            "held" => "held",
-            "noop" => "noop",
-            _ => "failed",
-        },
-        Err(ControllerError::Busy) => "busy",
-        Err(_) => "error",
-    };
-    m.controller_runs.get_or_create(&crate::metrics::RunLabels { trigger: trigger.as_str(), scope, status }).inc();
-    m.controller_duration.get_or_create(&crate::metrics::ScopeLabel { scope }).observe(started.elapsed().as_secs_f64());
-    if let Ok(o) = result {
-        m.controller_changes_applied.inc_by(o.applied);
+    /// When the run took its lease (the duration excludes waiting for the tenant); `None` when
+    /// it never did.
+    started: Option<std::time::Instant>,
+    recorded: bool,
+}
+
+impl RunMeter {
+    fn new(trigger: Trigger, scope: &Scope2) -> RunMeter {
+        let scope = match scope {
+            Scope2::Full => "full",
+            Scope2::Incremental => "incremental",
+            Scope2::Snapshot(_) => "snapshot",
+        };
+        RunMeter { trigger, scope, started: None, recorded: false }
+    }
+
+    /// A run that ended with `status` (applied, held, failed, noop) after applying `applied`.
+    fn ran(&mut self, status: &'static str, applied: u64) {
+        let m = &*crate::metrics::METRICS;
+        m.controller_runs
+            .get_or_create(&crate::metrics::RunLabels { trigger: self.trigger.as_str(), scope: self.scope, status })
+            .inc();
+        if let Some(t) = self.started {
+            m.controller_duration
+                .get_or_create(&crate::metrics::ScopeLabel { scope: self.scope })
+                .observe(t.elapsed().as_secs_f64());
+        }
+        m.controller_changes_applied.inc_by(applied);
+        self.recorded = true;
+    }
+
+    /// A `reconcile` that ended with an error before a run outcome was counted.
+    fn ended(&mut self, e: &ControllerError) {
+        if !self.recorded {
+            self.ran(
+                match e {
+                    ControllerError::Busy => "busy",
+                    ControllerError::StalePlan { .. } => "stale_plan",
+                    _ => "error",
+                },
+                0,
+            );
+        }
     }
 }
 
@@ -631,28 +656,25 @@ impl Controller {
         scope: Scope2,
         approve: Option<&str>,
     ) -> Result<RunOutcome, ControllerError> {
-        let started = std::time::Instant::now();
-        let scope_name = match &scope {
-            Scope2::Full => "full",
-            Scope2::Incremental => "incremental",
-            Scope2::Snapshot(_) => "snapshot",
-        };
+        let mut meter = RunMeter::new(trigger, &scope);
         let lock = self.tenant_lock(tenant.id).await;
         let _guard = lock.lock().await;
         let fence = match self.lease(tenant.id, false).await {
-            Ok(Some(fence)) => Ok(fence),
-            Ok(None) => Err(ControllerError::Busy),
-            Err(e) => Err(e),
-        };
-        let result = match fence {
-            Ok(fence) => self.reconcile_locked(tenant, trigger, scope, approve, fence).await,
+            Ok(Some(fence)) => fence,
+            Ok(None) => {
+                meter.ended(&ControllerError::Busy);
+                return Err(ControllerError::Busy);
+            }
             Err(e) => {
-                let result = Err(e);
-                run_metrics(&result, trigger, scope_name, started);
-                return result;
+                meter.ended(&e);
+                return Err(e);
             }
         };
-        run_metrics(&result, trigger, scope_name, started);
+        meter.started = Some(std::time::Instant::now());
+        let result = self.reconcile_locked(tenant, trigger, scope, approve, fence, &mut meter).await;
+        if let Err(e) = &result {
+            meter.ended(e);
+        }
         if !self.keep_leases.load(std::sync::atomic::Ordering::SeqCst) {
             self.forget_lease(tenant.id);
             if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
@@ -711,6 +733,7 @@ impl Controller {
         scope: Scope2,
         approve: Option<&str>,
         mut fence: i64,
+        meter: &mut RunMeter,
     ) -> Result<RunOutcome, ControllerError> {
         let full = matches!(scope, Scope2::Full);
         let p = self.plan_inner(tenant, scope, true).await?;
@@ -730,6 +753,7 @@ impl Controller {
             if full && self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
                 self.store.set_hold(tenant.id, None, "controller").await?;
             }
+            meter.ran("noop", 0);
             return Ok(RunOutcome { run_id, status: "noop".into(), applied: 0, skipped_held: 0, stale: 0, plan: p });
         }
         self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
@@ -812,6 +836,8 @@ impl Controller {
         self.store
             .finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref(), progress.as_ref())
             .await?;
+        // Counted once its row says how it ended (a failed run applied what it did before failing).
+        meter.ran(status, applied);
         if let Some(f) = failure {
             return Err(ControllerError::Store(StoreError::Invalid(f)));
         }

@@ -57,8 +57,9 @@ pub struct RunLabels {
     pub status: &'static str,
 }
 
-/// Labels of a WAL checkpoint: `passive` (copies what it can, holds nobody) or `restart`
-/// (holds this process's writers until the WAL starts over).
+/// Labels of a WAL checkpoint: `mode` `passive` (copies what it can, holds nobody; `outcome`
+/// done or error) or `restart` (holds this process's writers until the WAL starts over;
+/// `outcome` done, busy — it waited for a reader in vain — or error).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckpointLabels {
     pub mode: &'static str,
@@ -121,12 +122,12 @@ impl Metrics {
         );
         registry.register(
             "controller_runs",
-            "Controller runs, by trigger, scope and outcome (applied, held, failed; noop: nothing to change; busy: another replica holds the tenant; error: the run stopped on an error)",
+            "Controller runs, by trigger, scope and outcome (applied, held, failed; noop: nothing to change; busy: another replica holds the tenant; stale_plan: an approved plan no longer matched; error: stopped on an error before recording a run)",
             controller_runs.clone(),
         );
         registry.register(
             "controller_run_duration_seconds",
-            "Wall time of a controller run (plan and apply), by scope",
+            "Wall time of a controller run (plan and apply) from taking the tenant's lease, by scope",
             controller_duration.clone(),
         );
         registry.register(
@@ -141,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "sqlite_wal_checkpoint_duration_seconds",
-            "One WAL checkpoint; a restart holds this process's writers for its whole duration",
+            "One WAL checkpoint; a restart holds this process's writers for its whole duration (timed from taking their lock)",
             wal_checkpoint.clone(),
         );
         registry.register(
@@ -151,7 +152,7 @@ impl Metrics {
         );
         registry.register(
             "sqlite_batch_writes",
-            "Writes (requests' jobs) one commit of the SQLite batch writer carries",
+            "Writes (requests' jobs) one committed batch of the SQLite batch writer carried",
             sqlite_batch_writes.clone(),
         );
         registry.register(

@@ -86,9 +86,12 @@ impl BatchWriter {
                             Err(_) => break,
                         }
                     }
-                    crate::metrics::METRICS.sqlite_batch_writes.observe(jobs.len() as f64);
+                    let writes = jobs.len();
                     let guard = lock.blocking_lock();
                     let (delivers, failed) = run_batch(&conn, jobs);
+                    if failed.is_none() {
+                        crate::metrics::METRICS.sqlite_batch_writes.observe(writes as f64);
+                    }
                     drop(guard);
                     let wal = wal.clone();
                     rt.spawn(async move {

@@ -106,8 +106,8 @@ const RESTART_FRAMES: i64 = 8192;
 /// file's pages stay cached for reuse, and an earlier burst does not keep a large file.
 pub const JOURNAL_SIZE_LIMIT: &str = "PRAGMA journal_size_limit=67108864;";
 
-/// A checkpoint's outcome as a metric label: `done`, `busy` (it could not copy everything, or
-/// waited for a reader in vain) or `error`.
+/// A RESTART checkpoint's outcome as a metric label: `done`, `busy` (it waited for a reader of
+/// old frames in vain: the WAL did not start over) or `error`.
 fn outcome(r: &rusqlite::Result<(bool, i64)>) -> &'static str {
     match r {
         Ok((false, _)) => "done",
@@ -162,14 +162,13 @@ pub fn start_checkpointer(
             std::thread::sleep(CHECKPOINT_EVERY);
             let t = std::time::Instant::now();
             let passive = checkpoint("PASSIVE");
-            METRICS.checkpoint("passive", outcome(&passive), t.elapsed());
+            METRICS.checkpoint("passive", if passive.is_ok() { "done" } else { "error" }, t.elapsed());
             match passive {
                 Ok((_, frames)) if frames > RESTART_FRAMES && skip > 0 => skip -= 1,
                 Ok((_, frames)) if frames > RESTART_FRAMES => {
-                    // Timed from before the writer lock: writers already wait while this one
-                    // waits for the lock behind them.
-                    let t = std::time::Instant::now();
                     let writers = write_lock.blocking_lock();
+                    // What the writers wait for: from taking their lock to giving it back.
+                    let t = std::time::Instant::now();
                     let restart = checkpoint("RESTART");
                     drop(writers);
                     METRICS.checkpoint("restart", outcome(&restart), t.elapsed());

@@ -10,7 +10,6 @@ mod bindings;
 mod extras;
 mod history;
 mod lifecycle;
-mod metrics;
 mod plans;
 mod tenants;
 mod users;

@@ -1,5 +1,6 @@
 //! What the disk did during a scenario, as the server saw it: the server's own histograms of WAL
-//! fsyncs and of WAL restarts (a restart holds every writer), read from `GET /v1/admin/metrics`
+//! fsyncs, of its batch writer's commits (writing the WAL) and of WAL restarts (a restart holds
+//! every writer), read from `GET /v1/admin/metrics`
 //! before and after the scenario. A latency tail that a single slow fsync explains is the disk's,
 //! not the server's; this puts that fact next to the figure, measured in the same run.
 
@@ -133,8 +134,8 @@ impl Window {
     /// One line for the report.
     pub fn line(&self) -> String {
         let mut s = String::new();
-        if self.fsync.total() == 0 {
-            return "disk (server's view): no WAL fsync in this window (not SQLite, or no write)".into();
+        if self.fsync.total() == 0 && self.commit.total() == 0 {
+            return "disk (server's view): no WAL fsync or commit in this window (not SQLite, or no write)".into();
         }
         let _ = write!(
             s,
@@ -160,6 +161,7 @@ impl Window {
             .param("wal_fsync_slowest_ms_at_most", slow.and_then(|s| s.1.is_finite().then_some(s.1)))
             .param("commits", self.commit.total())
             .param("commits_over_50ms", self.commit.over(0.05))
+            .param("commit_slowest_ms_above", self.commit.slowest_ms().map(|s| s.0))
             .param("commit_slowest_ms_at_most", self.commit.slowest_ms().and_then(|s| s.1.is_finite().then_some(s.1)))
             .param("wal_restarts", self.restart.total())
             .param("wal_restarts_over_50ms", self.restart.over(0.05))
