@@ -11,9 +11,10 @@ use super::extract::{TenantCtx, Q};
 use crate::http::AppState;
 
 /// Most rows a listing answers.
-const MAX_LIMIT: i64 = 10_000;
+pub(super) const MAX_LIMIT: i64 = 10_000;
 
-fn limit(l: Option<i64>, default: i64) -> Result<i64, AdminError> {
+/// A listing's `limit`: `default` when absent; 400 outside 1..=`MAX_LIMIT`.
+pub(super) fn limit(l: Option<i64>, default: i64) -> Result<i64, AdminError> {
     match l {
         None => Ok(default),
         Some(n @ 1..=MAX_LIMIT) => Ok(n),
@@ -61,26 +62,26 @@ pub async fn audit(
 /// `GET /tenants/{slug}/outbox` query.
 #[derive(Debug, Deserialize)]
 pub struct OutboxQuery {
+    /// Only events after this `seq` (for paging).
+    after: Option<i64>,
+    limit: Option<i64>,
     /// Only events of this type (e.g. `user.provisioned`).
     r#type: Option<String>,
     /// Only events about this user.
     user_id: Option<String>,
 }
 
-/// `GET /tenants/{slug}/outbox[?type=&user_id=]` → `{"events":[{"id","type","user_id","status",
-/// "attempts","created_at",…}]}`, oldest first.
+/// `GET /tenants/{slug}/outbox[?after=&limit=&type=&user_id=]` → `{"events":[{"seq","id","type",
+/// "user_id","status","attempts","created_at",…}]}`, oldest first (1000 unless `limit`; the last
+/// `seq` is the next page's `after`).
 pub async fn outbox(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
     Q(q): Q<OutboxQuery>,
 ) -> Result<Json<Value>, AdminError> {
-    let events: Vec<_> = s
+    let events = s
         .store
-        .list_outbox(t.id)
-        .await?
-        .into_iter()
-        .filter(|e| q.r#type.as_ref().is_none_or(|ty| &e.event_type == ty))
-        .filter(|e| q.user_id.as_ref().is_none_or(|u| &e.user_id == u))
-        .collect();
+        .outbox_page(t.id, q.after.unwrap_or(0), limit(q.limit, 1000)?, q.r#type.as_deref(), q.user_id.as_deref())
+        .await?;
     Ok(Json(json!({ "events": events })))
 }

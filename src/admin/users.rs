@@ -25,6 +25,9 @@ const MAX_TEXT: usize = 320;
 pub struct UsersQuery {
     /// Only the user with this sign-in email (case-insensitive).
     email: Option<String>,
+    /// Only users after this one (its id: the previous page's `next`).
+    after: Option<String>,
+    limit: Option<i64>,
 }
 
 /// The path of a user: `/tenants/{slug}/users/{id}`.
@@ -86,14 +89,24 @@ pub fn hand(t: &Tenant, id: &str) -> impl FnOnce(crate::store::HandError) -> Adm
     }
 }
 
-/// `GET /tenants/{slug}/users[?email=]` → `{"users":[…]}` ordered by email (purged users too,
-/// with an empty email).
+/// `GET /tenants/{slug}/users[?email=&after=&limit=]` → `{"users":[…],"next":ID|null}`, a page
+/// (1000 unless `limit`) ordered by email, case-insensitively (purged users too: their email is
+/// erased, and they sort as `purged:<id>`); `next`, when the page is full, is the `after` of the
+/// next page.
 pub async fn list(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
     Q(q): Q<UsersQuery>,
 ) -> Result<Json<Value>, AdminError> {
-    Ok(Json(json!({ "users": s.store.admin_list_users(t.id, q.email.as_deref()).await? })))
+    let limit = super::history::limit(q.limit, 1000)?;
+    let users =
+        s.store.admin_list_users(t.id, q.email.as_deref(), q.after.as_deref(), limit).await.map_err(|e| match e {
+            crate::store::StoreError::Invalid(m) => AdminError::bad_request(m),
+            e => e.into(),
+        })?;
+    // A full page may have more after it.
+    let next = if users.len() as i64 == limit { users.last().map(|u| u.id.clone()) } else { None };
+    Ok(Json(json!({ "users": users, "next": next })))
 }
 
 /// `GET /tenants/{slug}/users/{id}` → the user.

@@ -804,6 +804,8 @@ pub struct RunRow {
 /// An outbox event.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxEvent {
+    /// Position in the outbox (insertion order); listings page by it.
+    pub seq: i64,
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
@@ -822,6 +824,7 @@ pub struct OutboxEvent {
 fn event_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
     let payload: String = r.try_get("payload")?;
     Ok(OutboxEvent {
+        seq: r.try_get("seq")?,
         id: r.try_get("id")?,
         event_type: r.try_get("event_type")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -837,7 +840,7 @@ fn event_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
     })
 }
 
-const EVENT_COLS: &str = "id, event_type, tenant_id, user_id, idempotency_key, payload, status, attempts, \
+const EVENT_COLS: &str = "seq, id, event_type, tenant_id, user_id, idempotency_key, payload, status, attempts, \
                           next_attempt_at, last_error, created_at, delivered_at";
 
 impl Store {
@@ -959,6 +962,38 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// A page of a tenant's outbox, oldest first: events after position `after_seq`, at most
+    /// `limit`, optionally only of one type and/or about one user.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn outbox_page(
+        &self,
+        tenant_id: i64,
+        after_seq: i64,
+        limit: i64,
+        event_type: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut cond = String::new();
+        let mut args: Vec<&str> = Vec::new();
+        for (col, v) in [("event_type", event_type), ("user_id", user_id)] {
+            if let Some(v) = v {
+                args.push(v);
+                cond.push_str(&format!(" AND {col} = ${}", args.len() + 2));
+            }
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLS} FROM outbox WHERE tenant_id = $1 AND seq > $2{cond} ORDER BY seq LIMIT {}",
+            limit.max(1)
+        );
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(after_seq);
+        for a in args {
+            q = q.bind(a);
+        }
+        q.fetch_all(&self.pool).await?.iter().map(event_from_row).collect()
     }
 
     /// A tenant's outbox, oldest first.

@@ -18,6 +18,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::actual::audit_stmt;
 use super::exec::exec_sqlx;
+use super::Backend;
 use super::{now, Store, StoreError};
 use crate::controller::model::{ManagedBy, Status};
 
@@ -149,8 +150,13 @@ pub struct AuditEntry {
 
 /// Which users to list.
 enum Which<'a> {
-    All,
-    EmailLc(&'a str),
+    /// A page in email order (case-insensitive, then id): users after the one with id `after`
+    /// (none: from the start), at most `limit`; with `email_lc`, only those holding it.
+    Page {
+        email_lc: Option<&'a str>,
+        after: Option<(&'a str, &'a str)>,
+        limit: i64,
+    },
     Id(&'a str),
 }
 
@@ -253,47 +259,60 @@ async fn insert_roles(
 
 impl Store {
     async fn admin_users(&self, tenant_id: i64, which: Which<'_>) -> Result<Vec<AdminUser>, StoreError> {
-        let (cond, arg) = match which {
-            Which::All => ("", None),
-            Which::EmailLc(e) => (" AND email_lc = $2", Some(e)),
-            Which::Id(id) => (" AND id = $2", Some(id)),
+        // Byte order on both backends (SQLite compares text as bytes; PostgreSQL would use the
+        // database's collation): the order of `email_lc`, then id, is the same everywhere.
+        let c = if self.backend == Backend::Postgres { " COLLATE \"C\"" } else { "" };
+        let mut args: Vec<&str> = Vec::new();
+        let sql = match &which {
+            Which::Page { email_lc, after, limit } => {
+                let mut cond = String::new();
+                if let Some(e) = email_lc {
+                    args.push(e);
+                    cond.push_str(&format!(" AND email_lc = ${}", args.len() + 1));
+                }
+                if let Some((ae, aid)) = after {
+                    args.extend([*ae, *ae, *aid]);
+                    let n = args.len() + 1;
+                    cond.push_str(&format!(
+                        " AND (email_lc{c} > ${} OR (email_lc{c} = ${} AND id{c} > ${n}))",
+                        n - 2,
+                        n - 1
+                    ));
+                }
+                format!("SELECT {COLS} FROM users WHERE tenant_id = $1{cond} ORDER BY email_lc{c}, id{c} LIMIT {limit}")
+            }
+            Which::Id(id) => {
+                args.push(id);
+                format!("SELECT {COLS} FROM users WHERE tenant_id = $1 AND id = $2")
+            }
         };
-        let sql = format!("SELECT {COLS} FROM users WHERE tenant_id = $1{cond}");
         let mut q = sqlx::query(&sql).bind(tenant_id);
-        if let Some(a) = arg {
-            q = q.bind(a);
+        for a in &args {
+            q = q.bind(*a);
         }
         let mut users = q.fetch_all(&self.pool).await?.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
         if users.is_empty() {
             return Ok(users);
         }
-        // Roles and live sessions: one query each, for the one user asked for or the whole tenant.
-        let only = (users.len() == 1).then(|| users[0].id.clone());
-        let (rsql, ssql) = if only.is_some() {
-            (
-                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id = $2",
-                "SELECT user_id, COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND user_id = $2 \
-                 AND revoked_at IS NULL GROUP BY user_id",
-            )
-        } else {
-            (
-                "SELECT user_id, role FROM user_roles WHERE tenant_id = $1",
-                "SELECT user_id, COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND revoked_at IS NULL \
-                 GROUP BY user_id",
-            )
-        };
+        // Roles and live sessions of the users listed: one query each.
+        let ids = (0..users.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let rsql = format!("SELECT user_id, role FROM user_roles WHERE tenant_id = $1 AND user_id IN ({ids})");
+        let ssql = format!(
+            "SELECT user_id, COUNT(*) AS n FROM sessions WHERE tenant_id = $1 AND user_id IN ({ids}) \
+             AND revoked_at IS NULL GROUP BY user_id"
+        );
         let mut roles: HashMap<String, BTreeSet<String>> = HashMap::new();
-        let mut q = sqlx::query(rsql).bind(tenant_id);
-        if let Some(id) = &only {
-            q = q.bind(id.as_str());
+        let mut q = sqlx::query(&rsql).bind(tenant_id);
+        for u in &users {
+            q = q.bind(u.id.as_str());
         }
         for r in q.fetch_all(&self.pool).await? {
             roles.entry(r.try_get("user_id")?).or_default().insert(r.try_get("role")?);
         }
         let mut sessions: HashMap<String, i64> = HashMap::new();
-        let mut q = sqlx::query(ssql).bind(tenant_id);
-        if let Some(id) = &only {
-            q = q.bind(id.as_str());
+        let mut q = sqlx::query(&ssql).bind(tenant_id);
+        for u in &users {
+            q = q.bind(u.id.as_str());
         }
         for r in q.fetch_all(&self.pool).await? {
             sessions.insert(r.try_get("user_id")?, r.try_get("n")?);
@@ -302,21 +321,42 @@ impl Store {
             u.roles = roles.remove(&u.id).map(|r| r.into_iter().collect()).unwrap_or_default();
             u.active_sessions = sessions.get(&u.id).copied().unwrap_or(0);
         }
-        // Ordered by email, case-insensitively, in Rust: collations differ between backends.
-        users.sort_by(|a, b| a.email.to_lowercase().cmp(&b.email.to_lowercase()).then_with(|| a.id.cmp(&b.id)));
         Ok(users)
     }
 
-    /// A tenant's Moonborn users (purged ones included), ordered by email; with `email`, only the
-    /// user holding that sign-in email (compared case-insensitively).
+    /// A page of a tenant's Moonborn users (purged ones included), ordered by email compared
+    /// case-insensitively, then id (a purged user's email is erased: it sorts as `purged:<id>`);
+    /// with `email`, only users holding that sign-in email (compared case-insensitively); with
+    /// `after` (a user id), those after that user; at most `limit`.
     ///
     /// # Errors
-    /// Database errors.
-    pub async fn admin_list_users(&self, tenant_id: i64, email: Option<&str>) -> Result<Vec<AdminUser>, StoreError> {
-        match email {
-            Some(e) => self.admin_users(tenant_id, Which::EmailLc(&e.to_lowercase())).await,
-            None => self.admin_users(tenant_id, Which::All).await,
-        }
+    /// `Invalid` when `after` names no user of the tenant; database errors.
+    pub async fn admin_list_users(
+        &self,
+        tenant_id: i64,
+        email: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AdminUser>, StoreError> {
+        let email_lc = email.map(str::to_lowercase);
+        let after = match after {
+            None => None,
+            Some(id) => {
+                let row = sqlx::query("SELECT email_lc FROM users WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::Invalid(format!("after: this tenant has no user {id}")))?;
+                Some((row.try_get::<String, _>("email_lc")?, id))
+            }
+        };
+        let which = Which::Page {
+            email_lc: email_lc.as_deref(),
+            after: after.as_ref().map(|(e, id)| (e.as_str(), *id)),
+            limit: limit.max(1),
+        };
+        self.admin_users(tenant_id, which).await
     }
 
     /// One Moonborn user.

@@ -58,3 +58,32 @@ admin_test!(
         app.get("/tenants/nope/outbox").await.expect_error(404);
     }
 );
+
+admin_test!(
+    async fn the_outbox_pages_by_seq_with_its_filters(app) {
+        for n in ["p1@acme.com", "p2@acme.com", "p3@acme.com"] {
+            app.scim_user(n).await;
+        }
+        let all = eventually("three welcome events", || async {
+            let ev = app.events("acme", Some("user.provisioned")).await;
+            (ev.len() == 3).then_some(ev)
+        })
+        .await;
+        let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().expect("seq")).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first: {seqs:?}");
+        let page = app.get("/tenants/acme/outbox?limit=2").await.expect(200)["events"].as_array().unwrap().clone();
+        assert_eq!(page.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), seqs[..2]);
+        let rest = app.get(&format!("/tenants/acme/outbox?after={}&limit=2", seqs[1])).await.expect(200).clone();
+        assert_eq!(rest["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), seqs[2..]);
+        // Filters apply before the limit: one user's events, found past the others.
+        let uid = all[2]["user_id"].as_str().unwrap();
+        let mine = app.get(&format!("/tenants/acme/outbox?user_id={uid}&type=user.provisioned&limit=1")).await.expect(200).clone();
+        assert_eq!(mine["events"].as_array().unwrap().len(), 1, "{mine}");
+        assert_eq!(mine["events"][0]["seq"], all[2]["seq"]);
+        let none = app.get(&format!("/tenants/acme/outbox?after={}", seqs[2])).await.expect(200).clone();
+        assert_eq!(none, json!({"events": []}));
+        for bad in ["limit=0", "limit=10001", "after=x"] {
+            app.get(&format!("/tenants/acme/outbox?{bad}")).await.expect_error(400);
+        }
+    }
+);

@@ -215,7 +215,9 @@ admin_test!(
         want.sort();
         assert_eq!(emails, want);
         app.settle().await;
-        let users = app.get("/tenants/acme/users").await.expect(200).clone();
+        // More users than the listing's default page.
+        let users = app.get("/tenants/acme/users?limit=10000").await.expect(200).clone();
+        assert_eq!(users["next"], serde_json::Value::Null);
         let scim = users["users"].as_array().unwrap().iter().filter(|u| u["managed_by"] == "scim").count();
         assert_eq!(scim, ids.len(), "every pushed user provisioned");
         let linked = app.store.actual_candidates(t.id, &ids, &[], &[]).await.unwrap();
