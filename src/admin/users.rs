@@ -25,7 +25,7 @@ const MAX_TEXT: usize = 320;
 pub struct UsersQuery {
     /// Only the user with this sign-in email (case-insensitive).
     email: Option<String>,
-    /// Only users after this one (its id: the previous page's `next`).
+    /// Only users after this position (the previous page's `next`).
     after: Option<String>,
     limit: Option<i64>,
 }
@@ -89,23 +89,43 @@ pub fn hand(t: &Tenant, id: &str) -> impl FnOnce(crate::store::HandError) -> Adm
     }
 }
 
+/// A position in the users listing: the `email_lc` and id of the last user of a page,
+/// base64url-encoded (opaque to clients).
+fn encode_cursor(email_lc: &str, id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{email_lc}\0{id}"))
+}
+
+fn decode_cursor(c: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    let (email_lc, id) = String::from_utf8(raw).ok()?.split_once('\0').map(|(e, i)| (e.to_string(), i.to_string()))?;
+    (!id.is_empty()).then_some((email_lc, id))
+}
+
 /// `GET /tenants/{slug}/users[?email=&after=&limit=]` → `{"users":[…],"next":ID|null}`, a page
 /// (1000 unless `limit`) ordered by email, case-insensitively (purged users too: their email is
 /// erased, and they sort as `purged:<id>`); `next`, when the page is full, is the `after` of the
-/// next page.
+/// next page (an opaque cursor).
 pub async fn list(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
     Q(q): Q<UsersQuery>,
 ) -> Result<Json<Value>, AdminError> {
     let limit = super::history::limit(q.limit, 1000)?;
-    let users =
-        s.store.admin_list_users(t.id, q.email.as_deref(), q.after.as_deref(), limit).await.map_err(|e| match e {
-            crate::store::StoreError::Invalid(m) => AdminError::bad_request(m),
-            e => e.into(),
-        })?;
-    // A full page may have more after it.
-    let next = if users.len() as i64 == limit { users.last().map(|u| u.id.clone()) } else { None };
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(c) => {
+            Some(decode_cursor(c).ok_or_else(|| AdminError::bad_request("after: not a cursor this listing answered"))?)
+        }
+    };
+    let users = s
+        .store
+        .admin_list_users(t.id, q.email.as_deref(), after.as_ref().map(|(e, i)| (e.as_str(), i.as_str())), limit)
+        .await?;
+    // A full page may have more after it: where it ended (the user may change before the next
+    // request; the position does not).
+    let next = if users.len() as i64 == limit { users.last().map(|u| encode_cursor(&u.email_lc, &u.id)) } else { None };
     Ok(Json(json!({ "users": users, "next": next })))
 }
 

@@ -986,13 +986,14 @@ impl Store {
             }
         }
         let sql = format!(
-            "SELECT {EVENT_COLS} FROM outbox WHERE tenant_id = $1 AND seq > $2{cond} ORDER BY seq LIMIT {}",
-            limit.max(1)
+            "SELECT {EVENT_COLS} FROM outbox WHERE tenant_id = $1 AND seq > $2{cond} ORDER BY seq LIMIT ${}",
+            args.len() + 3
         );
         let mut q = sqlx::query(&sql).bind(tenant_id).bind(after_seq);
         for a in args {
             q = q.bind(a);
         }
+        q = q.bind(limit.max(1));
         q.fetch_all(&self.pool).await?.iter().map(event_from_row).collect()
     }
 

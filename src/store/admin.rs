@@ -22,7 +22,8 @@ use super::Backend;
 use super::{now, Store, StoreError};
 use crate::controller::model::{ManagedBy, Status};
 
-const COLS: &str = "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
+const COLS: &str =
+    "id, email, email_lc, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
                     version, created_at, updated_at";
 
 /// The admin actor recorded in the audit trail for hand actions.
@@ -34,6 +35,9 @@ pub struct AdminUser {
     pub id: String,
     /// The sign-in email (empty once purged).
     pub email: String,
+    /// What the listing orders by: the email lower-cased (`purged:<id>` once purged).
+    #[serde(skip)]
+    pub email_lc: String,
     pub display_name: Option<String>,
     pub contact_email: Option<String>,
     pub status: Status,
@@ -166,6 +170,7 @@ fn user_from_row(r: &AnyRow) -> Result<AdminUser, StoreError> {
     Ok(AdminUser {
         id: u.id,
         email: u.email,
+        email_lc: r.try_get("email_lc")?,
         display_name: u.display_name,
         contact_email: u.contact_email,
         status: u.status,
@@ -264,7 +269,7 @@ impl Store {
         let c = if self.backend == Backend::Postgres { " COLLATE \"C\"" } else { "" };
         let mut args: Vec<&str> = Vec::new();
         let sql = match &which {
-            Which::Page { email_lc, after, limit } => {
+            Which::Page { email_lc, after, .. } => {
                 let mut cond = String::new();
                 if let Some(e) = email_lc {
                     args.push(e);
@@ -279,7 +284,10 @@ impl Store {
                         n - 1
                     ));
                 }
-                format!("SELECT {COLS} FROM users WHERE tenant_id = $1{cond} ORDER BY email_lc{c}, id{c} LIMIT {limit}")
+                format!(
+                    "SELECT {COLS} FROM users WHERE tenant_id = $1{cond} ORDER BY email_lc{c}, id{c} LIMIT ${}",
+                    args.len() + 2
+                )
             }
             Which::Id(id) => {
                 args.push(id);
@@ -289,6 +297,9 @@ impl Store {
         let mut q = sqlx::query(&sql).bind(tenant_id);
         for a in &args {
             q = q.bind(*a);
+        }
+        if let Which::Page { limit, .. } = which {
+            q = q.bind(limit);
         }
         let mut users = q.fetch_all(&self.pool).await?.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
         if users.is_empty() {
@@ -327,35 +338,19 @@ impl Store {
     /// A page of a tenant's Moonborn users (purged ones included), ordered by email compared
     /// case-insensitively, then id (a purged user's email is erased: it sorts as `purged:<id>`);
     /// with `email`, only users holding that sign-in email (compared case-insensitively); with
-    /// `after` (a user id), those after that user; at most `limit`.
+    /// `after` (`email_lc`, id), those after that position; at most `limit`.
     ///
     /// # Errors
-    /// `Invalid` when `after` names no user of the tenant; database errors.
+    /// Database errors.
     pub async fn admin_list_users(
         &self,
         tenant_id: i64,
         email: Option<&str>,
-        after: Option<&str>,
+        after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<AdminUser>, StoreError> {
         let email_lc = email.map(str::to_lowercase);
-        let after = match after {
-            None => None,
-            Some(id) => {
-                let row = sqlx::query("SELECT email_lc FROM users WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant_id)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .ok_or_else(|| StoreError::Invalid(format!("after: this tenant has no user {id}")))?;
-                Some((row.try_get::<String, _>("email_lc")?, id))
-            }
-        };
-        let which = Which::Page {
-            email_lc: email_lc.as_deref(),
-            after: after.as_ref().map(|(e, id)| (e.as_str(), *id)),
-            limit: limit.max(1),
-        };
+        let which = Which::Page { email_lc: email_lc.as_deref(), after, limit: limit.max(1) };
         self.admin_users(tenant_id, which).await
     }
 

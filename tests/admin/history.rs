@@ -80,6 +80,8 @@ admin_test!(
         let mine = app.get(&format!("/tenants/acme/outbox?user_id={uid}&type=user.provisioned&limit=1")).await.expect(200).clone();
         assert_eq!(mine["events"].as_array().unwrap().len(), 1, "{mine}");
         assert_eq!(mine["events"][0]["seq"], all[2]["seq"]);
+        let alone = app.get(&format!("/tenants/acme/outbox?user_id={uid}")).await.expect(200).clone();
+        assert_eq!(alone["events"].as_array().unwrap().len(), 1, "{alone}");
         let none = app.get(&format!("/tenants/acme/outbox?after={}", seqs[2])).await.expect(200).clone();
         assert_eq!(none, json!({"events": []}));
         for bad in ["limit=0", "limit=10001", "after=x"] {
