@@ -155,3 +155,15 @@ where
 {
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
 }
+
+/// Most rows a listing answers.
+const MAX_LIMIT: i64 = 10_000;
+
+/// A listing's `limit` query parameter: `default` when absent; 400 outside 1..=`MAX_LIMIT`.
+pub fn limit(l: Option<i64>, default: i64) -> Result<i64, AdminError> {
+    match l {
+        None => Ok(default),
+        Some(n @ 1..=MAX_LIMIT) => Ok(n),
+        Some(n) => Err(AdminError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {n}"))),
+    }
+}

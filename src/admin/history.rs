@@ -7,20 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::extract::{TenantCtx, Q};
+use super::extract::{limit, TenantCtx, Q};
 use crate::http::AppState;
-
-/// Most rows a listing answers.
-pub(super) const MAX_LIMIT: i64 = 10_000;
-
-/// A listing's `limit`: `default` when absent; 400 outside 1..=`MAX_LIMIT`.
-pub(super) fn limit(l: Option<i64>, default: i64) -> Result<i64, AdminError> {
-    match l {
-        None => Ok(default),
-        Some(n @ 1..=MAX_LIMIT) => Ok(n),
-        Some(n) => Err(AdminError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {n}"))),
-    }
-}
 
 /// `GET /tenants/{slug}/runs` query.
 #[derive(Debug, Deserialize)]

@@ -112,7 +112,7 @@ pub async fn list(
     State(s): State<AppState>,
     Q(q): Q<UsersQuery>,
 ) -> Result<Json<Value>, AdminError> {
-    let limit = super::history::limit(q.limit, 1000)?;
+    let limit = super::extract::limit(q.limit, 1000)?;
     let after = match q.after.as_deref() {
         None => None,
         Some(c) => {

@@ -4,7 +4,6 @@
 //! before and after the scenario. A latency tail that a single slow fsync explains is the disk's,
 //! not the server's; this puts that fact next to the figure, measured in the same run.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::client::{Client, Errors, Req, Target};
@@ -133,12 +132,10 @@ impl Window {
 
     /// One line for the report.
     pub fn line(&self) -> String {
-        let mut s = String::new();
         if self.fsync.total() == 0 && self.commit.total() == 0 {
             return "disk (server's view): no WAL fsync or commit in this window (not SQLite, or no write)".into();
         }
-        let _ = write!(
-            s,
+        format!(
             "disk (server's view): {} WAL fsyncs, {} over 50 ms, the slowest {}; {} commits (WAL writes), {} over 50 ms, the slowest {}; {} WAL restarts, {} holding the writers over 50 ms",
             self.fsync.total(),
             self.fsync.over(0.05),
@@ -148,8 +145,7 @@ impl Window {
             range(self.commit.slowest_ms()),
             self.restart.total(),
             self.restart.over(0.05),
-        );
-        s
+        )
     }
 
     /// The same as parameters of a row.
