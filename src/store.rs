@@ -7,6 +7,7 @@ mod admin;
 mod batch;
 mod exec;
 mod groups;
+mod pgbatch;
 mod query;
 mod reader;
 mod tenants;
@@ -139,6 +140,8 @@ pub struct Store {
     reader: Option<Arc<reader::Reader>>,
     /// Group commit of the hot SCIM writes (SQLite file databases; see `batch`).
     batch: Option<batch::BatchWriter>,
+    /// Group commit of the hot SCIM pushes (PostgreSQL; see `pgbatch`).
+    pg_batch: Option<pgbatch::PgBatch>,
     /// Keeps the WAL checkpointer thread running (SQLite file databases).
     _checkpointer: Option<Arc<()>>,
 }
@@ -271,6 +274,7 @@ impl Store {
             (Some(f), Some(l), Some(w)) => Some(batch::BatchWriter::start(f, l.clone(), w.clone())?),
             _ => None,
         };
+        let pg_batch = (backend == Backend::Postgres).then(|| pgbatch::PgBatch::start(pool.clone()));
         Ok(Store {
             pool,
             backend,
@@ -278,6 +282,7 @@ impl Store {
             auth_cache: Arc::default(),
             reader: wal_file.map(|f| Arc::new(reader::Reader::new(f))),
             batch,
+            pg_batch,
             wal_sync,
             _checkpointer: checkpointer,
         })

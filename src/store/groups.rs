@@ -6,9 +6,10 @@ use std::sync::LazyLock;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::batch::sqlite_err;
+use super::pgbatch::Journal;
 use super::query::ListQuery;
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
@@ -112,7 +113,7 @@ fn group_cols(doc: &Value) -> (String, Option<String>) {
 
 /// Resolves a member's type within the tenant (it must exist there).
 async fn member_type(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     tenant_id: i64,
     group_id: &str,
     m: &MemberRef,
@@ -122,13 +123,13 @@ async fn member_type(
     }
     let want = m.member_type.as_deref().map(str::to_ascii_lowercase);
     if want.as_deref() != Some("group") {
-        let found = sqlx::query(USER_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut **tx).await?;
+        let found = sqlx::query(USER_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
             return Ok("User".into());
         }
     }
     if want.as_deref() != Some("user") {
-        let found = sqlx::query(GROUP_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut **tx).await?;
+        let found = sqlx::query(GROUP_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
             return Ok("Group".into());
         }
@@ -136,28 +137,16 @@ async fn member_type(
     Err(StoreError::UnknownMember(m.value.clone()))
 }
 
-/// Journals a user whose group membership changed: the controller re-evaluates that user's roles.
-async fn journal_member(
-    tx: &mut Transaction<'static, Any>,
-    intent: &Intent<'_>,
-    user_id: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(JOURNAL_MEMBER_SQL)
-        .bind(intent.tenant_id)
-        .bind(user_id)
-        .bind(intent.now)
-        .bind(intent.request_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
+/// Applies member changes to a group; each user added or removed is journaled through
+/// `journal` (the controller re-evaluates its roles).
 async fn apply_changes(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     intent: &Intent<'_>,
     group_id: &str,
     changes: &[MemberChange],
+    journal: &mut Journal,
 ) -> Result<(), StoreError> {
+    let mut journal_member = |user_id: &str| journal.member(intent.tenant_id, user_id, intent.now, intent.request_id);
     let tenant_id = intent.tenant_id;
     for c in changes {
         let (clear, add, remove): (bool, &[MemberRef], &[String]) = match c {
@@ -173,16 +162,16 @@ async fn apply_changes(
             )
             .bind(tenant_id)
             .bind(group_id)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
             for r in gone {
                 let id: String = r.try_get("member_id")?;
-                journal_member(tx, intent, &id).await?;
+                journal_member(&id);
             }
             sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2")
                 .bind(tenant_id)
                 .bind(group_id)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
         }
         for id in remove {
@@ -190,15 +179,15 @@ async fn apply_changes(
                 .bind(tenant_id)
                 .bind(group_id)
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
             if n > 0 {
-                journal_member(tx, intent, id).await?;
+                journal_member(id);
             }
         }
         for m in add {
-            let ty = member_type(tx, tenant_id, group_id, m).await?;
+            let ty = member_type(conn, tenant_id, group_id, m).await?;
             let ty = ty.as_str();
             sqlx::query(ADD_MEMBER_SQL)
                 .bind(tenant_id)
@@ -206,10 +195,10 @@ async fn apply_changes(
                 .bind(&m.value)
                 .bind(ty)
                 .bind(&m.display)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
             if ty == "User" {
-                journal_member(tx, intent, &m.value).await?;
+                journal_member(&m.value);
             }
         }
     }
@@ -339,7 +328,9 @@ impl Store {
         let stored = StoredResource::from_row(&row)?;
         // The intent first: it takes the tenant's journal lock before any member is journaled.
         record_intent(&mut w, intent, "Group", id, "create").await?;
-        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())]).await?;
+        let mut journal = Journal::default();
+        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())], &mut journal).await?;
+        journal.write_each(&mut w.tx).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -389,6 +380,44 @@ impl Store {
                     members_sqlite(c, &intent_o, &gid, expected, &changes, &op_o).map_err(|e| match e {
                         MemberError::Store(e) => e,
                         MemberError::Sqlite(e) => sqlite_err(e, None),
+                    })
+                })
+                .await?;
+            return match r {
+                Some(r) => Ok(r),
+                None => Err(match self.get_group(intent.tenant_id, id).await {
+                    Ok(cur) => StoreError::VersionMismatch(cur.version),
+                    Err(e) => e,
+                }),
+            };
+        }
+        if let (Some(b), true) = (&self.pg_batch, members_only) {
+            // PostgreSQL, member adds and removes: one job of the batch writer.
+            let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
+            let changes = changes.to_vec();
+            let expected = expected_version.unwrap_or(-1);
+            let r = b
+                .write(move |conn, journal| {
+                    Box::pin(async move {
+                        let Some(row) = sqlx::query(TOUCH_GROUP_SQL)
+                            .bind(&intent_o.now)
+                            .bind(intent_o.tenant_id)
+                            .bind(&gid)
+                            .bind(expected)
+                            .fetch_optional(&mut *conn)
+                            .await?
+                        else {
+                            return Ok(None);
+                        };
+                        let stored = StoredResource::from_row(&row)?;
+                        journal.intent(&intent_o, "Group", &gid, &op_o);
+                        let intent = Intent {
+                            tenant_id: intent_o.tenant_id,
+                            request_id: &intent_o.request_id,
+                            now: &intent_o.now,
+                        };
+                        apply_changes(conn, &intent, &gid, &changes, journal).await?;
+                        Ok(Some(stored))
                     })
                 })
                 .await?;
@@ -455,7 +484,9 @@ impl Store {
         };
         let stored = StoredResource::from_row(&row)?;
         record_intent(&mut w, intent, "Group", id, op).await?;
-        apply_changes(&mut w.tx, intent, id, changes).await?;
+        let mut journal = Journal::default();
+        apply_changes(&mut w.tx, intent, id, changes, &mut journal).await?;
+        journal.write_each(&mut w.tx).await?;
         w.commit().await?;
         Ok(stored)
     }
@@ -486,7 +517,9 @@ impl Store {
             });
         }
         record_intent(&mut w, intent, "Group", id, "delete").await?;
-        apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll]).await?;
+        let mut journal = Journal::default();
+        apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll], &mut journal).await?;
+        journal.write_each(&mut w.tx).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
             .bind(intent.tenant_id)
             .bind(id)

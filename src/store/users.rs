@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row};
 
 use super::batch::sqlite_err;
 use super::exec::Val;
@@ -63,7 +63,7 @@ pub(super) fn bind_args<'q>(
 }
 
 async fn write_emails(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     tenant_id: i64,
     user_id: &str,
     emails: &[String],
@@ -73,11 +73,11 @@ async fn write_emails(
         sqlx::query("DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant_id)
             .bind(user_id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     for e in emails {
-        sqlx::query(INSERT_EMAIL_SQL).bind(tenant_id).bind(user_id).bind(e).execute(&mut **tx).await?;
+        sqlx::query(INSERT_EMAIL_SQL).bind(tenant_id).bind(user_id).bind(e).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -131,6 +131,33 @@ impl Store {
                     };
                     more().map_err(|e| sqlite_err(e, None))?;
                     Ok(stored)
+                })
+                .await;
+        }
+        if let Some(b) = &self.pg_batch {
+            // PostgreSQL: one job of the batch writer, committed with the pushes around it.
+            let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+            return b
+                .write(move |conn, journal| {
+                    Box::pin(async move {
+                        let row = sqlx::query(INSERT_USER_SQL)
+                            .bind(intent.tenant_id)
+                            .bind(&id)
+                            .bind(&c.user_name)
+                            .bind(c.user_name.to_lowercase())
+                            .bind(&c.external_id)
+                            .bind(&c.display_name)
+                            .bind(c.active)
+                            .bind(doc)
+                            .bind(&intent.now)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(unique_user)?;
+                        let stored = StoredResource::from_row(&row)?;
+                        write_emails(conn, intent.tenant_id, &id, &c.emails, false).await?;
+                        journal.intent(&intent, "User", &id, "create");
+                        Ok(stored)
+                    })
                 })
                 .await;
         }

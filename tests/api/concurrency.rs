@@ -1,5 +1,7 @@
 //! Races: the database decides uniqueness, and concurrent member changes all land.
 
+use std::collections::BTreeSet;
+
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -163,5 +165,58 @@ scim_test!(
         assert_eq!(found["totalResults"], 1);
         let creates = app.journal().await.iter().filter(|e| e.op == "create").count();
         assert_eq!(creates, 32);
+    }
+);
+
+scim_test!(
+    async fn concurrent_member_patches_naming_unknown_members_fail_alone(app) {
+        // Batched with the valid PATCHes around them (group commit on both backends): a PATCH
+        // naming an unknown member after a valid one is a 400 and leaves neither member, its
+        // journal rows nor a generation behind; the others all land.
+        let groups = [app.create_group("moonborn-editor", &[]).await, app.create_group("Plain", &[]).await];
+        let mut users = Vec::new();
+        for i in 0..24 {
+            users.push(id_of(&app.create_user(&format!("p{i}@example.com")).await));
+        }
+        let (n0, g0) = (app.journal().await.len(), app.generation().await);
+        let reqs = users.iter().enumerate().map(|(i, uid)| {
+            let gp = group_path(&groups[i % 2]);
+            let bad = i % 3 == 0;
+            let mut value = vec![json!({"value": uid})];
+            if bad {
+                value.push(json!({"value": format!("ghost-{i}")}));
+            }
+            let app = &app;
+            async move {
+                (bad, app.patch_ops(&gp, json!([{"op": "add", "path": "members", "value": value}])).await)
+            }
+        });
+        let results = join_all(reqs).await;
+        let mut want: [BTreeSet<String>; 2] = Default::default();
+        for (i, (bad, r)) in results.iter().enumerate() {
+            if *bad {
+                r.expect_error(400, Some("invalidValue"));
+            } else {
+                r.expect(204);
+                want[i % 2].insert(users[i].clone());
+            }
+        }
+        for (g, want) in groups.iter().zip(&want) {
+            assert_eq!(&member_ids(&app.get_ok(&group_path(g)).await), want);
+        }
+        let landed = want[0].len() + want[1].len();
+        assert_eq!(landed, 16);
+        assert_eq!(app.generation().await, g0 + landed as i64, "one generation per PATCH that landed");
+        let j = app.journal().await;
+        let patches = j[n0..].iter().filter(|e| e.resource_type == "Group" && e.op == "patch").count();
+        assert_eq!(patches, landed, "one journal row per PATCH that landed");
+        // Members are journaled (for the bound group always; on PostgreSQL for both): never
+        // one a failed PATCH named.
+        let journaled: BTreeSet<String> =
+            j[n0..].iter().filter(|e| e.op == "membership").map(|e| e.resource_id.clone()).collect();
+        assert!(want[0].is_subset(&journaled), "{journaled:?}");
+        let failed: BTreeSet<String> =
+            users.iter().enumerate().filter(|(i, _)| i % 3 == 0).map(|(_, u)| u.clone()).collect();
+        assert!(journaled.is_disjoint(&failed), "a failed PATCH journaled a member: {journaled:?}");
     }
 );
