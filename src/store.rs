@@ -439,7 +439,10 @@ async fn record_intent(
     let tx = &mut w.tx;
     // The tenant row first: its lock is held to commit, so journal positions of one tenant are
     // handed out in commit order (a sequence alone is not, on PostgreSQL), and a reader that
-    // sees position n has seen every position before it.
+    // sees position n has seen every position before it. Callers call this after every other
+    // statement of theirs (journaling members after it: `pgbatch::Journal`), so the tenant's
+    // lock is the last lock a write takes — held through the journal rows and the commit only,
+    // and never held while waiting for another lock (no deadlock through it).
     sqlx::query(BUMP_GENERATION_SQL).bind(intent.tenant_id).execute(&mut **tx).await?;
     sqlx::query(JOURNAL_SQL)
         .bind(intent.tenant_id)

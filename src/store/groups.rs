@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
 use super::batch::sqlite_err;
-use super::pgbatch::Journal;
+use super::pgbatch::{Journal, Order};
 use super::query::ListQuery;
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
@@ -326,10 +326,11 @@ impl Store {
         .await
         .map_err(unique_group)?;
         let stored = StoredResource::from_row(&row)?;
-        // The intent first: it takes the tenant's journal lock before any member is journaled.
-        record_intent(&mut w, intent, "Group", id, "create").await?;
         let mut journal = Journal::default();
         apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())], &mut journal).await?;
+        // The intent last: it takes the tenant's journal lock (held to the commit), then the
+        // members are journaled under it.
+        record_intent(&mut w, intent, "Group", id, "create").await?;
         journal.write_each(&mut w.tx).await?;
         w.commit().await?;
         Ok(stored)
@@ -397,7 +398,7 @@ impl Store {
             let changes = changes.to_vec();
             let expected = expected_version.unwrap_or(-1);
             let r = b
-                .write(move |conn, journal| {
+                .write(Order::Group(intent_o.tenant_id, gid.clone()), move |conn, journal| {
                     Box::pin(async move {
                         let Some(row) = sqlx::query(TOUCH_GROUP_SQL)
                             .bind(&intent_o.now)
@@ -483,9 +484,9 @@ impl Store {
             });
         };
         let stored = StoredResource::from_row(&row)?;
-        record_intent(&mut w, intent, "Group", id, op).await?;
         let mut journal = Journal::default();
         apply_changes(&mut w.tx, intent, id, changes, &mut journal).await?;
+        record_intent(&mut w, intent, "Group", id, op).await?;
         journal.write_each(&mut w.tx).await?;
         w.commit().await?;
         Ok(stored)
@@ -516,15 +517,15 @@ impl Store {
                 Err(e) => e,
             });
         }
-        record_intent(&mut w, intent, "Group", id, "delete").await?;
         let mut journal = Journal::default();
         apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll], &mut journal).await?;
-        journal.write_each(&mut w.tx).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
             .bind(intent.tenant_id)
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
+        record_intent(&mut w, intent, "Group", id, "delete").await?;
+        journal.write_each(&mut w.tx).await?;
         w.commit().await
     }
 

@@ -107,17 +107,34 @@ impl Journal {
 type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 type RunJob = Box<dyn for<'a> FnOnce(&'a mut AnyConnection, &'a mut Journal) -> BoxFuture<'a, (bool, Deliver)> + Send>;
 
+/// Where a job stands in its batch: what it writes first, which decides the order in which it
+/// takes row locks. A batch runs its jobs in this order (creates by `userName`, then member
+/// changes by group id), so any two batches — of two replicas — take the locks they share in
+/// the same order and cannot deadlock on them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Order {
+    /// A user create, by tenant and lower-cased `userName` (its unique key).
+    Create(i64, String),
+    /// A member change, by tenant and group id (its `scim_groups` row is locked first).
+    Group(i64, String),
+}
+
+struct Job {
+    order: Order,
+    run: RunJob,
+}
+
 /// Handle to the writer task.
 #[derive(Debug, Clone)]
 pub struct PgBatch {
-    jobs: mpsc::UnboundedSender<RunJob>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl PgBatch {
     /// Starts the writer task on the current runtime; it takes a connection from `pool` for
     /// each batch.
     pub fn start(pool: AnyPool) -> PgBatch {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RunJob>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
@@ -142,7 +159,7 @@ impl PgBatch {
     ///
     /// # Errors
     /// `f`'s error; a database error when the batch could not be committed.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn write<T, F>(&self, order: Order, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut AnyConnection, &'a mut Journal) -> BoxFuture<'a, Result<T, StoreError>>
@@ -172,7 +189,7 @@ impl PgBatch {
                 (ok, deliver)
             })
         });
-        self.jobs.send(run).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
+        self.jobs.send(Job { order, run }).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
         rx.await.map_err(|_| StoreError::Db(sqlx::Error::Protocol("the write was not committed".into())))?
     }
 }
@@ -189,8 +206,11 @@ fn control<'a>(conn: &'a mut AnyConnection, sql: &'static str) -> BoxFuture<'a, 
 /// One transaction over `jobs`: the deliveries, and why the batch failed (if it did). A job
 /// that is not run (the batch failed before it) is dropped, which answers its caller with an
 /// error.
-fn run_batch(pool: AnyPool, jobs: Vec<RunJob>) -> BoxFuture<'static, (Vec<Deliver>, Option<Arc<str>>)> {
+fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliver>, Option<Arc<str>>)> {
     Box::pin(async move {
+        // Requests that share a batch were in flight together, so none waited for another's
+        // answer: their order is free, and lock order is what matters (`Order`).
+        jobs.sort_by(|a, b| a.order.cmp(&b.order));
         let mut delivers = Vec::with_capacity(jobs.len());
         let mut tx = match pool.begin().await {
             Ok(tx) => tx,
@@ -215,7 +235,7 @@ fn run_batch(pool: AnyPool, jobs: Vec<RunJob>) -> BoxFuture<'static, (Vec<Delive
             let mark = journal.rows.len();
             // A panicking job is rolled back like a failed one (its caller gets an error) and does
             // not take the writer task down with it.
-            let (ok, d) = match AssertUnwindSafe(j(&mut tx, &mut journal)).catch_unwind().await {
+            let (ok, d) = match AssertUnwindSafe((j.run)(&mut tx, &mut journal)).catch_unwind().await {
                 Ok((ok, d)) => (ok, Some(d)),
                 Err(_) => (false, None),
             };

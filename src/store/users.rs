@@ -10,6 +10,7 @@ use sqlx::{Any, AnyConnection, Row};
 
 use super::batch::sqlite_err;
 use super::exec::Val;
+use super::pgbatch::Order;
 use super::query::{Arg, ListQuery};
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
@@ -137,8 +138,9 @@ impl Store {
         if let Some(b) = &self.pg_batch {
             // PostgreSQL: one job of the batch writer, committed with the pushes around it.
             let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+            let order = Order::Create(intent.tenant_id, c.user_name.to_lowercase());
             return b
-                .write(move |conn, journal| {
+                .write(order, move |conn, journal| {
                     Box::pin(async move {
                         let row = sqlx::query(INSERT_USER_SQL)
                             .bind(intent.tenant_id)
@@ -299,6 +301,20 @@ impl Store {
             });
         }
         write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
+        if self.backend == super::Backend::Postgres {
+            // The user's groups locked in id order first, the order in which the batch writer's
+            // member changes lock groups (`pgbatch::Order`): an UPDATE locks its rows in no
+            // particular order, and two writes locking two groups in opposite orders deadlock.
+            sqlx::query(
+                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id IN \
+                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) \
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(intent.tenant_id)
+            .bind(id)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE scim_groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id IN \
              (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)",
