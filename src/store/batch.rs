@@ -154,11 +154,11 @@ impl BatchWriter {
             let r = f(c);
             let ok = r.is_ok();
             let deliver: Deliver = Box::new(move |failed: Option<Arc<str>>| {
-                let r = match (failed, r) {
-                    (Some(e), Ok(_)) => {
-                        Err(StoreError::Db(sqlx::Error::Protocol(format!("the write was not committed: {e}"))))
-                    }
-                    (_, r) => r,
+                // A batch that did not commit answers every job so, its own error included: a
+                // job's 409 may have come from an earlier job's write that was rolled back.
+                let r = match failed {
+                    Some(e) => Err(StoreError::Db(sqlx::Error::Protocol(format!("the write was not committed: {e}")))),
+                    None => r,
                 };
                 let _ = tx.send(r);
             });

@@ -16,6 +16,8 @@ use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, St
 
 const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
 const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";
+const USER_EXISTS_PG_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
+const GROUP_EXISTS_PG_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 const JOURNAL_MEMBER_SQL: &str =
     "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
      VALUES ($1, 'User', $2, 'membership', $3, $4)";
@@ -122,14 +124,22 @@ async fn member_type(
         return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
     }
     let want = m.member_type.as_deref().map(str::to_ascii_lowercase);
+    // On PostgreSQL the member's row is share-locked to the commit: a delete of it waits for
+    // this write (and then removes the membership with it) or this check waits for the delete
+    // (and finds no member). SQLite's writes run one at a time.
+    let (user_sql, group_sql) = if conn.backend_name() == "PostgreSQL" {
+        (USER_EXISTS_PG_SQL, GROUP_EXISTS_PG_SQL)
+    } else {
+        (USER_EXISTS_SQL, GROUP_EXISTS_SQL)
+    };
     if want.as_deref() != Some("group") {
-        let found = sqlx::query(USER_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
+        let found = sqlx::query(user_sql).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
             return Ok("User".into());
         }
     }
     if want.as_deref() != Some("user") {
-        let found = sqlx::query(GROUP_EXISTS_SQL).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
+        let found = sqlx::query(group_sql).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
             return Ok("Group".into());
         }
@@ -503,6 +513,21 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
+        if self.backend == super::Backend::Postgres {
+            // The group and the groups it is a member of (whose member rows this removes)
+            // locked first, in id order, as the batch writer locks the groups whose members it
+            // changes before anything else (`pgbatch::lock_groups`): two writes taking two locks
+            // in opposite orders deadlock.
+            sqlx::query(
+                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND (id = $2 OR id IN \
+                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)) \
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(intent.tenant_id)
+            .bind(id)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        }
         let n = sqlx::query("DELETE FROM scim_groups WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
             .bind(intent.tenant_id)
             .bind(id)

@@ -107,8 +107,8 @@ impl Journal {
 type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 type RunJob = Box<dyn for<'a> FnOnce(&'a mut AnyConnection, &'a mut Journal) -> BoxFuture<'a, (bool, Deliver)> + Send>;
 
-/// Where a job stands in its batch: what it writes first, which decides the order in which it
-/// takes row locks. A batch runs its jobs in this order (creates by `userName`, then member
+/// What a job locks first. A batch locks the groups of its member changes before any job runs
+/// (`lock_groups`), then runs its jobs in this order (creates by `userName`, then member
 /// changes by group id), so any two batches — of two replicas — take the locks they share in
 /// the same order and cannot deadlock on them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,11 +178,13 @@ impl PgBatch {
                 let r = f(conn, journal).await;
                 let ok = r.is_ok();
                 let deliver: Deliver = Box::new(move |failed: Option<Arc<str>>| {
-                    let r = match (failed, r) {
-                        (Some(e), Ok(_)) => {
+                    // A batch that did not commit answers every job so, its own error included:
+                    // a job's 409 may have come from an earlier job's write that was rolled back.
+                    let r = match failed {
+                        Some(e) => {
                             Err(StoreError::Db(sqlx::Error::Protocol(format!("the write was not committed: {e}"))))
                         }
-                        (_, r) => r,
+                        None => r,
                     };
                     let _ = tx.send(r);
                 });
@@ -220,7 +222,7 @@ fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliv
             }
         };
         let mut journal = Journal::default();
-        let mut failed: Option<Arc<str>> = None;
+        let mut failed: Option<Arc<str>> = lock_groups(&mut tx, &jobs).await.err().map(|e| Arc::from(e.to_string()));
         let n = jobs.len();
         for (i, j) in jobs.into_iter().enumerate() {
             if failed.is_some() {
@@ -273,6 +275,33 @@ fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliv
             }
         }
         (delivers, failed)
+    })
+}
+
+/// Locks, first, the groups whose members the batch changes: by tenant, then in id order (the
+/// database's), as a user delete locks the groups it leaves (`Store::delete_user`). Every
+/// other lock a job takes comes after — its member checks take a `KEY SHARE` lock on each
+/// member's row (`member_type`), so a member cannot be deleted under it — so two writes never
+/// take the same two locks in opposite orders.
+fn lock_groups<'a>(conn: &'a mut AnyConnection, jobs: &[Job]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    let mut groups: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for j in jobs {
+        if let Order::Group(tenant, id) = &j.order {
+            groups.entry(*tenant).or_default().push(id.clone());
+        }
+    }
+    Box::pin(async move {
+        for (tenant, ids) in groups {
+            sqlx::query(
+                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 \
+                 AND id IN (SELECT value FROM json_array_elements_text(CAST($2 AS json))) ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(tenant)
+            .bind(serde_json::Value::from(ids).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        Ok(())
     })
 }
 

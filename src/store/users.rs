@@ -286,6 +286,21 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
+        if self.backend == super::Backend::Postgres {
+            // The user's groups locked first, in id order, as the batch writer locks the groups
+            // of its member changes before the members it checks (`pgbatch::lock_groups`): an
+            // UPDATE locks its rows in no particular order, and two writes taking two locks in
+            // opposite orders deadlock.
+            sqlx::query(
+                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id IN \
+                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) \
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(intent.tenant_id)
+            .bind(id)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        }
         let n = sqlx::query("DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
             .bind(intent.tenant_id)
             .bind(id)
@@ -301,20 +316,6 @@ impl Store {
             });
         }
         write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
-        if self.backend == super::Backend::Postgres {
-            // The user's groups locked in id order first, the order in which the batch writer's
-            // member changes lock groups (`pgbatch::Order`): an UPDATE locks its rows in no
-            // particular order, and two writes locking two groups in opposite orders deadlock.
-            sqlx::query(
-                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id IN \
-                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) \
-                 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind(intent.tenant_id)
-            .bind(id)
-            .fetch_all(&mut *w.tx)
-            .await?;
-        }
         sqlx::query(
             "UPDATE scim_groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id IN \
              (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)",

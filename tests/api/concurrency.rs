@@ -220,3 +220,59 @@ scim_test!(
         assert!(journaled.is_disjoint(&failed), "a failed PATCH journaled a member: {journaled:?}");
     }
 );
+
+scim_test!(
+    async fn a_member_deleted_while_a_patch_adds_it_leaves_no_membership_behind(app) {
+        // The PATCH checks that the member exists; a concurrent DELETE of that member must
+        // either be seen by the check (400) or remove the membership with it (the PATCH's 204
+        // then came first). Neither may fail, and no group may keep a member that is gone. The
+        // PATCHes share batches with unrelated creates, which must all land.
+        for round in 0..25 {
+            let child = app.create_group(&format!("child{round}"), &[]).await;
+            let parent = app.create_group(&format!("parent{round}"), &[&id_of(&child)]).await;
+            let other = app.create_group(&format!("other{round}"), &[]).await;
+            let user = app.create_user(&format!("gone{round}@example.com")).await;
+            let add = |g: &serde_json::Value, member: &serde_json::Value| {
+                let (path, body) = (
+                    group_path(g),
+                    json!([{"op": "add", "path": "members", "value": [{"value": id_of(member)}]}]),
+                );
+                let app = &app;
+                async move { app.patch_ops(&path, body).await }
+            };
+            let parent_path = group_path(&parent);
+            let remove = app.patch_ops(
+                &parent_path,
+                json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", id_of(&child))}]),
+            );
+            let creates = join_all((0..20).map(|i| {
+                let body = json!({"schemas": [USER_URN], "userName": format!("bystander{round}-{i}@example.com")});
+                let app = &app;
+                async move { app.post("/Users", &body).await }
+            }));
+            let deletes = async {
+                tokio::time::sleep(std::time::Duration::from_micros(200 * (round % 8))).await;
+                let g = app.delete(&group_path(&child)).await;
+                let u = app.delete(&user_path(&user)).await;
+                (g, u)
+            };
+            let (add_group, add_user, removed, created, (del_g, del_u)) =
+                tokio::join!(add(&other, &child), add(&other, &user), remove, creates, deletes);
+            for r in [&add_group, &add_user] {
+                match r.status.as_u16() {
+                    204 => {}
+                    400 => r.expect_error(400, Some("invalidValue")),
+                    s => panic!("a member add answered {s}: {}", r.body),
+                }
+            }
+            removed.expect(204);
+            del_g.expect(204);
+            del_u.expect(204);
+            for c in &created {
+                c.expect(201);
+            }
+            let members = member_ids(&app.get_ok(&group_path(&other)).await);
+            assert!(members.is_empty(), "round {round}: a deleted member is still listed: {members:?}");
+        }
+    }
+);
