@@ -379,6 +379,59 @@ impl WriteTx<'_> {
     }
 }
 
+/// PostgreSQL: runs `delete` — a statement deleting the user or group `id`, whose rows changed
+/// it returns — after locking, in id order, the groups whose member rows the delete goes on to
+/// change: those `id` is a member of, and with `and_self` the group `id` itself. That is the
+/// order the batch writer takes them in (`pgbatch::lock_groups`: groups first, then a share lock
+/// on each member it checks), so the two cannot deadlock. While the delete waits for a batch
+/// that share-locked `id` to check it, that batch may commit a membership of `id` in a group
+/// not locked here; so the groups are read again once `id` is deleted (nobody can add it
+/// anywhere after that), and if one is new, the locks and the delete are rolled back to a
+/// savepoint and taken again, at most a few times.
+///
+/// # Errors
+/// Database errors.
+async fn delete_with_groups_locked(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: i64,
+    id: &str,
+    and_self: bool,
+    delete: &exec::Stmt,
+) -> Result<u64, StoreError> {
+    use sqlx::{Executor as _, Row as _};
+    const LOCK: &str = "SELECT id FROM scim_groups WHERE tenant_id = $1 AND (id IN \
+        (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) OR ($3 = 1 AND id = $2)) \
+        ORDER BY id FOR NO KEY UPDATE";
+    const GROUPS_OF: &str = "SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2";
+    for attempt in 1.. {
+        conn.execute("SAVEPOINT delete_locking_groups").await?;
+        let locked: std::collections::HashSet<String> = sqlx::query(LOCK)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(i64::from(and_self))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let n = exec::exec_sqlx(conn, delete).await?;
+        let now: Vec<String> = sqlx::query(GROUPS_OF)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("group_id"))
+            .collect::<Result<_, _>>()?;
+        if n == 0 || attempt >= 5 || now.iter().all(|g| locked.contains(g)) {
+            conn.execute("RELEASE SAVEPOINT delete_locking_groups").await?;
+            return Ok(n);
+        }
+        conn.execute("ROLLBACK TO SAVEPOINT delete_locking_groups").await?;
+    }
+    unreachable!("the loop returns")
+}
+
 /// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).
 const BUMP_GENERATION_SQL: &str = "UPDATE tenants SET generation = generation + 1 WHERE id = $1";
 /// Appends a row to the intent journal.

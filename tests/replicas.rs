@@ -338,3 +338,126 @@ async fn two_replicas_patching_the_same_groups_in_opposite_orders_never_deadlock
     }
     drop((a, b));
 }
+
+/// A user delete locks the user's groups before the user (the order a batch takes them in).
+/// While it waits for a batch that share-locked the user to check it, that batch commits the
+/// user's membership of a group the delete did not lock; then another batch locks that group
+/// and waits for one the delete holds. The delete must not take the new group out of order
+/// (a deadlock: one of them would fail) but start over with both locked. The two "batches"
+/// are raw transactions taking the batch writer's locks, so the interleaving is forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_delete_that_waited_for_a_membership_takes_its_new_group_in_order() {
+    use moonborn_scim::store::{Intent, MemberRef};
+    use sqlx::Row as _;
+    let Some(mut fresh) = FreshDb::new(Backend::Postgres, "replicas").await else { return };
+    let store = fresh.open_store().await;
+    let t = store.create_tenant("acme", Tier::Enterprise).await.unwrap().id;
+    let now = moonborn_scim::store::now();
+    let it = Intent { tenant_id: t, request_id: "test", now: &now };
+    let user = |name: &str| {
+        let (store, it, name) = (store.clone(), Intent { ..it }, name.to_string());
+        async move {
+            let id = moonborn_scim::store::new_resource_id();
+            let doc = moonborn_scim::scim::schema::normalize(
+                moonborn_scim::scim::schema::Kind::User,
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}),
+            )
+            .unwrap();
+            store.insert_user(&it, &id, &doc).await.unwrap();
+            id
+        }
+    };
+    let u = user("u@acme.com").await;
+    let mut groups = Vec::new();
+    for name in ["g1", "g2"] {
+        let id = moonborn_scim::store::new_resource_id();
+        let doc = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name});
+        store.insert_group(&it, &id, &doc, &[]).await.unwrap();
+        groups.push(id);
+    }
+    // ga < gb in the database's order; the user starts in gb only.
+    let sorted: Vec<String> = sqlx::query("SELECT id FROM scim_groups ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("id"))
+        .collect();
+    let (ga, gb) = (sorted[0].clone(), sorted[1].clone());
+    let m = MemberRef { value: u.clone(), member_type: None, display: None };
+    store
+        .update_group(&it, &gb, None, None, &[moonborn_scim::store::MemberChange::Add(vec![m])], "patch")
+        .await
+        .unwrap();
+    fn lock(ids: Vec<String>) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+        let ids = serde_json::Value::from(ids).to_string();
+        sqlx::query(
+            "SELECT 1 AS x FROM scim_groups WHERE id IN (SELECT value FROM json_array_elements_text(CAST($1 AS json))) \
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(ids)
+    }
+    let waiting = |n: i64| {
+        let pool = store.pool().clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let w: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get("n");
+                if w >= n {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "nobody waited for a lock");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // Batch A: locks ga, share-locks the user (a member check).
+    let mut a = store.pool().begin().await.unwrap();
+    lock(vec![ga.clone()]).fetch_all(&mut *a).await.unwrap();
+    sqlx::query("SELECT 1 AS x FROM scim_users WHERE id = $1 FOR KEY SHARE").bind(&u).fetch_all(&mut *a).await.unwrap();
+    // The delete locks gb, then waits for A on the user.
+    let del = {
+        let (store, u, now) = (store.clone(), u.clone(), now.clone());
+        tokio::spawn(async move {
+            store.delete_user(&Intent { tenant_id: t, request_id: "del", now: &now }, &u, None).await
+        })
+    };
+    waiting(1).await;
+    // Batch B wants ga (A holds it), then gb (the delete holds it).
+    let b = {
+        let (pool, ids) = (store.pool().clone(), vec![ga.clone(), gb.clone()]);
+        tokio::spawn(async move {
+            let mut b = pool.begin().await?;
+            lock(ids).fetch_all(&mut *b).await?;
+            b.commit().await
+        })
+    };
+    waiting(2).await;
+    // A adds the user to ga and commits: B takes ga and waits for gb; the delete goes on.
+    sqlx::query(
+        "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES ($1, $2, $3, 'User')",
+    )
+    .bind(t)
+    .bind(&ga)
+    .bind(&u)
+    .execute(&mut *a)
+    .await
+    .unwrap();
+    a.commit().await.unwrap();
+    let (d, b) = (del.await.unwrap(), b.await.unwrap());
+    assert!(d.is_ok(), "the delete failed: {d:?}");
+    assert!(b.is_ok(), "the other batch failed: {b:?}");
+    let left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM scim_group_members WHERE member_id = $1")
+        .bind(&u)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(left, 0, "the deleted user is still a member");
+}

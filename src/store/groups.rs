@@ -513,28 +513,19 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
-        if self.backend == super::Backend::Postgres {
+        let delete = super::exec::Stmt::new(
+            "DELETE FROM scim_groups WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)",
+        )
+        .arg(intent.tenant_id)
+        .arg(id)
+        .arg(expected_version.unwrap_or(-1));
+        let n = if self.backend == super::Backend::Postgres {
             // The group and the groups it is a member of (whose member rows this removes)
-            // locked first, in id order, as the batch writer locks the groups whose members it
-            // changes before anything else (`pgbatch::lock_groups`): two writes taking two locks
-            // in opposite orders deadlock.
-            sqlx::query(
-                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND (id = $2 OR id IN \
-                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)) \
-                 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind(intent.tenant_id)
-            .bind(id)
-            .fetch_all(&mut *w.tx)
-            .await?;
-        }
-        let n = sqlx::query("DELETE FROM scim_groups WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
-            .bind(intent.tenant_id)
-            .bind(id)
-            .bind(expected_version.unwrap_or(-1))
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected();
+            // locked first, in id order (see `delete_with_groups_locked`).
+            super::delete_with_groups_locked(&mut w.tx, intent.tenant_id, id, true, &delete).await?
+        } else {
+            super::exec::exec_sqlx(&mut w.tx, &delete).await?
+        };
         if n == 0 {
             drop(w);
             return Err(match self.get_group(intent.tenant_id, id).await {

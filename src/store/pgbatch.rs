@@ -108,15 +108,18 @@ type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 type RunJob = Box<dyn for<'a> FnOnce(&'a mut AnyConnection, &'a mut Journal) -> BoxFuture<'a, (bool, Deliver)> + Send>;
 
 /// What a job locks first. A batch locks the groups of its member changes before any job runs
-/// (`lock_groups`), then runs its jobs in this order (creates by `userName`, then member
-/// changes by group id), so any two batches — of two replicas — take the locks they share in
+/// (`lock_groups`), then runs its jobs in this order (member changes by group id, then creates
+/// by `userName`), so any two batches — of two replicas — take the locks they share in
 /// the same order and cannot deadlock on them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Order {
+    /// A member change, by tenant and group id (its `scim_groups` row is locked first). Before
+    /// the creates: a member check share-locks the member's row, and a rename of that user
+    /// holds its row while it waits for a new `userName` a create of the batch would have
+    /// taken.
+    Group(i64, String),
     /// A user create, by tenant and lower-cased `userName` (its unique key).
     Create(i64, String),
-    /// A member change, by tenant and group id (its `scim_groups` row is locked first).
-    Group(i64, String),
 }
 
 struct Job {

@@ -286,28 +286,18 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
-        if self.backend == super::Backend::Postgres {
-            // The user's groups locked first, in id order, as the batch writer locks the groups
-            // of its member changes before the members it checks (`pgbatch::lock_groups`): an
-            // UPDATE locks its rows in no particular order, and two writes taking two locks in
-            // opposite orders deadlock.
-            sqlx::query(
-                "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id IN \
-                 (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) \
-                 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind(intent.tenant_id)
-            .bind(id)
-            .fetch_all(&mut *w.tx)
-            .await?;
-        }
-        let n = sqlx::query("DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)")
-            .bind(intent.tenant_id)
-            .bind(id)
-            .bind(expected_version.unwrap_or(-1))
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected();
+        let delete = super::exec::Stmt::new(
+            "DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)",
+        )
+        .arg(intent.tenant_id)
+        .arg(id)
+        .arg(expected_version.unwrap_or(-1));
+        let n = if self.backend == super::Backend::Postgres {
+            // The user's groups locked first, in id order (see `delete_with_groups_locked`).
+            super::delete_with_groups_locked(&mut w.tx, intent.tenant_id, id, false, &delete).await?
+        } else {
+            super::exec::exec_sqlx(&mut w.tx, &delete).await?
+        };
         if n == 0 {
             drop(w);
             return Err(match self.get_user(intent.tenant_id, id).await {

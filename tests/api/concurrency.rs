@@ -229,9 +229,13 @@ scim_test!(
         // PATCHes share batches with unrelated creates, which must all land.
         for round in 0..25 {
             let child = app.create_group(&format!("child{round}"), &[]).await;
-            let parent = app.create_group(&format!("parent{round}"), &[&id_of(&child)]).await;
-            let other = app.create_group(&format!("other{round}"), &[]).await;
             let user = app.create_user(&format!("gone{round}@example.com")).await;
+            let parent = app.create_group(&format!("parent{round}"), &[&id_of(&child), &id_of(&user)]).await;
+            let other = app.create_group(&format!("other{round}"), &[]).await;
+            let stays = [
+                app.create_user(&format!("stays{round}a@example.com")).await,
+                app.create_user(&format!("stays{round}b@example.com")).await,
+            ];
             let add = |g: &serde_json::Value, member: &serde_json::Value| {
                 let (path, body) = (
                     group_path(g),
@@ -256,8 +260,18 @@ scim_test!(
                 let u = app.delete(&user_path(&user)).await;
                 (g, u)
             };
-            let (add_group, add_user, removed, created, (del_g, del_u)) =
-                tokio::join!(add(&other, &child), add(&other, &user), remove, creates, deletes);
+            // Member adds to both groups around the deletes, so batches lock both of them.
+            let (add_group, add_user, removed, stay_a, stay_b, created, (del_g, del_u)) = tokio::join!(
+                add(&other, &child),
+                add(&other, &user),
+                remove,
+                add(&parent, &stays[0]),
+                add(&other, &stays[1]),
+                creates,
+                deletes
+            );
+            stay_a.expect(204);
+            stay_b.expect(204);
             for r in [&add_group, &add_user] {
                 match r.status.as_u16() {
                     204 => {}
@@ -272,7 +286,9 @@ scim_test!(
                 c.expect(201);
             }
             let members = member_ids(&app.get_ok(&group_path(&other)).await);
-            assert!(members.is_empty(), "round {round}: a deleted member is still listed: {members:?}");
+            assert_eq!(members, set([id_of(&stays[1])]), "round {round}: a deleted member is still listed");
+            let members = member_ids(&app.get_ok(&group_path(&parent)).await);
+            assert_eq!(members, set([id_of(&stays[0])]), "round {round}: a deleted member is still listed");
         }
     }
 );
