@@ -387,7 +387,8 @@ impl WriteTx<'_> {
 /// that share-locked `id` to check it, that batch may commit a membership of `id` in a group
 /// not locked here; so the groups are read again once `id` is deleted (nobody can add it
 /// anywhere after that), and if one is new, the locks and the delete are rolled back to a
-/// savepoint and taken again, at most a few times.
+/// savepoint and taken again, at most five times (then the delete fails, not applied, and the
+/// client retries).
 ///
 /// # Errors
 /// Database errors.
@@ -399,12 +400,17 @@ async fn delete_with_groups_locked(
     delete: &exec::Stmt,
 ) -> Result<u64, StoreError> {
     use sqlx::{Executor as _, Row as _};
-    const LOCK: &str = "SELECT id FROM scim_groups WHERE tenant_id = $1 AND (id IN \
-        (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2) OR ($3 = 1 AND id = $2)) \
+    // `id IN (… UNION ALL …)` rather than `id IN (…) OR id = $2`: under an OR, PostgreSQL scans
+    // every group of every tenant (5–6 ms at 50,000 groups against 0.4 ms through the indexes).
+    const LOCK: &str = "SELECT id FROM scim_groups WHERE tenant_id = $1 AND id IN \
+        (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
+         UNION ALL SELECT $2 WHERE $3 = 1) \
         ORDER BY id FOR NO KEY UPDATE";
     const GROUPS_OF: &str = "SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2";
-    for attempt in 1.. {
-        conn.execute("SAVEPOINT delete_locking_groups").await?;
+    const TRIES: usize = 5;
+    // One savepoint: a rollback to it keeps it, for the next try.
+    conn.execute("SAVEPOINT delete_locking_groups").await?;
+    for _ in 0..TRIES {
         let locked: std::collections::HashSet<String> = sqlx::query(LOCK)
             .bind(tenant_id)
             .bind(id)
@@ -415,21 +421,28 @@ async fn delete_with_groups_locked(
             .map(|r| r.try_get::<String, _>("id"))
             .collect::<Result<_, _>>()?;
         let n = exec::exec_sqlx(conn, delete).await?;
-        let now: Vec<String> = sqlx::query(GROUPS_OF)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("group_id"))
-            .collect::<Result<_, _>>()?;
-        if n == 0 || attempt >= 5 || now.iter().all(|g| locked.contains(g)) {
+        let settled = n == 0 || {
+            let now: Vec<String> = sqlx::query(GROUPS_OF)
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("group_id"))
+                .collect::<Result<_, _>>()?;
+            now.iter().all(|g| locked.contains(g))
+        };
+        if settled {
             conn.execute("RELEASE SAVEPOINT delete_locking_groups").await?;
             return Ok(n);
         }
         conn.execute("ROLLBACK TO SAVEPOINT delete_locking_groups").await?;
     }
-    unreachable!("the loop returns")
+    // Going on would lock the new groups out of order (a deadlock with a batch); the caller's
+    // transaction is rolled back and the client asked to try again.
+    Err(StoreError::Db(sqlx::Error::Protocol(format!(
+        "the groups of {id} kept changing while it was being deleted ({TRIES} tries); try again"
+    ))))
 }
 
 /// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).
