@@ -228,7 +228,22 @@ impl Store {
             Backend::Sqlite => sqlite_url(url),
             Backend::Postgres => url.to_string(),
         })?;
-        let pool_opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        // sqlx tests every connection it hands out by default (a round trip to PostgreSQL — half
+        // the server's CPU under GET load went to `send` — and a thread hand-off on SQLite),
+        // which doubles the cost of a point query. A connection is tested here only when it sat
+        // idle for a second or more: one broken by a database restart under load fails its
+        // query (an error answer, not applied) and is closed; a quiet pool is still tested.
+        let pool_opts = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         // SQLite on a file: group commit (commits flushed by one fsync for many writers). In
         // memory, or if the file is unknown: every commit syncs itself.
         let wal_file = match backend {

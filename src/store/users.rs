@@ -15,6 +15,23 @@ use super::query::{Arg, ListQuery};
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
+/// A user's groups as one column on PostgreSQL (`[[id, displayName], …]` as JSON text), for the
+/// statement that reads the user (`FROM scim_users u`): one round trip to the server instead
+/// of two. (Tried on the `userName eq` page query too: its throughput fell from 12,627 to
+/// 8,065/s at 100,000 users, so that one still reads the groups separately.)
+const PG_USER_GROUPS_COL: &str = "(SELECT CAST(COALESCE(json_agg(json_build_array(g.id, g.display_name) \
+    ORDER BY g.seq), '[]') AS text) FROM scim_group_members m JOIN scim_groups g \
+    ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
+    WHERE m.tenant_id = u.tenant_id AND m.member_id = u.id) AS user_groups";
+
+/// A user read with `PG_USER_GROUPS_COL`.
+fn pg_user_with_groups(row: &sqlx::any::AnyRow) -> Result<StoredResource, StoreError> {
+    let mut res = StoredResource::from_row(row)?;
+    let groups: String = row.try_get("user_groups")?;
+    res.groups = Some(serde_json::from_str(&groups).map_err(StoreError::corrupt_doc)?);
+    Ok(res)
+}
+
 /// Up to this many users, `groups_of_users` runs on the point-read path (one index probe each).
 const POINT_USERS: usize = 50;
 
@@ -222,6 +239,19 @@ impl Store {
                     rows.next()?.map(reader::user_with_groups).transpose()
                 })?
                 .ok_or(StoreError::NotFound);
+        }
+        if self.backend == super::Backend::Postgres {
+            // One statement (one round trip to the server) rather than the user, then its groups.
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                format!("SELECT {COLS}, {PG_USER_GROUPS_COL} FROM scim_users u WHERE u.tenant_id = $1 AND u.id = $2")
+            });
+            let row = sqlx::query(&SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            return pg_user_with_groups(&row);
         }
         let mut res = self.get_user(tenant_id, id).await?;
         res.groups = Some(self.groups_of_users(tenant_id, &[id]).await?.remove(id).unwrap_or_default());
