@@ -363,6 +363,23 @@ impl Store {
         Ok(StoredResource::from_row(&row)?)
     }
 
+    /// `r`, or why a member update found no group to change: the version it has now
+    /// (`VersionMismatch`), or `NotFound`.
+    async fn group_or_mismatch(
+        &self,
+        tenant_id: i64,
+        id: &str,
+        r: Option<StoredResource>,
+    ) -> Result<StoredResource, StoreError> {
+        match r {
+            Some(r) => Ok(r),
+            None => Err(match self.get_group(tenant_id, id).await {
+                Ok(cur) => StoreError::VersionMismatch(cur.version),
+                Err(e) => e,
+            }),
+        }
+    }
+
     /// Updates a group: its document (when `doc` is given; then `expected_version` is required and
     /// checked) and its members, in one transaction. Member-only changes never conflict with each
     /// other: they are row inserts and deletes, not a rewrite of a member list.
@@ -394,13 +411,7 @@ impl Store {
                     })
                 })
                 .await?;
-            return match r {
-                Some(r) => Ok(r),
-                None => Err(match self.get_group(intent.tenant_id, id).await {
-                    Ok(cur) => StoreError::VersionMismatch(cur.version),
-                    Err(e) => e,
-                }),
-            };
+            return self.group_or_mismatch(intent.tenant_id, id, r).await;
         }
         if let (Some(b), true) = (&self.pg_batch, members_only) {
             // PostgreSQL, member adds and removes: one job of the batch writer.
@@ -432,13 +443,7 @@ impl Store {
                     })
                 })
                 .await?;
-            return match r {
-                Some(r) => Ok(r),
-                None => Err(match self.get_group(intent.tenant_id, id).await {
-                    Ok(cur) => StoreError::VersionMismatch(cur.version),
-                    Err(e) => e,
-                }),
-            };
+            return self.group_or_mismatch(intent.tenant_id, id, r).await;
         }
         let mut w = self.begin_write().await?;
         let mut op = op;
