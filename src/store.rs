@@ -394,6 +394,31 @@ impl WriteTx<'_> {
     }
 }
 
+/// Deletes the user (`scim_users`) or group (`scim_groups`) `id` of a tenant if its version is
+/// `expected` (any version when `None`), inside `w`; the rows deleted (0: missing or changed).
+/// On PostgreSQL the groups whose member rows the delete goes on to change are locked first
+/// (`delete_with_groups_locked`).
+///
+/// # Errors
+/// Database errors.
+async fn delete_resource(
+    w: &mut WriteTx<'_>,
+    table: &'static str,
+    tenant_id: i64,
+    id: &str,
+    expected: Option<i64>,
+) -> Result<u64, StoreError> {
+    let delete =
+        exec::Stmt::new(format!("DELETE FROM {table} WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)"))
+            .arg(tenant_id)
+            .arg(id)
+            .arg(expected.unwrap_or(-1));
+    if w.backend == Backend::Postgres {
+        return delete_with_groups_locked(&mut w.tx, tenant_id, id, table == "scim_groups", &delete).await;
+    }
+    Ok(exec::exec_sqlx(&mut w.tx, &delete).await?)
+}
+
 /// PostgreSQL: runs `delete` — a statement deleting the user or group `id`, whose rows changed
 /// it returns — after locking, in id order, the groups whose member rows the delete goes on to
 /// change: those `id` is a member of, and with `and_self` the group `id` itself. That is the

@@ -316,18 +316,7 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
-        let delete = super::exec::Stmt::new(
-            "DELETE FROM scim_users WHERE tenant_id = $1 AND id = $2 AND ($3 < 0 OR version = $3)",
-        )
-        .arg(intent.tenant_id)
-        .arg(id)
-        .arg(expected_version.unwrap_or(-1));
-        let n = if self.backend == super::Backend::Postgres {
-            // The user's groups locked first, in id order (see `delete_with_groups_locked`).
-            super::delete_with_groups_locked(&mut w.tx, intent.tenant_id, id, false, &delete).await?
-        } else {
-            super::exec::exec_sqlx(&mut w.tx, &delete).await?
-        };
+        let n = super::delete_resource(&mut w, "scim_users", intent.tenant_id, id, expected_version).await?;
         if n == 0 {
             drop(w);
             return Err(match self.get_user(intent.tenant_id, id).await {
