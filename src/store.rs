@@ -394,6 +394,27 @@ impl WriteTx<'_> {
     }
 }
 
+/// Bumps the version (and `updated_at`) of every group `member_id` (a user or a group) is a
+/// member of: a delete of the member is about to change those groups' member lists, so an
+/// ETag read before it must no longer match. On PostgreSQL the caller holds these groups'
+/// locks already (`delete_resource`).
+async fn touch_groups_of_member(
+    conn: &mut sqlx::AnyConnection,
+    intent: &Intent<'_>,
+    member_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE scim_groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id IN \
+         (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)",
+    )
+    .bind(intent.tenant_id)
+    .bind(member_id)
+    .bind(intent.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Deletes the user (`scim_users`) or group (`scim_groups`) `id` of a tenant if its version is
 /// `expected` (any version when `None`), inside `w`; the rows deleted (0: missing or changed).
 /// On PostgreSQL the groups whose member rows the delete goes on to change are locked first

@@ -528,6 +528,7 @@ impl Store {
         }
         let mut journal = Journal::default();
         apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll], &mut journal).await?;
+        super::touch_groups_of_member(&mut w.tx, intent, id).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
             .bind(intent.tenant_id)
             .bind(id)

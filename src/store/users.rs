@@ -325,15 +325,7 @@ impl Store {
             });
         }
         write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
-        sqlx::query(
-            "UPDATE scim_groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id IN \
-             (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2)",
-        )
-        .bind(intent.tenant_id)
-        .bind(id)
-        .bind(intent.now)
-        .execute(&mut *w.tx)
-        .await?;
+        super::touch_groups_of_member(&mut w.tx, intent, id).await?;
         sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
             .bind(intent.tenant_id)
             .bind(id)

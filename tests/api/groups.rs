@@ -2,7 +2,7 @@
 
 use moonborn_scim::Tier;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::scim_test;
 use crate::support::*;
@@ -126,6 +126,30 @@ scim_test!(
         let g = app.create_group("Team", &[&id_of(&u), &id_of(&v)]).await;
         app.delete(&user_path(&u)).await.expect(204);
         assert_eq!(member_ids(&app.get_ok(&group_path(&g)).await), set([id_of(&v)]));
+    }
+);
+
+scim_test!(
+    async fn deleting_a_member_changes_the_version_of_each_group_it_leaves(app) {
+        let u = app.create_user("gone@example.com").await;
+        let inner = app.create_group("Inner", &[]).await;
+        let outer = app.create_group("Outer", &[&id_of(&u), &id_of(&inner)]).await;
+        let bystander = app.create_group("Bystander", &[]).await;
+        let version = |g: &Value| g["meta"]["version"].as_str().unwrap().to_string();
+        let mut seen = version(&outer);
+        for gone in [user_path(&u), group_path(&inner)] {
+            app.delete(&gone).await.expect(204);
+            let now = app.get_ok(&group_path(&outer)).await;
+            assert_ne!(version(&now), seen, "the members of Outer changed with {gone}, so its version must");
+            // A client holding the old version must not overwrite the new member list.
+            let put = json!({"schemas": [GROUP_URN], "displayName": "Outer"});
+            app.send_as(&app.token, Method::PUT, &group_path(&outer), Some(&put), &[("if-match", &seen)])
+                .await
+                .expect_error(412, None);
+            seen = version(&now);
+        }
+        assert!(member_ids(&app.get_ok(&group_path(&outer)).await).is_empty());
+        assert_eq!(version(&app.get_ok(&group_path(&bystander)).await), version(&bystander));
     }
 );
 
