@@ -49,6 +49,11 @@ pub enum StoreError {
     UnknownMember(String),
     #[error("{0}")]
     Invalid(String),
+    /// The write was rolled back whole, for a reason that passes (another write in its batch
+    /// failed, a concurrent delete kept moving its groups): nothing of it is stored, and
+    /// running it again may succeed. `retrying` does, a few times.
+    #[error("the write was not applied: {0}")]
+    NotApplied(String),
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
@@ -61,6 +66,48 @@ impl StoreError {
 
     fn is_unique(e: &sqlx::Error) -> bool {
         e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    }
+
+    /// Whether the write failed whole for a reason that passes, so that running it again may
+    /// succeed: `NotApplied`, or a PostgreSQL deadlock (`40P01`: the server aborted this
+    /// transaction to break a cycle of lock waits) or serialization failure (`40001`). Either
+    /// way the transaction was rolled back; nothing of it is stored.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::NotApplied(_) => true,
+            StoreError::Db(e) => {
+                e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How many times a desired-state write that failed transiently is run again.
+const RETRIES: u32 = 3;
+
+/// Runs the write `f` (a whole transaction, or a job of a batch) and runs it again, after a
+/// short pause, while it fails transiently (`StoreError::is_transient`), at most `RETRIES`
+/// times; the last error is returned as it is. A deadlock's victim is the one transaction the
+/// database rolled back, so running it again once the others have gone on is what the
+/// deadlock asks for; a job of a batch that another job broke was rolled back with it.
+async fn retrying<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && tries < RETRIES => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "a write failed transiently; running it again");
+                // 5–10 ms, then 10–20, 20–40: long enough for the other side of a deadlock to
+                // finish, jittered so two victims do not meet again.
+                let base = 5u64 << (tries - 1);
+                tokio::time::sleep(Duration::from_millis(base + rand::random::<u64>() % (base + 1))).await;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -501,9 +548,7 @@ async fn delete_with_groups_locked(
     }
     // Going on would lock the new groups out of order (a deadlock with a batch); the caller's
     // transaction is rolled back and the client asked to try again.
-    Err(StoreError::Db(sqlx::Error::Protocol(format!(
-        "the groups of {id} kept changing while it was being deleted ({TRIES} tries); try again"
-    ))))
+    Err(StoreError::NotApplied(format!("the groups of {id} kept changing while it was being deleted ({TRIES} tries)")))
 }
 
 /// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).

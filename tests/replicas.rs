@@ -397,26 +397,7 @@ async fn a_user_delete_that_waited_for_a_membership_takes_its_new_group_in_order
         )
         .bind(ids)
     }
-    let waiting = |n: i64| {
-        let pool = store.pool().clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let w: i64 = sqlx::query(
-                    "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .get("n");
-                if w >= n {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "nobody waited for a lock");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
+    let waiting = |n: i64| lock_waiters(store.pool().clone(), n);
     // Batch A: locks ga, share-locks the user (a member check).
     let mut a = store.pool().begin().await.unwrap();
     lock(vec![ga.clone()]).fetch_all(&mut *a).await.unwrap();
@@ -460,4 +441,82 @@ async fn a_user_delete_that_waited_for_a_membership_takes_its_new_group_in_order
         .unwrap()
         .get("n");
     assert_eq!(left, 0, "the deleted user is still a member");
+}
+
+/// Waits (at most 10 s) until `n` sessions of this database wait for a lock.
+async fn lock_waiters(pool: sqlx::AnyPool, n: i64) {
+    use sqlx::Row as _;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+        if w >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nobody waited for a lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A write that PostgreSQL picks as a deadlock's victim (and rolls back) is run again once the
+/// other side has gone on, instead of failing the request. The other side here is a raw
+/// transaction that locks the tenant's row (which the write takes last), then the user's row
+/// (which the write took first); it checks for deadlocks only after 30 s, so the write, waiting
+/// since before, is the one PostgreSQL aborts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_chosen_as_a_deadlock_victim_is_run_again() {
+    use moonborn_scim::store::Intent;
+    use sqlx::Row as _;
+    let Some(mut fresh) = FreshDb::new(Backend::Postgres, "replicas").await else { return };
+    let store = fresh.open_store().await;
+    let t = store.create_tenant("acme", Tier::Enterprise).await.unwrap().id;
+    let now = moonborn_scim::store::now();
+    let it = Intent { tenant_id: t, request_id: "test", now: &now };
+    let user = |title: &str| {
+        moonborn_scim::scim::schema::normalize(
+            moonborn_scim::scim::schema::Kind::User,
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "u@acme.com", "title": title}),
+        )
+        .unwrap()
+    };
+    let id = moonborn_scim::store::new_resource_id();
+    let v1 = store.insert_user(&it, &id, &user("one")).await.unwrap().version;
+    let mut other = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL deadlock_timeout = '30s'").execute(&mut *other).await.unwrap();
+    sqlx::query("UPDATE tenants SET generation = generation WHERE id = $1").bind(t).execute(&mut *other).await.unwrap();
+    let put = {
+        let (store, id, now, doc) = (store.clone(), id.clone(), now.clone(), user("two"));
+        tokio::spawn(async move {
+            store.update_user(&Intent { tenant_id: t, request_id: "put", now: &now }, &id, &doc, v1, "replace").await
+        })
+    };
+    // The write has its user row and waits for the tenant's; now wait for its user row.
+    lock_waiters(store.pool().clone(), 1).await;
+    let locked =
+        sqlx::query("SELECT id FROM scim_users WHERE id = $1 FOR UPDATE").bind(&id).fetch_all(&mut *other).await;
+    assert!(locked.is_ok(), "the raw transaction was the deadlock's victim: {:?}", locked.err());
+    other.commit().await.unwrap();
+    let put = put.await.unwrap();
+    let stored = put.unwrap_or_else(|e| panic!("the write failed instead of being run again: {e:?}"));
+    assert_eq!(stored.version, v1 + 1);
+    let title: String = sqlx::query("SELECT doc FROM scim_users WHERE id = $1")
+        .bind(&id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get("doc");
+    assert!(title.contains("\"two\""), "the write was not stored once: {title}");
+    let journaled: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM intent_journal WHERE resource_id = $1 AND op = 'replace'")
+            .bind(&id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(journaled, 1, "the write was journaled {journaled} times");
 }

@@ -61,11 +61,19 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "admin request not applied: concurrent writes");
+                AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not applied because of concurrent writes; nothing was changed; try again",
+                )
+            }
             StoreError::NotFound => AdminError::not_found("not found"),
             StoreError::Conflict(what) => AdminError::conflict(format!("{what} is already taken")),
             StoreError::VersionMismatch(_) => AdminError::conflict(e.to_string()),
             StoreError::UnknownMember(_) | StoreError::Invalid(_) => AdminError::bad_request(e.to_string()),
             StoreError::Db(db) => AdminError::internal(db),
+            StoreError::NotApplied(m) => AdminError::internal(m),
         }
     }
 }
@@ -100,6 +108,9 @@ impl IntoResponse for AdminError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"moonborn-admin\""));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res
     }

@@ -19,6 +19,14 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            // Tried a few times already (`store::retrying`); the client may try again.
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "request not applied: concurrent writes");
+                ApiError::Scim(ScimError::new(
+                    503,
+                    "the request was not applied because of concurrent writes; nothing was changed; try again",
+                ))
+            }
             StoreError::NotFound => ApiError::Scim(ScimError::not_found("resource not found")),
             StoreError::Conflict(what) => ApiError::Scim(ScimError::uniqueness(format!("{what} is already taken"))),
             StoreError::VersionMismatch(v) => {
@@ -28,7 +36,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Scim(ScimError::invalid_value(format!("member {id} does not exist")))
             }
             StoreError::Invalid(msg) => ApiError::Scim(ScimError::invalid_value(msg)),
-            e @ StoreError::Db(_) => ApiError::Internal(e),
+            e @ (StoreError::Db(_) | StoreError::NotApplied(_)) => ApiError::Internal(e),
         }
     }
 }
@@ -58,6 +66,9 @@ impl IntoResponse for ApiError {
         };
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = scim_response(status, &e.to_body());
+        if e.status == 503 {
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if e.status == 401 {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"moonborn-scim\""));
@@ -76,4 +87,34 @@ pub async fn not_implemented() -> ApiError {
 
 pub async fn not_found() -> ApiError {
     ScimError::not_found("no such endpoint").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: StoreError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let res = ApiError::from(e).into_response();
+        let status = res.status();
+        let retry = res.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        (status, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A write that failed transiently (and kept failing when run again) is a 503 the client
+    /// may retry after a second, in SCIM's error format; any other database error is a 500
+    /// without `Retry-After`.
+    #[tokio::test]
+    async fn a_transient_failure_is_503_with_retry_after() {
+        let (status, retry, body) = answer(StoreError::NotApplied("its batch did not commit".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["status"], "503");
+        assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+        assert!(!body["detail"].as_str().unwrap().contains("batch"), "internals leaked: {body}");
+        let (status, retry, body) = answer(StoreError::Db(sqlx::Error::PoolTimedOut)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry, None);
+        assert_eq!(body["status"], "500");
+    }
 }

@@ -144,7 +144,9 @@ impl BatchWriter {
         savepoint: bool,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
+        let mut unrun = Unrun::new(tx);
         let run: RunJob = Box::new(move |c: &Connection| {
+            let tx = unrun.take();
             if tx.is_closed() {
                 // The caller went away (its request was cancelled) before the job ran: write
                 // nothing, as a dropped sqlx transaction would not have committed either.
@@ -157,7 +159,7 @@ impl BatchWriter {
                 // A batch that did not commit answers every job so, its own error included: a
                 // job's 409 may have come from an earlier job's write that was rolled back.
                 let r = match failed {
-                    Some(e) => Err(StoreError::Db(sqlx::Error::Protocol(format!("the write was not committed: {e}")))),
+                    Some(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
                     None => r,
                 };
                 let _ = tx.send(r);
@@ -165,7 +167,34 @@ impl BatchWriter {
             (ok, deliver)
         });
         self.jobs.send(Job { run, savepoint }).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
-        rx.await.map_err(|_| StoreError::Db(sqlx::Error::Protocol("the write was not committed".into())))?
+        rx.await
+            .map_err(|_| StoreError::Db(sqlx::Error::Protocol("the batch writer stopped before answering".into())))?
+    }
+}
+
+/// A job's answer channel until the job runs. A job dropped before it ran (its batch failed
+/// before its turn, or BEGIN did) wrote nothing, and answers so with `NotApplied`, which lets
+/// the caller run it again; once it runs, its deliver answers instead (and a deliver dropped
+/// unanswered — the writer stopped between commit and answer — tells the caller nothing more
+/// than that the writer stopped).
+pub(super) struct Unrun<T>(Option<oneshot::Sender<Result<T, StoreError>>>);
+
+impl<T> Unrun<T> {
+    /// The channel, taken out to be answered by the job's deliver.
+    pub(super) fn take(&mut self) -> oneshot::Sender<Result<T, StoreError>> {
+        self.0.take().expect("a job runs once")
+    }
+
+    pub(super) fn new(tx: oneshot::Sender<Result<T, StoreError>>) -> Unrun<T> {
+        Unrun(Some(tx))
+    }
+}
+
+impl<T> Drop for Unrun<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err(StoreError::NotApplied("its batch failed before it ran".into())));
+        }
     }
 }
 
@@ -191,7 +220,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
         }
         if failed.is_some() {
             // The transaction is gone: the remaining jobs do not run (they would write outside
-            // any transaction); dropping them answers their callers with an error.
+            // any transaction); dropping them answers their callers `NotApplied` (`Unrun`).
             continue;
         }
         if j.savepoint {
@@ -298,7 +327,9 @@ mod tests {
                 w.write_unguarded(|c| insert(c, "taken")),
             );
             assert!(ra.is_err() && rc.is_err(), "{ra:?} {rc:?}");
-            assert!(matches!(rd, Err(StoreError::Conflict("k")) | Err(StoreError::Db(_))), "{rd:?}");
+            assert!(matches!(rd, Err(StoreError::Conflict("k")) | Err(StoreError::NotApplied(_))), "{rd:?}");
+            // A job undone with its batch is told so in a way that lets it be run again.
+            assert!(rb.as_ref().err().is_none_or(StoreError::is_transient), "{rb:?}");
             let have = rows(&db);
             assert!(!have.contains(&a), "the unguarded job's first write was committed: {have:?}");
             assert!(!have.contains(&c), "the guarded job's first write was committed: {have:?}");

@@ -312,7 +312,19 @@ impl Store {
     ///
     /// # Errors
     /// `Conflict("displayName")`, `UnknownMember`.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn insert_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: &Value,
+        members: &[MemberRef],
+    ) -> Result<StoredResource, StoreError> {
+        super::retrying(|| self.insert_group_once(intent, id, doc, members)).await
+    }
+
+    /// `insert_group`, tried once.
+    async fn insert_group_once(
         &self,
         intent: &Intent<'_>,
         id: &str,
@@ -386,7 +398,21 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`, `Conflict("displayName")`, `UnknownMember`.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn update_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: Option<&Value>,
+        expected_version: Option<i64>,
+        changes: &[MemberChange],
+        op: &str,
+    ) -> Result<StoredResource, StoreError> {
+        super::retrying(|| self.update_group_once(intent, id, doc, expected_version, changes, op)).await
+    }
+
+    /// `update_group`, tried once.
+    async fn update_group_once(
         &self,
         intent: &Intent<'_>,
         id: &str,
@@ -511,7 +537,18 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn delete_group(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        super::retrying(|| self.delete_group_once(intent, id, expected_version)).await
+    }
+
+    /// `delete_group`, tried once.
+    async fn delete_group_once(
         &self,
         intent: &Intent<'_>,
         id: &str,

@@ -175,7 +175,9 @@ impl PgBatch {
             + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let mut unrun = super::batch::Unrun::new(tx);
         let run: RunJob = Box::new(move |conn, journal| {
+            let tx = unrun.take();
             Box::pin(async move {
                 if tx.is_closed() {
                     // The caller went away (its request was cancelled) before the job ran:
@@ -189,9 +191,7 @@ impl PgBatch {
                     // A batch that did not commit answers every job so, its own error included:
                     // a job's 409 may have come from an earlier job's write that was rolled back.
                     let r = match failed {
-                        Some(e) => {
-                            Err(StoreError::Db(sqlx::Error::Protocol(format!("the write was not committed: {e}"))))
-                        }
+                        Some(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
                         None => r,
                     };
                     let _ = tx.send(r);
@@ -200,7 +200,8 @@ impl PgBatch {
             })
         });
         self.jobs.send(Job { order, run }).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
-        rx.await.map_err(|_| StoreError::Db(sqlx::Error::Protocol("the write was not committed".into())))?
+        rx.await
+            .map_err(|_| StoreError::Db(sqlx::Error::Protocol("the batch writer stopped before answering".into())))?
     }
 }
 
@@ -214,8 +215,8 @@ fn control<'a>(conn: &'a mut AnyConnection, sql: &'static str) -> BoxFuture<'a, 
 }
 
 /// One transaction over `jobs`: the deliveries, and why the batch failed (if it did). A job
-/// that is not run (the batch failed before it) is dropped, which answers its caller with an
-/// error.
+/// that is not run (the batch failed before it) is dropped, which answers its caller
+/// `NotApplied` (`batch::Unrun`).
 fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliver>, Option<Arc<str>>)> {
     Box::pin(async move {
         // Requests that share a batch were in flight together, so none waited for another's

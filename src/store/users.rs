@@ -113,7 +113,13 @@ impl Store {
     ///
     /// # Errors
     /// `Conflict("userName")` when the userName (case-insensitive) is taken in the tenant.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn insert_user(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
+        super::retrying(|| self.insert_user_once(intent, id, doc)).await
+    }
+
+    /// `insert_user`, tried once.
+    async fn insert_user_once(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
         let c = cols(doc);
         if let Some(b) = &self.batch {
             let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
@@ -262,7 +268,20 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`, `Conflict("userName")`.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn update_user(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        doc: &Value,
+        expected_version: i64,
+        op: &str,
+    ) -> Result<StoredResource, StoreError> {
+        super::retrying(|| self.update_user_once(intent, id, doc, expected_version, op)).await
+    }
+
+    /// `update_user`, tried once.
+    async fn update_user_once(
         &self,
         intent: &Intent<'_>,
         id: &str,
@@ -309,7 +328,18 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
+    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn delete_user(
+        &self,
+        intent: &Intent<'_>,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        super::retrying(|| self.delete_user_once(intent, id, expected_version)).await
+    }
+
+    /// `delete_user`, tried once.
+    async fn delete_user_once(
         &self,
         intent: &Intent<'_>,
         id: &str,
