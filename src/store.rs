@@ -85,20 +85,24 @@ impl StoreError {
 
 /// How many times a desired-state write that failed transiently is run again.
 const RETRIES: u32 = 3;
+/// A write is run again only while this little time has passed since its first try: a failure
+/// that took long to come (a database that does not answer, a lock held for seconds) is not
+/// worth waiting for again; the client is answered and may retry.
+const RETRY_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs the write `f` (a whole transaction, or a job of a batch) and runs it again, after a
 /// short pause, while it fails transiently (`StoreError::is_transient`), at most `RETRIES`
-/// times; the last error is returned as it is. A deadlock's victim is the one transaction the
+/// times and within `RETRY_WITHIN` of the first try; the last error is returned as it is. A deadlock's victim is the one transaction the
 /// database rolled back, so running it again once the others have gone on is what the
 /// deadlock asks for; a job of a batch that another job broke was rolled back with it.
 async fn retrying<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, StoreError>
 where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut tries = 0;
+    let (mut tries, started) = (0, std::time::Instant::now());
     loop {
         match f().await {
-            Err(e) if e.is_transient() && tries < RETRIES => {
+            Err(e) if e.is_transient() && tries < RETRIES && started.elapsed() < RETRY_WITHIN => {
                 tries += 1;
                 tracing::debug!(error = %e, tries, "a write failed transiently; running it again");
                 // 5–10 ms, then 10–20, 20–40: long enough for the other side of a deadlock to

@@ -467,12 +467,22 @@ async fn lock_waiters(pool: sqlx::AnyPool, n: i64) {
 /// other side has gone on, instead of failing the request. The other side here is a raw
 /// transaction that locks the tenant's row (which the write takes last), then the user's row
 /// (which the write took first); it checks for deadlocks only after 30 s, so the write, waiting
-/// since before, is the one PostgreSQL aborts.
+/// since before, is the one PostgreSQL aborts. PostgreSQL checks a wait for a deadlock once,
+/// `deadlock_timeout` after it began; the store's sessions get 2 s here (the default is 1 s), so that the cycle is
+/// closed well before the write's check even on a stalling machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_chosen_as_a_deadlock_victim_is_run_again() {
     use moonborn_scim::store::Intent;
-    use sqlx::Row as _;
+    use sqlx::{Connection as _, Row as _};
     let Some(mut fresh) = FreshDb::new(Backend::Postgres, "replicas").await else { return };
+    let mut admin = sqlx::PgConnection::connect(&fresh.url).await.unwrap();
+    sqlx::query(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET deadlock_timeout = ''2s''', current_database()); END $$",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    drop(admin);
     let store = fresh.open_store().await;
     let t = store.create_tenant("acme", Tier::Enterprise).await.unwrap().id;
     let now = moonborn_scim::store::now();

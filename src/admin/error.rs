@@ -62,10 +62,11 @@ impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
             e if e.is_transient() => {
-                tracing::warn!(error = %e, "admin request not applied: concurrent writes");
+                tracing::warn!(error = %e, "admin request not applied: a transient database failure");
                 AdminError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not applied because of concurrent writes; nothing was changed; try again",
+                    "not applied because of a passing database failure (such as concurrent writes); nothing was \
+                     changed; try again",
                 )
             }
             StoreError::NotFound => AdminError::not_found("not found"),
@@ -96,6 +97,16 @@ impl From<ControllerError> for AdminError {
             ControllerError::Store(StoreError::Invalid(m)) => {
                 tracing::error!(error = %m, "an operator's run failed");
                 AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the run failed: {m}"))
+            }
+            // A run applies in batches: one that stopped on a transient failure keeps what it
+            // applied before (its run record says what); running it again picks up the rest.
+            ControllerError::Store(s) if s.is_transient() => {
+                tracing::warn!(error = %s, "an operator's run stopped: a transient database failure");
+                AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the run stopped on a passing database failure (such as concurrent writes); what it applied \
+                     before stays applied (see its run record); try again",
+                )
             }
             ControllerError::Store(s) => s.into(),
         }

@@ -21,10 +21,11 @@ impl From<StoreError> for ApiError {
         match e {
             // Tried a few times already (`store::retrying`); the client may try again.
             e if e.is_transient() => {
-                tracing::warn!(error = %e, "request not applied: concurrent writes");
+                tracing::warn!(error = %e, "request not applied: a transient database failure");
                 ApiError::Scim(ScimError::new(
                     503,
-                    "the request was not applied because of concurrent writes; nothing was changed; try again",
+                    "the request was not applied because of a passing database failure (such as concurrent \
+                     writes); nothing was changed; try again",
                 ))
             }
             StoreError::NotFound => ApiError::Scim(ScimError::not_found("resource not found")),

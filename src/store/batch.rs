@@ -23,7 +23,32 @@ use super::StoreError;
 /// The most jobs committed together.
 const MAX_BATCH: usize = 512;
 
-type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
+type Deliver = Box<dyn FnOnce(Option<Failed>) + Send>;
+
+/// Why the jobs of a batch are not answered with their own results.
+#[derive(Clone, Debug)]
+pub(super) enum Failed {
+    /// The batch was rolled back whole: nothing of any job is stored. Its jobs are answered
+    /// `NotApplied` (the store runs them again), except the one job whose own failure broke
+    /// the batch, which gets its own error.
+    RolledBack(Arc<str>),
+    /// Whether the batch is stored is not known (the WAL sync after a SQLite commit failed; a
+    /// COMMIT failed without PostgreSQL's answer): its jobs get a database error, and are not
+    /// run again.
+    Unknown(Arc<str>),
+}
+
+impl Failed {
+    /// What a job of the failed batch is answered.
+    pub(super) fn answer<T>(self) -> Result<T, StoreError> {
+        match self {
+            Failed::RolledBack(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
+            Failed::Unknown(e) => {
+                Err(StoreError::Db(sqlx::Error::Protocol(format!("its batch's commit was not confirmed: {e}"))))
+            }
+        }
+    }
+}
 type RunJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
 
 /// One caller's work: run on the writer's connection, it says whether it succeeded and how to
@@ -88,7 +113,7 @@ impl BatchWriter {
                     }
                     let writes = jobs.len();
                     let guard = lock.blocking_lock();
-                    let (delivers, failed) = run_batch(&conn, jobs);
+                    let (delivers, failed, culprit) = run_batch(&conn, jobs);
                     if failed.is_none() {
                         crate::metrics::METRICS.sqlite_batch_writes.observe(writes as f64);
                     }
@@ -96,11 +121,12 @@ impl BatchWriter {
                     let wal = wal.clone();
                     rt.spawn(async move {
                         let failed = match failed {
-                            Some(e) => Some(e),
-                            None => wal.sync().await.err().map(|e| Arc::from(e.to_string())),
+                            Some(f) => Some(f),
+                            // Committed, but perhaps not durable: not known to be stored or not.
+                            None => wal.sync().await.err().map(|e| Failed::Unknown(Arc::from(e.to_string()))),
                         };
-                        for d in delivers {
-                            d(failed.clone());
+                        for (i, d) in delivers.into_iter().enumerate() {
+                            d(if culprit == Some(i) { None } else { failed.clone() });
                         }
                     });
                 }
@@ -155,11 +181,12 @@ impl BatchWriter {
             }
             let r = f(c);
             let ok = r.is_ok();
-            let deliver: Deliver = Box::new(move |failed: Option<Arc<str>>| {
-                // A batch that did not commit answers every job so, its own error included: a
-                // job's 409 may have come from an earlier job's write that was rolled back.
+            let deliver: Deliver = Box::new(move |failed: Option<Failed>| {
+                // A batch that did not commit answers every job so, a job's own error included
+                // (a 409 may have come from an earlier job's write that was rolled back) —
+                // but for the job that broke the batch, which `run_batch` answers with None.
                 let r = match failed {
-                    Some(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
+                    Some(f) => f.answer(),
                     None => r,
                 };
                 let _ = tx.send(r);
@@ -198,8 +225,9 @@ impl<T> Drop for Unrun<T> {
     }
 }
 
-/// One transaction over `jobs`: the deliveries, and why the batch failed (if it did).
-fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str>>) {
+/// One transaction over `jobs`: the deliveries, why the batch failed (if it did: it is rolled
+/// back then) and which delivery is of the job whose own failure broke it (if one did).
+fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>, Option<usize>) {
     let mut delivers = Vec::with_capacity(jobs.len());
     if !conn.is_autocommit() {
         // A transaction left open by a failed ROLLBACK would make every BEGIN fail from now on.
@@ -211,9 +239,10 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
         // Nothing runs: every caller is answered with an error.
         tracing::error!(error = %e, jobs = jobs.len(), "SQLite batch writer: BEGIN failed");
         drop(jobs);
-        return (delivers, Some(Arc::from(e.to_string())));
+        return (delivers, Some(Failed::RolledBack(Arc::from(e.to_string()))), None);
     }
     let mut failed: Option<Arc<str>> = None;
+    let mut culprit = None;
     for j in jobs {
         if failed.is_none() && conn.is_autocommit() {
             failed = Some(Arc::from("the transaction was rolled back by SQLite"));
@@ -236,6 +265,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             Ok((ok, d)) => (ok, Some(d)),
             Err(_) => (false, None),
         };
+        let d_index = d.is_some().then_some(delivers.len());
         delivers.extend(d);
         if j.savepoint {
             let end =
@@ -248,6 +278,8 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             // undone.
             tracing::error!("SQLite batch writer: a job failed after its first change; rolling the batch back");
             failed = Some(Arc::from("another write of the same transaction failed halfway"));
+            // Its own error answers it (when it has a delivery: a job that panicked has none).
+            culprit = d_index;
         }
     }
     if failed.is_none() {
@@ -259,7 +291,15 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             tracing::warn!(ms = took.as_millis() as u64, "slow COMMIT of the SQLite batch writer (writing the WAL)");
         }
         if let Err(e) = committed {
-            failed = Some(Arc::from(e.to_string()));
+            tracing::error!(error = %e, "SQLite batch writer: COMMIT failed");
+            if !conn.is_autocommit() {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
+                }
+            }
+            // SQLite promises that a failed COMMIT stored nothing; but what fails a COMMIT is a
+            // disk failing under it, and trusting it then is not worth running the batch again.
+            return (delivers, Some(Failed::Unknown(Arc::from(e.to_string()))), None);
         }
     }
     if failed.is_some() && !conn.is_autocommit() {
@@ -267,7 +307,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Arc<str
             tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
         }
     }
-    (delivers, failed)
+    (delivers, failed.map(Failed::RolledBack), culprit)
 }
 
 /// Runs one transaction-control statement, prepared once per connection (parsing them for
@@ -327,6 +367,10 @@ mod tests {
                 w.write_unguarded(|c| insert(c, "taken")),
             );
             assert!(ra.is_err() && rc.is_err(), "{ra:?} {rc:?}");
+            if halfway {
+                // The job that broke its batch gets its own error, not one that runs it again.
+                assert!(matches!(ra, Err(StoreError::Invalid(_))), "{ra:?}");
+            }
             assert!(matches!(rd, Err(StoreError::Conflict("k")) | Err(StoreError::NotApplied(_))), "{rd:?}");
             // A job undone with its batch is told so in a way that lets it be run again.
             assert!(rb.as_ref().err().is_none_or(StoreError::is_transient), "{rb:?}");

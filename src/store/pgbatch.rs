@@ -32,6 +32,7 @@ use futures_util::FutureExt as _;
 use sqlx::{AnyConnection, AnyPool, Executor as _};
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::Failed;
 use super::{OwnedIntent, StoreError, PUSH_CHANNEL};
 
 /// The most jobs in one transaction. Each job's savepoint that writes takes a subtransaction
@@ -109,7 +110,7 @@ impl Journal {
     }
 }
 
-type Deliver = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
+type Deliver = Box<dyn FnOnce(Option<Failed>) + Send>;
 type RunJob = Box<dyn for<'a> FnOnce(&'a mut AnyConnection, &'a mut Journal) -> BoxFuture<'a, (bool, Deliver)> + Send>;
 
 /// What a job locks first. A batch locks the groups of its member changes before any job runs
@@ -187,11 +188,13 @@ impl PgBatch {
                 }
                 let r = f(conn, journal).await;
                 let ok = r.is_ok();
-                let deliver: Deliver = Box::new(move |failed: Option<Arc<str>>| {
+                let deliver: Deliver = Box::new(move |failed: Option<Failed>| {
                     // A batch that did not commit answers every job so, its own error included:
                     // a job's 409 may have come from an earlier job's write that was rolled back.
+                    // (A job's own failure is rolled back to its savepoint and never breaks the
+                    // batch.)
                     let r = match failed {
-                        Some(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
+                        Some(f) => f.answer(),
                         None => r,
                     };
                     let _ = tx.send(r);
@@ -217,7 +220,7 @@ fn control<'a>(conn: &'a mut AnyConnection, sql: &'static str) -> BoxFuture<'a, 
 /// One transaction over `jobs`: the deliveries, and why the batch failed (if it did). A job
 /// that is not run (the batch failed before it) is dropped, which answers its caller
 /// `NotApplied` (`batch::Unrun`).
-fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliver>, Option<Arc<str>>)> {
+fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliver>, Option<Failed>)> {
     Box::pin(async move {
         // Requests that share a batch were in flight together, so none waited for another's
         // answer: their order is free, and lock order is what matters (`Order`).
@@ -227,7 +230,7 @@ fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliv
             Ok(tx) => tx,
             Err(e) => {
                 tracing::error!(error = %e, jobs = jobs.len(), "PostgreSQL batch writer: BEGIN failed");
-                return (delivers, Some(Arc::from(e.to_string())));
+                return (delivers, Some(Failed::RolledBack(Arc::from(e.to_string()))));
             }
         };
         let mut journal = Journal::default();
@@ -272,18 +275,24 @@ fn run_batch(pool: AnyPool, mut jobs: Vec<Job>) -> BoxFuture<'static, (Vec<Deliv
             }
         }
         match failed {
-            None => {
-                if let Err(e) = tx.commit().await {
+            None => match tx.commit().await {
+                Ok(()) => (delivers, None),
+                Err(e) => {
                     tracing::error!(error = %e, "PostgreSQL batch writer: COMMIT failed");
-                    failed = Some(Arc::from(e.to_string()));
+                    // PostgreSQL's own error answer means it rolled the transaction back; any
+                    // other failure (the connection lost) leaves the outcome unknown.
+                    let why = Arc::from(e.to_string());
+                    let f =
+                        if e.as_database_error().is_some() { Failed::RolledBack(why) } else { Failed::Unknown(why) };
+                    (delivers, Some(f))
                 }
-            }
-            Some(ref e) => {
+            },
+            Some(e) => {
                 tracing::error!(error = %e, "PostgreSQL batch writer: the batch is rolled back");
                 let _ = tx.rollback().await;
+                (delivers, Some(Failed::RolledBack(e)))
             }
         }
-        (delivers, failed)
     })
 }
 
