@@ -99,13 +99,13 @@ impl From<ControllerError> for AdminError {
                 AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the run failed: {m}"))
             }
             // A run applies in batches: one that stopped on a transient failure keeps what it
-            // applied before (its run record says what); running it again picks up the rest.
+            // applied before; running it again picks up the rest.
             ControllerError::Store(s) if s.is_transient() => {
                 tracing::warn!(error = %s, "an operator's run stopped: a transient database failure");
                 AdminError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the run stopped on a passing database failure (such as concurrent writes); what it applied \
-                     before stays applied (see its run record); try again",
+                     before that stays applied; try again",
                 )
             }
             ControllerError::Store(s) => s.into(),

@@ -267,7 +267,13 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
         };
         let d_index = d.is_some().then_some(delivers.len());
         delivers.extend(d);
-        if j.savepoint {
+        if !ok && conn.is_autocommit() {
+            // The job's failure made SQLite roll the whole transaction back (a full disk, an I/O
+            // error): it broke the batch, and gets its own error.
+            tracing::error!("SQLite batch writer: a failed job ended the transaction; the batch is rolled back");
+            failed = Some(Arc::from("SQLite rolled the transaction back when another write of it failed"));
+            culprit = d_index;
+        } else if j.savepoint {
             let end =
                 if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
             if let Err(e) = end {
@@ -281,6 +287,9 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
             // Its own error answers it (when it has a delivery: a job that panicked has none).
             culprit = d_index;
         }
+    }
+    if failed.is_none() && conn.is_autocommit() {
+        failed = Some(Arc::from("the transaction was rolled back by SQLite"));
     }
     if failed.is_none() {
         let t = std::time::Instant::now();
@@ -384,5 +393,48 @@ mod tests {
             }
         }
         assert!(rows(&db).iter().filter(|k| k.ends_with('b')).count() >= 20);
+    }
+
+    /// A job whose failure ends the whole transaction (as SQLite does on some errors; here the
+    /// job ends it itself) gets its own error; the jobs of its batch are told `NotApplied`,
+    /// whether they ran before it or not at all, and nothing of the batch is stored — also when
+    /// that job is the batch's last.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_ends_the_transaction_gets_its_own_error_and_its_batch_is_run_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("b.db");
+        Connection::open(&db)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k TEXT PRIMARY KEY);"))
+            .expect("schema");
+        let w = BatchWriter::start(&db, Arc::new(Mutex::new(())), WalSync::start(db.clone())).expect("writer");
+        for round in 0..20 {
+            let k = |s: &str| format!("{round:02}{s}");
+            let (a, b, c) = (k("a"), k("b"), k("c"));
+            let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+            let breaks = move |conn: &Connection| {
+                insert(conn, &b2)?;
+                conn.execute_batch("ROLLBACK").map_err(|e| sqlite_err(e, None))?;
+                Err::<(), _>(StoreError::Invalid("broke".into()))
+            };
+            // Odd rounds: the breaking job last in its batch (when the three share one).
+            let (ra, rb, rc) = if round % 2 == 0 {
+                tokio::join!(w.write(move |c| insert(c, &a2)), w.write(breaks), w.write(move |c| insert(c, &c2)))
+            } else {
+                tokio::join!(w.write(move |c| insert(c, &a2)), w.write(breaks), async { Ok(()) })
+            };
+            assert!(matches!(rb, Err(StoreError::Invalid(_))), "the breaking job: {rb:?}");
+            let have = rows(&db);
+            assert!(!have.contains(&b), "the breaking job's write was stored: {have:?}");
+            for (key, r) in [(&a, &ra), (&c, &rc)] {
+                let stored = have.contains(key);
+                match r {
+                    Ok(()) => assert!(stored || round % 2 == 1, "{key} answered Ok but is not stored"),
+                    Err(e) => {
+                        assert!(e.is_transient(), "{key}: {e:?}");
+                        assert!(!stored, "{key} answered {e:?} but is stored");
+                    }
+                }
+            }
+        }
     }
 }
