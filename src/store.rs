@@ -7,6 +7,7 @@ mod admin;
 mod batch;
 mod exec;
 mod groups;
+mod marks;
 mod pgbatch;
 mod query;
 mod reader;
@@ -193,6 +194,8 @@ pub struct Store {
     batch: Option<batch::BatchWriter>,
     /// Group commit of the hot SCIM pushes (PostgreSQL; see `pgbatch`).
     pg_batch: Option<pgbatch::PgBatch>,
+    /// Where recent list pages ended, and listings' totals, by generation (see `marks`).
+    page_marks: Arc<marks::PageMarks>,
     /// Keeps the WAL checkpointer thread running (SQLite file databases).
     _checkpointer: Option<Arc<()>>,
 }
@@ -350,6 +353,7 @@ impl Store {
             batch,
             pg_batch,
             wal_sync,
+            page_marks: Arc::default(),
             _checkpointer: checkpointer,
         })
     }

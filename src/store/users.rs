@@ -11,7 +11,7 @@ use sqlx::{Any, AnyConnection, Row};
 use super::batch::sqlite_err;
 use super::exec::Val;
 use super::pgbatch::Order;
-use super::query::{Arg, ListQuery};
+use super::query::{Arg, ListQuery, SortKey};
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
@@ -380,8 +380,17 @@ impl Store {
                 Ok(n)
             });
         }
+        // A listing's total holds until the tenant's next write (`marks`): paging through a
+        // million users does not count them again for every page.
+        let key = super::marks::listing(table, &q.where_sql(), &q.args);
+        let generation = self.generation_of(tenant_id).await?;
+        if let Some(n) = self.page_marks.total(tenant_id, &key, generation) {
+            return Ok(n);
+        }
         let row = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args).fetch_one(&self.pool).await?;
-        Ok(row.try_get("n")?)
+        let n: i64 = row.try_get("n")?;
+        self.page_marks.set_total(tenant_id, &key, generation, n);
+        Ok(n)
     }
 
     /// One page of the resources of a table that a query selects.
@@ -418,13 +427,59 @@ impl Store {
                 Ok(out)
             });
         }
-        let sql = format!("SELECT {COLS} FROM {table} WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1);
-        let rows = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| StoredResource::from_row(r).map_err(StoreError::from)).collect()
+        // In creation order, a page that follows one read since the tenant's last write starts
+        // right after that page's last row (`marks`) instead of skipping every row before it.
+        let marks = if matches!(q.sort, SortKey::Seq) && !q.descending {
+            Some((super::marks::listing(table, &whr, &q.args), self.generation_of(tenant_id).await?))
+        } else {
+            None
+        };
+        let after = match &marks {
+            Some((key, generation)) if offset > 0 => self.page_marks.seek(tenant_id, key, *generation, offset),
+            _ => None,
+        };
+        let rows = match after {
+            Some(seq) => {
+                let sql =
+                    format!("SELECT {COLS} FROM {table} WHERE {whr} AND seq > ${n} ORDER BY {order} LIMIT ${}", n + 1);
+                bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
+                    .bind(seq)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {COLS} FROM {table} WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1);
+                bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let page = rows.iter().map(StoredResource::from_row).collect::<Result<Vec<_>, _>>()?;
+        if let (Some((key, generation)), Some(last)) = (&marks, page.last()) {
+            if page.len() as i64 == limit {
+                self.page_marks.mark(tenant_id, key, *generation, offset + limit, last.seq);
+            }
+        }
+        Ok(page)
+    }
+
+    /// The tenant's desired-state generation as stored now (bumped by every write to its
+    /// users, groups or memberships).
+    async fn generation_of(&self, tenant_id: i64) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT generation FROM tenants WHERE id = $1";
+        if let Some(r) = &self.reader {
+            return r.with(|c| {
+                c.prepare_cached(SQL)?.query_row([tenant_id], |row| row.get(0)).or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(-1),
+                    e => Err(e),
+                })
+            });
+        }
+        Ok(sqlx::query(SQL).bind(tenant_id).fetch_optional(&self.pool).await?.map_or(Ok(-1), |r| r.try_get(0))?)
     }
 
     /// Streams every resource a query selects, in order, through `f` (for filters evaluated in

@@ -376,3 +376,36 @@ scim_test!(
             .expect_error(400, Some("invalidValue"));
     }
 );
+
+scim_test!(
+    async fn paging_in_order_after_a_write_still_pages_by_position(app) {
+        // Pages read in order seek past the previous page's last row while nothing changes;
+        // a write in between must give what positional paging gives: every later page shifts.
+        app.seed_users("k", 130).await;
+        let before = ids(&app.get_ok("/Users?count=1000").await);
+        assert_eq!(page_all(&app, "", 20).await, before, "paging in order changed the order");
+        let p1 = app.get_ok("/Users?startIndex=1&count=20").await;
+        let p2 = app.get_ok("/Users?startIndex=21&count=20").await;
+        assert_eq!(p2["totalResults"], 130);
+        assert_eq!(ids(&p2), before[20..40]);
+        // Delete the first user of page 1; page 3 now starts one row later than it would have.
+        app.delete(&format!("/Users/{}", ids(&p1)[0])).await.expect(204);
+        let after = ids(&app.get_ok("/Users?count=1000").await);
+        let p3 = app.get_ok("/Users?startIndex=41&count=20").await;
+        assert_eq!(p3["totalResults"], 129, "the total after the delete");
+        assert_eq!(ids(&p3), after[40..60], "page 3 after a delete on page 1");
+        assert_eq!(ids(&p3)[0], before[41]);
+        // A create (at the end) changes the total the next page reports.
+        app.create_user("late@example.com").await;
+        let p4 = app.get_ok("/Users?startIndex=61&count=20").await;
+        assert_eq!(p4["totalResults"], 130);
+        let now = ids(&app.get_ok("/Users?count=1000").await);
+        assert_eq!(ids(&p4), now[60..80]);
+        // A filtered listing pages the same way, and keeps its own total.
+        let filtered = page_all(&app, "&filter=title%20eq%20%22t-a%22", 7).await;
+        let whole = ids(&app.get_ok("/Users?count=1000&filter=title%20eq%20%22t-a%22").await);
+        assert_eq!(filtered, whole);
+        let f2 = app.get_ok("/Users?startIndex=8&count=7&filter=title%20eq%20%22t-a%22").await;
+        assert_eq!(f2["totalResults"], whole.len());
+    }
+);
