@@ -52,8 +52,15 @@ fn start(db: &str) -> Replica {
         }
         assert!(Instant::now() < deadline, "replica did not start");
     };
-    // Keep draining the log so the replica never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    // Keep draining the log so the replica never blocks on a full pipe; its warnings and errors
+    // go to the test's output (shown when the test fails).
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
+                eprintln!("replica: {line}");
+            }
+        }
+    });
     Replica { child, base: format!("http://{addr}/v1/auth/scim/v2") }
 }
 

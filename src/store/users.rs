@@ -382,14 +382,20 @@ impl Store {
         }
         // A listing's total holds until the tenant's next write (`marks`): paging through a
         // million users does not count them again for every page.
-        let key = super::marks::listing(table, &q.where_sql(), &q.args);
-        let generation = self.generation_of(tenant_id).await?;
-        if let Some(n) = self.page_marks.total(tenant_id, &key, generation) {
+        let marked = match q.point {
+            true => None,
+            false => {
+                Some((super::marks::listing(table, &q.where_sql(), &q.args), self.generation_of(tenant_id).await?))
+            }
+        };
+        if let Some(n) = marked.as_ref().and_then(|(key, g)| self.page_marks.total(tenant_id, key, *g)) {
             return Ok(n);
         }
         let row = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args).fetch_one(&self.pool).await?;
         let n: i64 = row.try_get("n")?;
-        self.page_marks.set_total(tenant_id, &key, generation, n);
+        if let Some((key, g)) = &marked {
+            self.page_marks.set_total(tenant_id, key, *g, n);
+        }
         Ok(n)
     }
 
@@ -429,7 +435,9 @@ impl Store {
         }
         // In creation order, a page that follows one read since the tenant's last write starts
         // right after that page's last row (`marks`) instead of skipping every row before it.
-        let marks = if matches!(q.sort, SortKey::Seq) && !q.descending {
+        // (Not for a point query — `userName eq`, a handful of rows at most — which a tenant
+        // read would only slow down on PostgreSQL.)
+        let marks = if matches!(q.sort, SortKey::Seq) && !q.descending && !q.point {
             Some((super::marks::listing(table, &whr, &q.args), self.generation_of(tenant_id).await?))
         } else {
             None

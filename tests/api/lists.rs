@@ -401,11 +401,24 @@ scim_test!(
         assert_eq!(p4["totalResults"], 130);
         let now = ids(&app.get_ok("/Users?count=1000").await);
         assert_eq!(ids(&p4), now[60..80]);
-        // A filtered listing pages the same way, and keeps its own total.
-        let filtered = page_all(&app, "&filter=title%20eq%20%22t-a%22", 7).await;
-        let whole = ids(&app.get_ok("/Users?count=1000&filter=title%20eq%20%22t-a%22").await);
-        assert_eq!(filtered, whole);
-        let f2 = app.get_ok("/Users?startIndex=8&count=7&filter=title%20eq%20%22t-a%22").await;
+        // A listing filtered in SQL (a group's members) pages the same way with a total of its
+        // own, and a member-only PATCH (the batch writer's path) moves its later pages too.
+        let members: Vec<String> = now.iter().step_by(3).cloned().collect();
+        let g = app.create_group("Paged", &members.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let filter = format!("&filter=groups.value%20eq%20%22{}%22", id_of(&g));
+        let whole = ids(&app.get_ok(&format!("/Users?count=1000{filter}")).await);
+        assert_eq!(whole.len(), members.len());
+        assert_eq!(page_all(&app, &filter, 7).await, whole);
+        let f1 = app.get_ok(&format!("/Users?startIndex=1&count=7{filter}")).await;
+        let f2 = app.get_ok(&format!("/Users?startIndex=8&count=7{filter}")).await;
         assert_eq!(f2["totalResults"], whole.len());
+        assert_eq!(ids(&f2), whole[7..14]);
+        let gone = ids(&f1)[0].clone();
+        app.patch_ops(&group_path(&g), json!([{"op": "remove", "path": format!("members[value eq \"{gone}\"]")}]))
+            .await
+            .expect(204);
+        let f3 = app.get_ok(&format!("/Users?startIndex=15&count=7{filter}")).await;
+        assert_eq!(f3["totalResults"], whole.len() - 1, "the group's total after a member left");
+        assert_eq!(ids(&f3), whole[15..22], "page 3 of the group after a member of page 1 left");
     }
 );
