@@ -337,6 +337,17 @@ mod tests {
         out
     }
 
+    /// A batch writer on a new database holding one table, `t (k TEXT PRIMARY KEY)`.
+    fn writer_on_a_fresh_table() -> (tempfile::TempDir, std::path::PathBuf, BatchWriter) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("b.db");
+        Connection::open(&db)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k TEXT PRIMARY KEY);"))
+            .expect("schema");
+        let w = BatchWriter::start(&db, Arc::new(Mutex::new(())), WalSync::start(db.clone())).expect("writer");
+        (dir, db, w)
+    }
+
     fn insert(c: &Connection, k: &str) -> Result<(), StoreError> {
         c.execute("INSERT INTO t (k) VALUES (?1)", [k]).map(|_| ()).map_err(|e| sqlite_err(e, Some("k")))
     }
@@ -346,12 +357,7 @@ mod tests {
     /// are told they were not committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_failing_halfway_leave_nothing_and_their_neighbours_are_told() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("b.db");
-        Connection::open(&db)
-            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k TEXT PRIMARY KEY);"))
-            .expect("schema");
-        let w = BatchWriter::start(&db, Arc::new(Mutex::new(())), WalSync::start(db.clone())).expect("writer");
+        let (_dir, db, w) = writer_on_a_fresh_table();
         w.write(|c| insert(c, "taken")).await.expect("seed");
         let late = || Err::<(), _>(StoreError::Invalid("late".into()));
         for round in 0..40 {
@@ -401,12 +407,7 @@ mod tests {
     /// that job is the batch's last.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_that_ends_the_transaction_gets_its_own_error_and_its_batch_is_run_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("b.db");
-        Connection::open(&db)
-            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k TEXT PRIMARY KEY);"))
-            .expect("schema");
-        let w = BatchWriter::start(&db, Arc::new(Mutex::new(())), WalSync::start(db.clone())).expect("writer");
+        let (_dir, db, w) = writer_on_a_fresh_table();
         for round in 0..20 {
             let k = |s: &str| format!("{round:02}{s}");
             let (a, b, c) = (k("a"), k("b"), k("c"));

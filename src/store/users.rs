@@ -446,26 +446,17 @@ impl Store {
             Some((key, generation)) if offset > 0 => self.page_marks.seek(tenant_id, key, *generation, offset),
             _ => None,
         };
-        let rows = match after {
-            Some(seq) => {
-                let sql =
-                    format!("SELECT {COLS} FROM {table} WHERE {whr} AND seq > ${n} ORDER BY {order} LIMIT ${}", n + 1);
-                bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
-                    .bind(seq)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql =
-                    format!("SELECT {COLS} FROM {table} WHERE {whr} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1);
-                bind_args(sqlx::query(&sql).bind(tenant_id), &q.args)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+        let (seek, tail) = match after {
+            Some(_) => (format!(" AND seq > ${n}"), format!("LIMIT ${}", n + 1)),
+            None => (String::new(), format!("LIMIT ${n} OFFSET ${}", n + 1)),
         };
+        let sql = format!("SELECT {COLS} FROM {table} WHERE {whr}{seek} ORDER BY {order} {tail}");
+        let query = bind_args(sqlx::query(&sql).bind(tenant_id), &q.args);
+        let query = match after {
+            Some(seq) => query.bind(seq).bind(limit),
+            None => query.bind(limit).bind(offset),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         let page = rows.iter().map(StoredResource::from_row).collect::<Result<Vec<_>, _>>()?;
         if let (Some((key, generation)), Some(last)) = (&marks, page.last()) {
             if page.len() as i64 == limit {
