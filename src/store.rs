@@ -93,9 +93,10 @@ const RETRY_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs the write `f` (a whole transaction, or a job of a batch) and runs it again, after a
 /// short pause, while it fails transiently (`StoreError::is_transient`), at most `RETRIES`
-/// times and within `RETRY_WITHIN` of the first try; the last error is returned as it is. A deadlock's victim is the one transaction the
-/// database rolled back, so running it again once the others have gone on is what the
-/// deadlock asks for; a job of a batch that another job broke was rolled back with it.
+/// times and within `RETRY_WITHIN` of the first try; the last error is returned as it is. A
+/// deadlock's victim is the one transaction the database rolled back, so running it again
+/// once the others have gone on is what the deadlock asks for; a job of a batch that another
+/// job broke was rolled back with it.
 async fn retrying<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, StoreError>
 where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -555,7 +556,7 @@ async fn delete_with_groups_locked(
         conn.execute("ROLLBACK TO SAVEPOINT delete_locking_groups").await?;
     }
     // Going on would lock the new groups out of order (a deadlock with a batch); the caller's
-    // transaction is rolled back and the client asked to try again.
+    // transaction is rolled back, and the store runs the delete again (`retrying`).
     Err(StoreError::NotApplied(format!("the groups of {id} kept changing while it was being deleted ({TRIES} tries)")))
 }
 

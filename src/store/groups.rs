@@ -310,9 +310,10 @@ fn members_sqlite(
 impl Store {
     /// Records a new group with its members.
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `Conflict("displayName")`, `UnknownMember`.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn insert_group(
         &self,
         intent: &Intent<'_>,
@@ -396,9 +397,10 @@ impl Store {
     /// checked) and its members, in one transaction. Member-only changes never conflict with each
     /// other: they are row inserts and deletes, not a rewrite of a member list.
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`, `Conflict("displayName")`, `UnknownMember`.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn update_group(
         &self,
         intent: &Intent<'_>,
@@ -535,9 +537,10 @@ impl Store {
 
     /// Deletes a group and its memberships (and its membership in other groups).
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn delete_group(
         &self,
         intent: &Intent<'_>,

@@ -111,9 +111,10 @@ fn unique_user(e: sqlx::Error) -> StoreError {
 impl Store {
     /// Records a new user (desired state) with its intent.
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `Conflict("userName")` when the userName (case-insensitive) is taken in the tenant.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn insert_user(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
         super::retrying(|| self.insert_user_once(intent, id, doc)).await
     }
@@ -266,9 +267,10 @@ impl Store {
 
     /// Replaces a user's document if its version is still `expected_version`.
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`, `Conflict("userName")`.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn update_user(
         &self,
         intent: &Intent<'_>,
@@ -326,9 +328,10 @@ impl Store {
     /// Deletes a user from the desired state (and from every group), if its version is still
     /// `expected_version` (when given).
     ///
+    /// Run again, a few times, while it fails transiently (`retrying`).
+    ///
     /// # Errors
     /// `NotFound`, `VersionMismatch`.
-    /// Run again, a few times, while it fails transiently (`retrying`).
     pub async fn delete_user(
         &self,
         intent: &Intent<'_>,
