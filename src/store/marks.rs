@@ -58,11 +58,12 @@ pub fn listing(table: &str, where_sql: &str, args: &[Arg]) -> String {
 
 impl PageMarks {
     fn with<R>(&self, tenant: i64, key: &str, generation: i64, f: impl FnOnce(&mut Listing) -> R) -> R {
+        let id = (tenant, key.to_string());
         let mut all = self.listings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if all.len() >= MAX_LISTINGS && !all.contains_key(&(tenant, key.to_string())) {
+        if all.len() >= MAX_LISTINGS && !all.contains_key(&id) {
             all.clear();
         }
-        let l = all.entry((tenant, key.to_string())).or_default();
+        let l = all.entry(id).or_default();
         if l.generation != generation {
             *l = Listing { generation, ..Listing::default() };
         }
