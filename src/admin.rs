@@ -60,7 +60,7 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{T}/scim-tokens/{{id}}"), axum::routing::delete(tenants::revoke_token))
         .route(&format!("{T}/group-bindings"), get(bindings::get).put(bindings::put))
         .route(&format!("{T}/safety"), get(bindings::get_safety).put(bindings::put_safety))
-        .route(&format!("{T}/hold/release"), post(bindings::release))
+        .route(&format!("{T}/hold/release"), post(plans::release))
         .route(&format!("{T}/users"), get(users::list).post(users::invite))
         .route(U, get(users::get).patch(users::patch))
         .route(&format!("{U}/sessions"), get(users::sessions).post(users::sign_in))

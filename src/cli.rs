@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::controller::model::desired_from_snapshot;
 use crate::controller::outbox::{self, WebhookConfig};
-use crate::controller::{parse_schedule, report, Controller, Scope2, Trigger};
+use crate::controller::{parse_schedule, report, Approval, Controller, Scope2, Trigger};
 use crate::http::{router, AppState, SCIM_BASE};
 use crate::store::{Store, StoreError, Tier};
 
@@ -193,7 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_report(&p, format);
                 return Ok(());
             }
-            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approve.as_deref()).await;
+            let approval = approve.as_deref().map_or(Approval::None, Approval::Fingerprint);
+            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approval).await;
             controller.release_leases().await;
             let o = o?;
             print_report(&o.plan, format);
@@ -280,6 +281,7 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     tracing::info!(%addr, backend = ?store.backend(), "serving SCIM at http://{addr}{SCIM_BASE}");
     let state =
         AppState::new(store.clone()).with_admin_token(args.admin_token.filter(|t| !t.is_empty()).map(Into::into));
+    state.controller.set_origin(format!("http://{addr}"));
     state.controller.spawn(args.controller_workers, drift, purge);
     if store.backend() == crate::store::Backend::Postgres {
         state.controller.listen_for_pushes(database_url.to_string());

@@ -19,11 +19,14 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use self::model::{desired_user_from_str, ActualUser, DesiredUser, ManagedBy, Status};
-use self::plan::{fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Scope, Summary};
+use self::plan::{
+    fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Destructive, Judgement, Scope, Summary,
+};
 pub use self::queue::Queue;
-use crate::store::{Applied, Store, StoreError, Tenant};
+use crate::store::{Applied, Burst, BurstUpdate, ControllerState, HoldRecord, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
 const BATCH: i64 = 1000;
@@ -37,7 +40,7 @@ const LINKED_PAGE: i64 = 4 * BATCH;
 const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// The window over which the safety valve adds up the controller's own deactivations and
-/// deletions.
+/// deletions (not those a person approved or released).
 const SAFETY_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 /// How long an incremental run waits for more pushes of the same burst.
 const PUSH_GATHER: Duration = Duration::from_millis(5);
@@ -78,6 +81,25 @@ pub enum ControllerError {
     StalePlan { shown: String, current: String },
     #[error("another process is reconciling this tenant")]
     Busy,
+    #[error("the plan {fingerprint} was already applied by run {run_id} at {at}; nothing more to approve")]
+    AlreadyApplied { fingerprint: String, run_id: String, at: String },
+}
+
+/// What a person allowed a run to apply beyond what the safety valve lets through.
+#[derive(Debug, Clone, Copy)]
+pub enum Approval<'a> {
+    /// Nothing: the valve decides.
+    None,
+    /// The whole-tenant plan with this fingerprint, exactly as shown.
+    Fingerprint(&'a str),
+    /// Whatever the valve holds, once (an operator's release).
+    Release,
+}
+
+impl Approval<'_> {
+    fn given(self) -> bool {
+        !matches!(self, Approval::None)
+    }
 }
 
 /// A computed plan with what a report needs.
@@ -92,15 +114,23 @@ pub struct ComputedPlan {
     /// The journal position the plan covers.
     #[serde(skip)]
     pub journal_head: i64,
+    /// The journal position it starts after (an incremental plan's).
+    #[serde(skip)]
+    pub journal_from: i64,
     /// An incremental plan stopped short of the journal's head (`INCREMENTAL_CAP`): another run
     /// follows at once.
     #[serde(skip)]
     pub truncated: bool,
     /// Set when the safety valve holds (or would hold) the destructive changes.
     pub held: Option<Hold>,
-    /// The plan was made under an operator's release of the hold (it applies whole).
+    /// Destructive changes that wait for the tenant's burst of destructive pushes to settle
+    /// (then they are judged together); 0 when none wait.
+    pub waiting: u64,
+    /// When the waiting burst is judged at the latest (RFC 3339), when one waits.
+    pub judged_by: Option<String>,
+    /// What the plan covers.
     #[serde(skip)]
-    pub released: bool,
+    pub kind: RunScope,
 }
 
 /// Why destructive changes are held.
@@ -108,6 +138,38 @@ pub struct ComputedPlan {
 pub struct Hold {
     pub reason: String,
     pub fingerprint: String,
+    /// The numbers behind the reason (none for an incremental run's look at a standing hold).
+    pub judgement: Option<Judgement>,
+}
+
+/// What a plan covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunScope {
+    #[default]
+    Full,
+    Incremental,
+    /// The users a settled burst of destructive pushes named, judged whole.
+    Burst,
+    Snapshot,
+}
+
+impl RunScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunScope::Full => "full",
+            RunScope::Incremental => "incremental",
+            RunScope::Burst => "burst",
+            RunScope::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// What the safety valve lets a run do with its destructive changes.
+enum Gate {
+    Open,
+    /// They wait for the burst of destructive pushes to settle.
+    Wait,
+    Hold(Hold),
 }
 
 /// What a run did.
@@ -174,6 +236,7 @@ impl RunMeter {
                 match e {
                     ControllerError::Busy => "busy",
                     ControllerError::StalePlan { .. } => "stale_plan",
+                    ControllerError::AlreadyApplied { .. } => "already_applied",
                     _ => "error",
                 },
                 0,
@@ -196,6 +259,11 @@ pub struct Controller {
     /// command, a test) gives each back after its run.
     keep_leases: Arc<std::sync::atomic::AtomicBool>,
     holder: String,
+    /// Tenants with a whole-tenant run scheduled to look at their hold (`recheck_hold`).
+    rechecks: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// Where the admin API is reached (`http://HOST:PORT`), for the approve command a held run
+    /// logs.
+    origin: Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -224,7 +292,14 @@ impl Controller {
             leases: Arc::default(),
             keep_leases: Arc::default(),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            rechecks: Arc::default(),
+            origin: Arc::default(),
         }
+    }
+
+    /// Sets where the admin API is reached (`http://HOST:PORT`), for the commands logs print.
+    pub fn set_origin(&self, origin: String) {
+        let _ = self.origin.set(origin);
     }
 
     /// Asks for a reconcile of a tenant; repeated wake-ups collapse. `full` asks for the whole
@@ -323,12 +398,15 @@ impl Controller {
                 tokio::time::sleep(PUSH_GATHER).await;
                 self.queue.absorb(tenant_id);
             }
-            let result = async {
-                let tenant = self.store.tenant_by_id(tenant_id).await?;
-                let scope = if item.full { Scope2::Full } else { Scope2::Incremental };
-                self.reconcile(&tenant, item.trigger, scope, None).await
-            }
-            .await;
+            let tenant = self.store.tenant_by_id(tenant_id).await;
+            let slug = tenant.as_ref().map_or_else(|_| format!("#{tenant_id}"), |t| t.slug.clone());
+            let result = match tenant {
+                Ok(tenant) => {
+                    let scope = if item.full { Scope2::Full } else { Scope2::Incremental };
+                    self.reconcile(&tenant, item.trigger, scope, Approval::None).await
+                }
+                Err(e) => Err(e.into()),
+            };
             // A run that planned many users leaves memory to give back (and, capped, more
             // journal to read: it is queued again at once).
             // Not between the capped runs of one backlog (each would shrink the caches the next
@@ -339,7 +417,7 @@ impl Controller {
             after_backlog = truncated || (after_backlog && result.is_err());
             if let Ok(o) = &result {
                 if o.plan.truncated && o.stale == 0 {
-                    self.wake(tenant_id, Trigger::Push, false);
+                    self.wake(tenant_id, item.trigger, false);
                 }
             }
             match result {
@@ -349,8 +427,9 @@ impl Controller {
                         self.queue.succeeded(tenant_id);
                     }
                     if o.plan.summary != Summary::default() {
-                        tracing::info!(tenant_id, run_id = %o.run_id, status = %o.status, applied = o.applied,
-                            summary = %o.plan.summary.line(), "reconcile finished");
+                        tracing::info!(tenant = %slug, run_id = %o.run_id, trigger = item.trigger.as_str(),
+                            status = %o.status, applied = o.applied, summary = %o.plan.summary.line(),
+                            "reconcile finished");
                     }
                 }
                 Err(ControllerError::Busy) => {
@@ -358,14 +437,14 @@ impl Controller {
                     // renewal period) in case it dies.
                     let delay = self.queue.failed(tenant_id, item, LEASE_RENEW);
                     tracing::debug!(
-                        tenant_id,
+                        tenant = %slug,
                         retry_in_ms = delay.as_millis() as u64,
                         "tenant busy on another replica"
                     );
                 }
                 Err(e) => {
                     let delay = self.queue.failed(tenant_id, item, Duration::from_secs(300));
-                    tracing::warn!(tenant_id, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+                    tracing::warn!(tenant = %slug, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
                 }
             }
             self.queue.done(tenant_id);
@@ -384,12 +463,17 @@ impl Controller {
     /// # Errors
     /// Database errors.
     pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
-        self.plan_inner(tenant, scope, false).await
+        self.plan_inner(tenant, scope, false, false).await
     }
 
     /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read.
-    async fn plan_inner(&self, tenant: &Tenant, scope: Scope2, renew: bool) -> Result<ComputedPlan, ControllerError> {
-        let full = matches!(scope, Scope2::Full);
+    async fn plan_inner(
+        &self,
+        tenant: &Tenant,
+        scope: Scope2,
+        renew: bool,
+        hold_now: bool,
+    ) -> Result<ComputedPlan, ControllerError> {
         let mut renewed = std::time::Instant::now();
         let keep_lease = |renewed: &mut std::time::Instant| {
             let due = renew && renewed.elapsed() >= LEASE_RENEW;
@@ -398,10 +482,29 @@ impl Controller {
             }
             due
         };
-        let state = self.store.controller_state(tenant.id).await?;
+        let mut state = self.store.controller_state(tenant.id).await?;
+        if hold_now && state.held_fingerprint.is_none() {
+            // A settled burst tripped the valve: this plan is the one held.
+            state.held_fingerprint = Some(String::new());
+        }
+        let state = state;
         let mut head = self.store.journal_head(tenant.id).await?;
         let mut truncated = false;
         let now = Utc::now();
+        // An incremental run finds the tenant's burst of destructive pushes settled: it judges
+        // the whole burst (every user its pushes named, and those since).
+        let kind = match &scope {
+            Scope2::Full => RunScope::Full,
+            Scope2::Snapshot(_) => RunScope::Snapshot,
+            Scope2::Incremental => match &state.burst {
+                Some(b) if !state.safety.enabled || judge_at(b, &state.safety) <= now => RunScope::Burst,
+                _ => RunScope::Incremental,
+            },
+        };
+        let journal_from = match (&state.burst, kind) {
+            (Some(b), RunScope::Burst) => b.from_seq.min(state.applied_journal_seq),
+            _ => state.applied_journal_seq,
+        };
         let mut changes: Vec<Change> = Vec::new();
         let mut holders: HashMap<String, String> = HashMap::new();
         let mut touched: HashSet<String> = HashSet::new();
@@ -476,7 +579,7 @@ impl Controller {
             Scope2::Incremental => {
                 let mut ids: Vec<String> = Vec::new();
                 let mut seen = HashSet::new();
-                let mut after = state.applied_journal_seq;
+                let mut after = journal_from;
                 while after < head {
                     let rows = self.store.journal(tenant.id, after, 5000).await?;
                     let Some(last) = rows.last() else { break };
@@ -493,7 +596,8 @@ impl Controller {
                     }
                     // A long journal (an initial sync) is reconciled in runs of bounded size,
                     // so a run's memory does not grow with the backlog.
-                    if ids.len() >= INCREMENTAL_CAP && after < head {
+                    // (Not a burst's judgement: a burst is judged whole.)
+                    if ids.len() >= INCREMENTAL_CAP && after < head && kind != RunScope::Burst {
                         head = after;
                         truncated = true;
                         break;
@@ -529,43 +633,19 @@ impl Controller {
         let (changes, conflicts) = order_by_email(changes, &holders);
         let summary = Summary::of(&changes);
         let fp = fingerprint(&changes);
-        // The valve counts what the controller deactivated or deleted on its own in the last
-        // window too, so a mass deprovisioning pushed one user at a time (many small runs) trips
-        // it like one big run. A plan with nothing destructive cannot trip it: no counting (a
-        // COUNT over a large tenant would cost every small push run).
-        let (scim_users, recent) = if summary.destructive() > 0 {
-            let since = plan::fmt_time(now - SAFETY_WINDOW);
-            (
-                self.store.scim_user_count(tenant.id).await?.max(0) as u64,
-                self.store.recent_destructive(tenant.id, &since).await?.max(0) as u64,
-            )
-        } else {
-            (0, 0)
+        let gate = self.gate(tenant, &state, kind, &summary, &fp, now).await?;
+        let (held, waiting) = match gate {
+            Gate::Open => (None, 0),
+            Gate::Wait => (None, summary.destructive()),
+            Gate::Hold(h) => (Some(h), 0),
         };
-        let destructive = summary.destructive() + recent;
-        let held = if state.hold_released && full {
-            None
-        } else if state.held_fingerprint.is_some() && summary.destructive() > 0 {
-            Some(Hold {
-                reason: state.held_reason.clone().unwrap_or_else(|| "held by the safety valve".into()),
-                fingerprint: fp.clone(),
-            })
-        } else if state.safety.trips(destructive, scim_users + recent) {
-            Some(Hold {
-                reason: format!(
-                    "this run would deactivate or delete {} of {} SCIM users ({} more in the last {} minutes; \
-                     threshold {}% and at least {})",
-                    summary.destructive(),
-                    scim_users + recent,
-                    recent,
-                    SAFETY_WINDOW.num_minutes(),
-                    state.safety.percent,
-                    state.safety.min_users
-                ),
-                fingerprint: fp.clone(),
-            })
-        } else {
-            None
+        let judged_by = match (&state.burst, waiting) {
+            (Some(b), _) => Some(plan::fmt_time(judge_at(b, &state.safety))),
+            (None, n) if n > 0 => {
+                let first = Burst { first_at: plan::fmt_time(now), last_at: plan::fmt_time(now), from_seq: 0 };
+                Some(plan::fmt_time(judge_at(&first, &state.safety)))
+            }
+            _ => None,
         };
         Ok(ComputedPlan {
             tenant: tenant.slug.clone(),
@@ -574,10 +654,58 @@ impl Controller {
             changes,
             conflicts,
             journal_head: head,
+            journal_from,
             truncated,
             held,
-            released: state.hold_released && full,
+            waiting,
+            judged_by: judged_by.filter(|_| waiting > 0),
+            kind,
         })
+    }
+
+    /// The safety valve's decision on a plan's destructive changes (deactivations, deletions):
+    /// - none, or the valve is off: applied;
+    /// - the tenant is held: held (the hold lasts until nothing held is left, or a person
+    ///   approves or releases it);
+    /// - a push's, or any run's while a burst of destructive pushes is open: they wait for the
+    ///   burst to settle;
+    /// - otherwise (a settled burst, a whole-tenant run): judged with the destructive changes
+    ///   applied in the last `SAFETY_WINDOW`, over the tenant's SCIM users before them.
+    async fn gate(
+        &self,
+        tenant: &Tenant,
+        state: &ControllerState,
+        kind: RunScope,
+        summary: &Summary,
+        fp: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Gate, ControllerError> {
+        let waiting = Destructive::of(summary);
+        if waiting.total() == 0 || !state.safety.enabled {
+            return Ok(Gate::Open);
+        }
+        let held = state.held_fingerprint.is_some();
+        if held && kind == RunScope::Incremental {
+            // A push's part of a standing hold: the whole-tenant runs keep the reason current.
+            let reason = state.held_reason.clone().unwrap_or_else(|| "held by the safety valve".into());
+            return Ok(Gate::Hold(Hold { reason, fingerprint: fp.to_string(), judgement: None }));
+        }
+        if !held && (kind == RunScope::Incremental || (kind == RunScope::Full && state.burst.is_some())) {
+            return Ok(Gate::Wait);
+        }
+        let since = plan::fmt_time(now - SAFETY_WINDOW);
+        let (deactivated, deleted) = self.store.recent_destructive(tenant.id, &since).await?;
+        let recent = Destructive { deactivate: deactivated.max(0) as u64, delete: deleted.max(0) as u64 };
+        let users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
+        let j = state.safety.judge(waiting, recent, users);
+        if !held && !j.trips {
+            return Ok(Gate::Open);
+        }
+        Ok(Gate::Hold(Hold {
+            reason: j.reason(SAFETY_WINDOW.num_minutes()),
+            fingerprint: fp.to_string(),
+            judgement: Some(j),
+        }))
     }
 
     /// Plans a batch of desired users against the actual users that could match them.
@@ -643,18 +771,19 @@ impl Controller {
         Ok((changes, holders))
     }
 
-    /// Reconciles a tenant now: plans, applies (minus what the safety valve holds), records the
-    /// run. With `approve`, the plan must still have that fingerprint, and it is applied whole.
+    /// Reconciles a tenant now: plans, applies (minus what the safety valve holds or keeps
+    /// waiting), records the run. With an approval, destructive changes are applied too: an
+    /// approved fingerprint must still be the whole-tenant plan's.
     ///
     /// # Errors
-    /// `StalePlan` when an approved fingerprint no longer matches; `Busy` when another process
-    /// holds the tenant's lease; database errors.
+    /// `StalePlan` when an approved fingerprint no longer matches (`AlreadyApplied` when a run
+    /// applied it); `Busy` when another process holds the tenant's lease; database errors.
     pub async fn reconcile(
         &self,
         tenant: &Tenant,
         trigger: Trigger,
         scope: Scope2,
-        approve: Option<&str>,
+        approval: Approval<'_>,
     ) -> Result<RunOutcome, ControllerError> {
         let mut meter = RunMeter::new(trigger, &scope);
         let lock = self.tenant_lock(tenant.id).await;
@@ -671,14 +800,20 @@ impl Controller {
             }
         };
         meter.started = Some(std::time::Instant::now());
-        let result = self.reconcile_locked(tenant, trigger, scope, approve, fence, &mut meter).await;
+        let span = tracing::info_span!(
+            "reconcile",
+            tenant = %tenant.slug,
+            trigger = trigger.as_str(),
+            run_id = tracing::field::Empty
+        );
+        let result = self.reconcile_locked(tenant, trigger, scope, approval, fence, &mut meter).instrument(span).await;
         if let Err(e) = &result {
             meter.ended(e);
         }
         if !self.keep_leases.load(std::sync::atomic::Ordering::SeqCst) {
             self.forget_lease(tenant.id);
             if let Err(e) = self.store.release_lease(tenant.id, &self.holder).await {
-                tracing::warn!(tenant_id = tenant.id, error = %e, "cannot release the reconcile lease");
+                tracing::warn!(tenant = %tenant.slug, error = %e, "cannot release the reconcile lease");
             }
         } else if result.is_err() {
             self.forget_lease(tenant.id);
@@ -731,38 +866,71 @@ impl Controller {
         tenant: &Tenant,
         trigger: Trigger,
         scope: Scope2,
-        approve: Option<&str>,
+        approval: Approval<'_>,
         mut fence: i64,
         meter: &mut RunMeter,
     ) -> Result<RunOutcome, ControllerError> {
-        let full = matches!(scope, Scope2::Full);
-        let p = self.plan_inner(tenant, scope, true).await?;
-        if let Some(fp) = approve {
+        let approved = approval.given();
+        let scope = if approved { Scope2::Full } else { scope };
+        let mut p = self.plan_inner(tenant, scope, true, false).await?;
+        if let Approval::Fingerprint(fp) = approval {
             if fp != p.fingerprint {
+                if let Some((run_id, at)) = self.store.applied_run_with_fingerprint(tenant.id, fp).await? {
+                    return Err(ControllerError::AlreadyApplied { fingerprint: fp.to_string(), run_id, at });
+                }
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
             }
         }
+        let state = self.store.controller_state(tenant.id).await?;
+        let was_held = state.held_fingerprint.is_some();
+        // A settled burst over the threshold: the hold begins, and it stands above the
+        // whole-tenant plan (what an operator reviews and approves), computed now.
+        if !approved && p.kind == RunScope::Burst && p.held.is_some() {
+            let progress = crate::store::Progress {
+                tenant_id: tenant.id,
+                journal_seq: state.applied_journal_seq,
+                full_run_at: None,
+                burst: BurstUpdate::Close,
+            };
+            self.store.set_progress(&progress).await?;
+            p = self.plan_inner(tenant, Scope2::Full, true, true).await?;
+            meter.scope = "burst";
+        }
+        let full = p.kind == RunScope::Full;
+        if meter.scope != "burst" {
+            meter.scope = p.kind.as_str();
+        }
         let run_id = uuid::Uuid::now_v7().to_string();
-        let span =
-            tracing::info_span!("reconcile", tenant = %tenant.slug, run_id = %run_id, trigger = trigger.as_str());
-        let _e = span.enter();
-        if p.changes.is_empty() && approve.is_none() {
+        tracing::Span::current().record("run_id", run_id.as_str());
+        let burst = match p.kind {
+            _ if approved => BurstUpdate::Close,
+            RunScope::Burst => BurstUpdate::Close,
+            _ if p.waiting > 0 => BurstUpdate::Defer {
+                from_seq: p.journal_from,
+                push: p.kind == RunScope::Incremental,
+                at: plan::fmt_time(Utc::now()),
+            },
+            _ => BurstUpdate::Keep,
+        };
+        // A whole-tenant run of a held tenant that holds nothing more ends the hold.
+        let ends_hold = was_held && (approved || (full && p.held.is_none()));
+        if p.changes.is_empty() && !approved && !ends_hold {
             // Nothing to do: no run row, just the progress mark.
-            self.store.set_progress(tenant.id, p.journal_head, full.then(crate::store::now).as_deref()).await?;
-            // Only a whole-tenant run can tell that nothing destructive is left to hold.
-            if full && self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
-                self.store.set_hold(tenant.id, None, "controller").await?;
-            }
+            let progress = crate::store::Progress {
+                tenant_id: tenant.id,
+                journal_seq: p.journal_head,
+                full_run_at: full.then(crate::store::now),
+                burst,
+            };
+            self.store.set_progress(&progress).await?;
             meter.ran("noop", 0);
             return Ok(RunOutcome { run_id, status: "noop".into(), applied: 0, skipped_held: 0, stale: 0, plan: p });
         }
         self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
-        let hold = if approve.is_some() { None } else { p.held.clone() };
-        // Changes an operator approved or released are the operator's (and not counted by the
+        // Changes a person approved or released are the person's (and not counted by the
         // safety valve's window).
-        // Decided with the plan, from the same read of the state.
-        let released = p.released;
-        let actor = if approve.is_some() || released { "operator" } else { "controller" };
+        let actor = if approved { "operator" } else { "controller" };
+        let keep_back = !approved && (p.held.is_some() || p.waiting > 0);
         let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
         let mut failure = None;
         // Renew before writing when planning took long, then every LEASE_RENEW.
@@ -776,9 +944,9 @@ impl Controller {
             .changes
             .iter()
             .filter(|c| {
-                let held = hold.is_some() && c.kind.is_destructive();
-                skipped += u64::from(held);
-                !held
+                let kept = keep_back && c.kind.is_destructive();
+                skipped += u64::from(kept);
+                !kept
             })
             .collect();
         // Changes are written in batches, each under one commit, in plan order.
@@ -815,23 +983,37 @@ impl Controller {
                 }
             }
         }
-        let status = match (&failure, &hold) {
-            (Some(_), _) => "failed",
-            (None, Some(_)) => "held",
-            (None, None) => "applied",
+        let status = match (&failure, &p.held, p.waiting) {
+            (Some(_), _, _) => "failed",
+            (None, Some(_), _) if !approved => "held",
+            (None, _, n) if n > 0 && !approved => "waiting",
+            (None, _, _) => "applied",
+        };
+        let hold_note = if ends_hold {
+            Some(match approval {
+                Approval::Fingerprint(_) => "hold ended: an operator approved the plan",
+                Approval::Release => "hold ended: an operator released the held changes",
+                Approval::None if !state.safety.enabled => "hold ended: the safety valve was switched off",
+                Approval::None => "hold ended: nothing held is left (the IdP reverted the held changes)",
+            })
+        } else {
+            None
         };
         let summary = json!({
             "planned": p.summary,
             "applied": applied,
-            "held": skipped,
+            "held": if p.held.is_some() { skipped } else { 0 },
+            "waiting": if p.waiting > 0 { skipped } else { 0 },
             "stale": stale,
             "line": p.summary.line(),
+            "hold": p.held.as_ref().map(|h| h.reason.as_str()).or(hold_note),
         });
         // Stale changes are re-planned by the next run; only a clean run marks the journal done.
         let progress = (failure.is_none() && stale == 0).then(|| crate::store::Progress {
             tenant_id: tenant.id,
             journal_seq: p.journal_head,
             full_run_at: full.then(crate::store::now),
+            burst,
         });
         self.store
             .finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref(), progress.as_ref())
@@ -841,23 +1023,37 @@ impl Controller {
         if let Some(f) = failure {
             return Err(ControllerError::Store(StoreError::Invalid(f)));
         }
-        match &hold {
-            Some(h) => {
-                self.store.set_hold(tenant.id, Some((&h.fingerprint, &h.reason)), "controller").await?;
-                // An operator approves the whole-tenant plan: have one computed and held.
-                if !full {
-                    self.wake(tenant.id, Trigger::Cron, true);
-                }
-            }
-            None => {
-                if full && self.store.controller_state(tenant.id).await?.held_fingerprint.is_some() {
-                    self.store.set_hold(tenant.id, None, actor).await?;
-                }
+        if let (Some(h), false) = (&p.held, approved) {
+            if p.kind == RunScope::Incremental {
+                // Only a whole-tenant run can tell whether anything held is left (the IdP may
+                // have just reverted the last of it): one follows once the pushes settle.
+                self.recheck_hold(tenant.id, &state);
+            } else {
+                self.hold(tenant, h, &p.summary).await?;
             }
         }
-        // A release lets one whole-tenant run through.
-        if released {
-            self.store.clear_release(tenant.id).await?;
+        if ends_hold {
+            let (actor, how) = match approval {
+                Approval::Fingerprint(_) => ("operator", "approved"),
+                Approval::Release => ("operator", "released"),
+                Approval::None if !state.safety.enabled => ("controller", "disabled"),
+                Approval::None => ("controller", "reverted"),
+            };
+            if self.store.set_hold(tenant, None, actor, how).await? {
+                tracing::info!(tenant = %tenant.slug, run_id = %run_id, how, "{}", hold_note.unwrap_or_default());
+            }
+            crate::metrics::METRICS.held(&tenant.slug, None);
+        }
+        if p.waiting > 0 && progress.is_some() {
+            let b = self.store.controller_state(tenant.id).await?.burst;
+            if let Some(b) = b {
+                let at = judge_at(&b, &state.safety);
+                tracing::info!(
+                    tenant = %tenant.slug, run_id = %run_id, waiting = p.waiting, judged_by = %plan::fmt_time(at),
+                    "destructive changes wait for the burst of pushes to settle"
+                );
+                self.wake_at(tenant.id, at);
+            }
         }
         if stale > 0 {
             // Re-planned soon, with backoff: a change that stays stale must not spin.
@@ -866,6 +1062,74 @@ impl Controller {
         }
         Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })
     }
+
+    /// Records (or refreshes) the tenant's hold over a plan; logs a hold that begins or moves
+    /// to a new plan at WARN, with the command that approves it. Answers whether it began.
+    async fn hold(&self, tenant: &Tenant, h: &Hold, summary: &Summary) -> Result<bool, ControllerError> {
+        let d = Destructive::of(summary);
+        let rec = HoldRecord {
+            fingerprint: h.fingerprint.clone(),
+            reason: h.reason.clone(),
+            destructive: d,
+            scim_users: h.judgement.map_or(0, |j| j.scim_users),
+        };
+        let before = self.store.controller_state(tenant.id).await?.held_fingerprint;
+        let began = self.store.set_hold(tenant, Some(&rec), "controller", "held").await?;
+        crate::metrics::METRICS.held(&tenant.slug, Some(d.total()));
+        if before.as_deref() != Some(h.fingerprint.as_str()) {
+            let origin = self.origin.get().map_or("http://HOST", String::as_str);
+            tracing::warn!(
+                tenant = %tenant.slug,
+                deactivate = d.deactivate,
+                delete = d.delete,
+                fingerprint = %h.fingerprint,
+                reason = %h.reason,
+                approve = %format!("moonborn-scim approve --tenant {} {}", tenant.slug, h.fingerprint),
+                approve_http = %format!(
+                    "curl -X POST -H \"Authorization: Bearer $MOONBORN_ADMIN_TOKEN\" {origin}/v1/admin/tenants/{}/plan/{}/approve",
+                    tenant.slug, h.fingerprint
+                ),
+                "{}",
+                if began { "safety valve holds destructive changes for approval" } else { "held plan changed" }
+            );
+        }
+        Ok(began)
+    }
+
+    /// Wakes a tenant (an incremental run) at `at`: a burst's judgement.
+    fn wake_at(&self, tenant_id: i64, at: chrono::DateTime<Utc>) {
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
+        let q = Arc::clone(&self.queue);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(tenant_id, Trigger::Push, false);
+        });
+    }
+
+    /// Schedules one whole-tenant run of a held tenant once pushes have been quiet for the
+    /// settle time (at most one waits per tenant), so a hold whose changes the IdP reverted ends.
+    fn recheck_hold(&self, tenant_id: i64, state: &ControllerState) {
+        if !self.rechecks.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id) {
+            return;
+        }
+        let delay = Duration::from_millis(state.safety.settle_ms);
+        let c = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            c.rechecks.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
+            c.wake(tenant_id, Trigger::Push, true);
+        });
+    }
+}
+
+/// When a burst of destructive pushes is judged: `settle` after its last destructive push, and
+/// at most `max_wait` after its first.
+fn judge_at(b: &Burst, s: &plan::Safety) -> chrono::DateTime<Utc> {
+    let at =
+        |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
+    let settle = at(&b.last_at) + chrono::Duration::milliseconds(s.settle_ms as i64);
+    let max = at(&b.first_at) + chrono::Duration::milliseconds(s.max_wait_ms as i64);
+    settle.min(max)
 }
 
 /// One key range of a full run: a batch of desired users (SCIM id, stored document), their

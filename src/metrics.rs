@@ -2,8 +2,9 @@
 //! (admin token). One registry for the process: the writer, fsync and checkpoint threads record
 //! into it without a handle to the router's state.
 //!
-//! Labels take only values from small fixed sets (no tenant, path or id), so the number of
-//! series stays bounded whatever the traffic.
+//! Labels take only values from small fixed sets (no path or id), so the number of series stays
+//! bounded whatever the traffic. The one exception is `tenant_held_changes`, labelled by tenant
+//! slug: a series exists only while that tenant is held, so it is bounded by the holds at hand.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -57,6 +59,12 @@ pub struct RunLabels {
     pub status: &'static str,
 }
 
+/// Labels of a held tenant: its slug.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
 /// Labels of a WAL checkpoint: `mode` `passive` (copies what it can, holds nobody; `outcome`
 /// done or error) or `restart` (holds this process's writers until the WAL starts over;
 /// `outcome` done, busy — it waited for a reader in vain — or error).
@@ -86,6 +94,10 @@ pub struct Metrics {
     pub sqlite_commit: Histogram,
     pub sqlite_batch_writes: Histogram,
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
+    pub tenants_held: Gauge,
+    pub tenant_held_changes: Family<TenantLabel, Gauge>,
+    /// The slugs that have a `tenant_held_changes` series (the gauge counts them).
+    held: std::sync::Mutex<std::collections::BTreeSet<String>>,
     registry: Registry,
 }
 
@@ -110,6 +122,18 @@ impl Metrics {
         let sqlite_commit = latency();
         let sqlite_batch_writes = Histogram::new(BATCH_BUCKETS);
         let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        let tenants_held = Gauge::default();
+        let tenant_held_changes = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenants_held",
+            "Tenants whose destructive changes the safety valve holds for an operator's approval",
+            tenants_held.clone(),
+        );
+        registry.register(
+            "tenant_held_changes",
+            "Destructive changes (deactivations, deletions) a held tenant keeps back, by tenant slug; present only while the tenant is held",
+            tenant_held_changes.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered, by API (scim, admin, other), method and status code",
@@ -171,6 +195,9 @@ impl Metrics {
             sqlite_commit,
             sqlite_batch_writes,
             webhook_deliveries,
+            tenants_held,
+            tenant_held_changes,
+            held: std::sync::Mutex::default(),
             registry,
         }
     }
@@ -188,6 +215,23 @@ impl Metrics {
         };
         self.http_requests.get_or_create(&RequestLabels { api, method, status }).inc();
         self.http_duration.get_or_create(&ApiLabel { api }).observe(took.as_secs_f64());
+    }
+
+    /// Records whether a tenant is held, and how many destructive changes it keeps back.
+    pub fn held(&self, tenant: &str, changes: Option<u64>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let label = TenantLabel { tenant: tenant.to_string() };
+        match changes {
+            Some(n) => {
+                self.tenant_held_changes.get_or_create(&label).set(n as i64);
+                held.insert(label.tenant);
+            }
+            None => {
+                self.tenant_held_changes.remove(&label);
+                held.remove(&label.tenant);
+            }
+        }
+        self.tenants_held.set(held.len() as i64);
     }
 
     /// Records a WAL checkpoint.
@@ -242,6 +286,22 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_held_tenant_has_a_series_only_while_held() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("moonborn_tenants_held 0"));
+        m.held("acme", Some(60));
+        m.held("beta", Some(3));
+        m.held("acme", Some(61));
+        let text = m.encode();
+        assert!(text.contains("moonborn_tenants_held 2"), "{text}");
+        assert!(text.contains("moonborn_tenant_held_changes{tenant=\"acme\"} 61"), "{text}");
+        m.held("acme", None);
+        let text = m.encode();
+        assert!(text.contains("moonborn_tenants_held 1"), "{text}");
+        assert!(!text.contains("tenant=\"acme\""), "{text}");
     }
 
     #[test]

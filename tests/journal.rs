@@ -90,7 +90,7 @@ impl Db {
     /// An incremental run, as a push triggers.
     async fn run(&self) {
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Push, Scope2::Incremental, None)
+            .reconcile(&self.tenant, Trigger::Push, Scope2::Incremental, moonborn_scim::controller::Approval::None)
             .await
             .expect("incremental run");
     }
@@ -99,7 +99,7 @@ impl Db {
     async fn bind(&self, b: &Bindings) {
         self.store.set_bindings(self.tenant.id, b, "test").await.expect("bindings");
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Bindings, Scope2::Full, None)
+            .reconcile(&self.tenant, Trigger::Bindings, Scope2::Full, moonborn_scim::controller::Approval::None)
             .await
             .expect("full run");
     }

@@ -75,7 +75,7 @@ impl Db {
 
     async fn reconcile(&self) -> RunOutcome {
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Operator, Scope2::Full, None)
+            .reconcile(&self.tenant, Trigger::Operator, Scope2::Full, moonborn_scim::controller::Approval::None)
             .await
             .expect("reconcile")
     }

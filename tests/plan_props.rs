@@ -700,7 +700,7 @@ proptest! {
 #[test]
 fn safety_trips_boundaries() {
     let s = Safety::default();
-    assert_eq!(s, Safety { percent: 20, min_users: 10 });
+    assert_eq!(s, Safety { percent: 20, min_users: 10, enabled: true, settle_ms: 10_000, max_wait_ms: 120_000 });
     // Exactly 20% is not more than 20%.
     assert!(!s.trips(10, 50));
     assert!(s.trips(10, 49));
@@ -713,11 +713,11 @@ fn safety_trips_boundaries() {
     assert!(!s.trips(0, 0));
     // A zero-user tenant (everything already gone) with 10 destructive changes trips.
     assert!(s.trips(10, 0));
-    let custom = Safety { percent: 50, min_users: 2 };
+    let custom = Safety { percent: 50, min_users: 2, ..Safety::default() };
     assert!(!custom.trips(1, 1));
     assert!(!custom.trips(2, 4));
     assert!(custom.trips(2, 3));
-    let off = Safety { percent: 100, min_users: 0 };
+    let off = Safety { percent: 100, min_users: 0, ..Safety::default() };
     assert!(!off.trips(5, 5));
     assert!(off.trips(6, 5));
 }

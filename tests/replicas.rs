@@ -103,7 +103,8 @@ async fn two_replicas_one_killed_mid_run() {
     let tenant = store.create_tenant("acme", Tier::Enterprise).await.unwrap();
     let token = store.create_token("acme").await.unwrap().1;
     // A quarter of the users are deactivated on purpose: the safety valve must not hold that.
-    store.set_safety(tenant.id, moonborn_scim::controller::plan::Safety { percent: 100, min_users: 1 }).await.unwrap();
+    let off = moonborn_scim::controller::plan::Safety { enabled: false, ..Default::default() };
+    store.set_safety(tenant.id, off, "test").await.unwrap();
     let a = start(&db);
     let mut b = start(&db);
     let bases = [a.base.clone(), b.base.clone()];

@@ -56,9 +56,12 @@ fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
         changes,
         conflicts: Vec::new(),
         journal_head: 0,
+        journal_from: 0,
         truncated: false,
         held,
-        released: false,
+        waiting: 0,
+        judged_by: None,
+        kind: Default::default(),
     }
 }
 
@@ -282,6 +285,7 @@ fn held_plan_says_so() {
     let held = computed(
         p.changes.clone(),
         Some(Hold {
+            judgement: None,
             reason: "this run would deactivate or delete 2 of 3 SCIM users".into(),
             fingerprint: p.fingerprint,
         }),

@@ -92,7 +92,9 @@ impl From<HandError> for AdminError {
 impl From<ControllerError> for AdminError {
     fn from(e: ControllerError) -> Self {
         match e {
-            ControllerError::Busy | ControllerError::StalePlan { .. } => AdminError::conflict(e.to_string()),
+            ControllerError::Busy | ControllerError::StalePlan { .. } | ControllerError::AlreadyApplied { .. } => {
+                AdminError::conflict(e.to_string())
+            }
             // A run that failed part-way reports its cause as `Invalid`; it is not the request's fault.
             ControllerError::Store(StoreError::Invalid(m)) => {
                 tracing::error!(error = %m, "an operator's run failed");

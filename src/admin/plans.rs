@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::AdminError;
 use super::extract::{MaybeBody, TenantCtx, P, Q};
-use crate::controller::{report, RunOutcome, Scope2, Trigger};
+use crate::controller::{report, Approval, ControllerError, RunOutcome, Scope2, Trigger};
 use crate::http::AppState;
 
 /// A report format.
@@ -95,6 +95,8 @@ struct OutcomeBody<'a> {
     status: &'a str,
     applied: u64,
     held: u64,
+    /// Destructive changes waiting for a burst of pushes to settle.
+    waiting: u64,
     stale: u64,
     report: report::JsonReport<'a>,
 }
@@ -103,11 +105,13 @@ struct OutcomeBody<'a> {
 async fn outcome(s: &AppState, o: RunOutcome) -> Response {
     // A dry run, or a run with nothing to do, records no run row: it has no id to look up.
     let run_id = (!matches!(o.status.as_str(), "noop" | "dry_run")).then_some(o.run_id.as_str());
+    let (held, waiting) = if o.plan.waiting > 0 { (0, o.skipped_held) } else { (o.skipped_held, 0) };
     let body = OutcomeBody {
         run_id,
         status: &o.status,
         applied: o.applied,
-        held: o.skipped_held,
+        held,
+        waiting,
         stale: o.stale,
         report: report::JsonReport(&o.plan),
     };
@@ -128,7 +132,7 @@ pub async fn reconcile(
 ) -> Result<Response, AdminError> {
     if b.unwrap_or_default().dry_run {
         let p = s.controller.plan(&t, Scope2::Full).await?;
-        let held = if p.held.is_some() { p.summary.destructive() } else { 0 };
+        let held = if p.held.is_some() || p.waiting > 0 { p.summary.destructive() } else { 0 };
         let o = RunOutcome {
             run_id: String::new(),
             status: "dry_run".into(),
@@ -139,12 +143,13 @@ pub async fn reconcile(
         };
         return Ok(outcome(&s, o).await);
     }
-    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, None).await?;
+    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::None).await?;
     Ok(outcome(&s, o).await)
 }
 
 /// `POST /tenants/{slug}/plan/{fingerprint}/approve` → the run, applied whole (held changes
-/// included); 409 when the plan changed since it was shown.
+/// included); 409 when the plan changed since it was shown; 200 with `status`
+/// "already_applied" (and the run that applied it) when it was applied before.
 pub async fn approve(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
@@ -154,6 +159,45 @@ pub async fn approve(
         return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
     }
     let fp = fingerprint.to_ascii_lowercase();
-    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Some(&fp)).await?;
-    Ok(outcome(&s, o).await)
+    match s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Fingerprint(&fp)).await {
+        Ok(o) => Ok(outcome(&s, o).await),
+        Err(ControllerError::AlreadyApplied { fingerprint, run_id, at }) => Ok(Json(serde_json::json!({
+            "run_id": run_id,
+            "status": "already_applied",
+            "fingerprint": fingerprint,
+            "applied_at": at,
+            "applied": 0,
+            "message": format!("plan {fingerprint} was already applied by run {run_id} at {at}; nothing more to approve"),
+        }))
+        .into_response()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /tenants/{slug}/hold/release` → the run that let the held changes through once
+/// (`applied` says how many changes it applied, `released` how many held ones); with nothing
+/// held, nothing runs (`status` "nothing_held") and the release is audited.
+pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Response, AdminError> {
+    if s.store.controller_state(t.id).await?.held_fingerprint.is_none() {
+        s.store.audit_empty_release(t.id, "operator").await?;
+        return Ok(Json(serde_json::json!({
+            "run_id": null, "status": "nothing_held", "applied": 0, "released": 0, "held": null,
+            "message": format!("tenant {} holds nothing; nothing was run", t.slug),
+        }))
+        .into_response());
+    }
+    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Release).await?;
+    let released = o.plan.summary.destructive().min(o.applied);
+    let body = serde_json::json!({
+        "run_id": o.run_id,
+        "status": o.status,
+        "applied": o.applied,
+        "released": released,
+        "held": null,
+        "message": format!("released the hold of tenant {}: applied {} changes ({} deactivations and deletions)", t.slug, o.applied, released),
+        "report": report::JsonReport(&o.plan),
+    });
+    drop(o);
+    s.store.release_memory().await;
+    Ok(Json(body).into_response())
 }

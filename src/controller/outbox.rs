@@ -38,7 +38,8 @@ async fn deliver(client: &reqwest::Client, cfg: &WebhookConfig, ev: &OutboxEvent
         "id": ev.id,
         "type": ev.event_type,
         "tenant_id": ev.tenant_id,
-        "user_id": ev.user_id,
+        // Tenant events (`tenant.held`, `tenant.released`) are about no user.
+        "user_id": (!ev.user_id.is_empty()).then_some(ev.user_id.as_str()),
         "created_at": ev.created_at,
         "data": ev.payload,
     })

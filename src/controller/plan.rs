@@ -483,23 +483,105 @@ pub fn fingerprint(changes: &[Change]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// Safety-valve settings: hold a run that would deactivate or delete more than `percent` of a
-/// tenant's SCIM users, when that is also at least `min_users` users.
+/// Safety-valve settings: hold destructive changes (deactivations, deletions) that would
+/// deactivate or delete more than `percent` of a tenant's SCIM users, when that is also at least
+/// `min_users` users. Destructive changes that pushes cause wait until the tenant's destructive
+/// pushes settle (none new for `settle_ms`, at most `max_wait_ms` after the first) and are judged
+/// together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Safety {
     pub percent: u32,
     pub min_users: u64,
+    /// Off: every change is applied at once and nothing is ever held.
+    pub enabled: bool,
+    pub settle_ms: u64,
+    pub max_wait_ms: u64,
 }
 
 impl Default for Safety {
     fn default() -> Self {
-        Safety { percent: 20, min_users: 10 }
+        Safety { percent: 20, min_users: 10, enabled: true, settle_ms: 10_000, max_wait_ms: 120_000 }
     }
+}
+
+/// Destructive changes counted by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destructive {
+    pub deactivate: u64,
+    pub delete: u64,
+}
+
+impl Destructive {
+    /// The destructive changes of a plan.
+    pub fn of(s: &Summary) -> Destructive {
+        Destructive { deactivate: s.deactivate, delete: s.delete }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.deactivate + self.delete
+    }
+}
+
+/// The safety valve's verdict on destructive changes, with the numbers an operator can check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Judgement {
+    /// The changes being judged (not applied yet).
+    pub waiting: Destructive,
+    /// Destructive changes the controller applied on its own in the window (not those a person
+    /// approved or released).
+    pub recent: Destructive,
+    /// The tenant's SCIM users as they were before the changes being judged.
+    pub scim_users: u64,
+    /// `percent` of `scim_users`: more than this trips the valve.
+    pub threshold: u64,
+    pub percent: u32,
+    pub min_users: u64,
+    pub trips: bool,
 }
 
 impl Safety {
     /// Whether `destructive` changes out of `scim_users` trip the valve.
     pub fn trips(&self, destructive: u64, scim_users: u64) -> bool {
         destructive >= self.min_users && destructive * 100 > u64::from(self.percent) * scim_users
+    }
+
+    /// Judges `waiting` destructive changes together with the `recent` ones applied in the
+    /// window. `scim_users_now` counts the tenant's SCIM users that are not deleted: the waiting
+    /// changes are not applied yet, so only the recent deletions left that count and are added
+    /// back (a deactivated user is still a SCIM user).
+    pub fn judge(&self, waiting: Destructive, recent: Destructive, scim_users_now: u64) -> Judgement {
+        let scim_users = scim_users_now + recent.delete;
+        Judgement {
+            waiting,
+            recent,
+            scim_users,
+            threshold: u64::from(self.percent) * scim_users / 100,
+            percent: self.percent,
+            min_users: self.min_users,
+            trips: self.trips(waiting.total() + recent.total(), scim_users),
+        }
+    }
+}
+
+impl Judgement {
+    /// The reason an operator reads, e.g. "would deactivate 60 of 200 SCIM users; threshold 20%
+    /// (40) and at least 10".
+    pub fn reason(&self, window_minutes: i64) -> String {
+        let w = self.waiting;
+        let what = match (w.deactivate, w.delete) {
+            (a, 0) => format!("deactivate {a}"),
+            (0, d) => format!("delete {d}"),
+            (a, d) => format!("deactivate {a} and delete {d}"),
+        };
+        let mut s = format!("would {what} of {} SCIM users", self.scim_users);
+        if self.recent.total() > 0 {
+            s.push_str(&format!(
+                ", after {} deactivated or deleted in the last {window_minutes} minutes ({} in all)",
+                self.recent.total(),
+                w.total() + self.recent.total()
+            ));
+        }
+        s.push_str(&format!("; threshold {}% ({}) and at least {}", self.percent, self.threshold, self.min_users));
+        s
     }
 }

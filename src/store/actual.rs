@@ -23,15 +23,42 @@ const USER_COLS: &str =
 pub struct ControllerState {
     pub bindings: Bindings,
     pub safety: Safety,
-    /// The fingerprint of a plan held by the safety valve, waiting for an operator.
+    /// The fingerprint of the plan held by the safety valve, waiting for an operator.
     pub held_fingerprint: Option<String>,
     pub held_reason: Option<String>,
+    /// When the hold began (it stays while the hold is refreshed).
     pub held_at: Option<String>,
-    /// An operator released the hold: the next run applies destructive changes too.
-    pub hold_released: bool,
+    /// The destructive changes the hold keeps back.
+    pub held_count: u64,
+    /// Destructive changes of pushes waiting for the burst to settle.
+    pub burst: Option<Burst>,
     /// The intent-journal position the controller has reconciled up to.
     pub applied_journal_seq: i64,
     pub last_full_run_at: Option<String>,
+}
+
+/// A burst of destructive pushes waiting to be judged whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Burst {
+    /// The first run that deferred a destructive change of the burst.
+    pub first_at: String,
+    /// The last push run that did.
+    pub last_at: String,
+    /// The burst's pushes lie after this journal position.
+    pub from_seq: i64,
+}
+
+/// What a run does to the tenant's waiting burst, with its progress.
+#[derive(Debug, Clone, Default)]
+pub enum BurstUpdate {
+    #[default]
+    Keep,
+    /// Destructive changes were deferred: open the burst (its pushes lie after `from_seq`) or
+    /// extend it; `push` says a push caused them (a push extends the settle time, a whole-tenant
+    /// run does not).
+    Defer { from_seq: i64, push: bool, at: String },
+    /// The burst was judged (applied or held).
+    Close,
 }
 
 /// How far a tenant's intent journal is reconciled.
@@ -41,11 +68,12 @@ pub struct Progress {
     pub journal_seq: i64,
     /// Set when the run covered the whole tenant.
     pub full_run_at: Option<String>,
+    pub burst: BurstUpdate,
 }
 
 /// The statements that record how far a tenant's journal is reconciled.
-fn progress_stmts(p: &Progress) -> [Stmt; 2] {
-    [
+fn progress_stmts(p: &Progress) -> Vec<Stmt> {
+    let mut v = vec![
         Stmt::new(
             "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') \
              ON CONFLICT (tenant_id) DO NOTHING",
@@ -59,7 +87,37 @@ fn progress_stmts(p: &Progress) -> [Stmt; 2] {
         .arg(p.journal_seq)
         .arg(&p.full_run_at)
         .arg(p.tenant_id),
-    ]
+    ];
+    match &p.burst {
+        BurstUpdate::Keep => {}
+        BurstUpdate::Defer { from_seq, push, at } => v.push(
+            Stmt::new(
+                "UPDATE controller_state SET \
+                 burst_from_seq = CASE WHEN burst_first_at IS NULL THEN $1 ELSE burst_from_seq END, \
+                 burst_first_at = COALESCE(burst_first_at, $2), \
+                 burst_last_at = CASE WHEN $3 = 1 OR burst_last_at IS NULL THEN $2 ELSE burst_last_at END \
+                 WHERE tenant_id = $4",
+            )
+            .arg(*from_seq)
+            .arg(at.as_str())
+            .arg(i64::from(*push))
+            .arg(p.tenant_id),
+        ),
+        BurstUpdate::Close => v.push(
+            Stmt::new("UPDATE controller_state SET burst_first_at = NULL, burst_last_at = NULL WHERE tenant_id = $1")
+                .arg(p.tenant_id),
+        ),
+    }
+    v
+}
+
+/// A hold as stored: the plan it stands above, why, and its counts.
+#[derive(Debug, Clone)]
+pub struct HoldRecord {
+    pub fingerprint: String,
+    pub reason: String,
+    pub destructive: crate::controller::plan::Destructive,
+    pub scim_users: u64,
 }
 
 /// What applying a change did.
@@ -183,8 +241,9 @@ impl Store {
     /// Database errors.
     pub async fn controller_state(&self, tenant_id: i64) -> Result<ControllerState, StoreError> {
         let row = sqlx::query(
-            "SELECT default_role, bindings_set, safety_percent, safety_min_users, held_fingerprint, held_reason, \
-             held_at, hold_released, applied_journal_seq, last_full_run_at FROM controller_state WHERE tenant_id = $1",
+            "SELECT default_role, bindings_set, safety_percent, safety_min_users, safety_enabled, safety_settle_ms, \
+             safety_max_wait_ms, held_fingerprint, held_reason, held_at, held_count, burst_first_at, burst_last_at, \
+             burst_from_seq, applied_journal_seq, last_full_run_at FROM controller_state WHERE tenant_id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
@@ -196,7 +255,8 @@ impl Store {
                 held_fingerprint: None,
                 held_reason: None,
                 held_at: None,
-                hold_released: false,
+                held_count: 0,
+                burst: None,
                 applied_journal_seq: 0,
                 last_full_run_at: None,
             });
@@ -219,16 +279,32 @@ impl Store {
                 default_role: row.try_get("default_role")?,
             }
         };
-        let pct: i64 = row.try_get("safety_percent")?;
-        let min: i64 = row.try_get("safety_min_users")?;
+        let int = |c: &str| -> Result<i64, sqlx::Error> { row.try_get::<i64, _>(c) };
+        let first: Option<String> = row.try_get("burst_first_at")?;
+        let last: Option<String> = row.try_get("burst_last_at")?;
+        let burst = match first {
+            Some(first_at) => Some(Burst {
+                last_at: last.unwrap_or_else(|| first_at.clone()),
+                first_at,
+                from_seq: int("burst_from_seq")?,
+            }),
+            None => None,
+        };
         Ok(ControllerState {
             bindings,
-            safety: Safety { percent: pct.clamp(0, 100) as u32, min_users: min.max(0) as u64 },
+            safety: Safety {
+                percent: int("safety_percent")?.clamp(0, 100) as u32,
+                min_users: int("safety_min_users")?.max(0) as u64,
+                enabled: int("safety_enabled")? != 0,
+                settle_ms: int("safety_settle_ms")?.max(0) as u64,
+                max_wait_ms: int("safety_max_wait_ms")?.max(0) as u64,
+            },
             held_fingerprint: row.try_get("held_fingerprint")?,
             held_reason: row.try_get("held_reason")?,
             held_at: row.try_get("held_at")?,
-            hold_released: row.try_get::<i64, _>("hold_released")? != 0,
-            applied_journal_seq: row.try_get("applied_journal_seq")?,
+            held_count: int("held_count")?.max(0) as u64,
+            burst,
+            applied_journal_seq: int("applied_journal_seq")?,
             last_full_run_at: row.try_get("last_full_run_at")?,
         })
     }
@@ -283,93 +359,129 @@ impl Store {
         w.commit().await
     }
 
-    /// Sets the safety-valve threshold of a tenant.
+    /// Sets the safety-valve settings of a tenant.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn set_safety(&self, tenant_id: i64, s: Safety) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
-        sqlx::query("UPDATE controller_state SET safety_percent = $1, safety_min_users = $2 WHERE tenant_id = $3")
-            .bind(i64::from(s.percent))
-            .bind(s.min_users as i64)
-            .bind(tenant_id)
-            .execute(&mut *w.tx)
-            .await?;
-        let now = super::now();
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, "operator", "safety", None, None, Some(&json!(s)), &now))
-            .await?;
-        w.commit().await
-    }
-
-    /// Holds (Some) or releases (None) a tenant's destructive changes.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn set_hold(&self, tenant_id: i64, hold: Option<(&str, &str)>, actor: &str) -> Result<(), StoreError> {
-        let now = super::now();
+    pub async fn set_safety(&self, tenant_id: i64, s: Safety, actor: &str) -> Result<(), StoreError> {
         let mut w = self.begin_write().await?;
         self.ensure_controller_row(&mut w.tx, tenant_id).await?;
         sqlx::query(
-            "UPDATE controller_state SET held_fingerprint = $1, held_reason = $2, held_at = $3 WHERE tenant_id = $4",
+            "UPDATE controller_state SET safety_percent = $1, safety_min_users = $2, safety_enabled = $3, \
+             safety_settle_ms = $4, safety_max_wait_ms = $5 WHERE tenant_id = $6",
         )
-        .bind(hold.map(|h| h.0))
-        .bind(hold.map(|h| h.1))
-        .bind(hold.map(|_| now.clone()))
+        .bind(i64::from(s.percent))
+        .bind(s.min_users as i64)
+        .bind(i64::from(s.enabled))
+        .bind(s.settle_ms as i64)
+        .bind(s.max_wait_ms as i64)
         .bind(tenant_id)
         .execute(&mut *w.tx)
         .await?;
-        let action = if hold.is_some() { "hold" } else { "release" };
-        let after = hold.map(|(f, r)| json!({"fingerprint": f, "reason": r}));
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, action, None, None, after.as_ref(), &now)).await?;
+        let now = super::now();
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "safety", None, None, Some(&json!(s)), &now)).await?;
         w.commit().await
     }
 
-    /// An operator releases a hold: the hold is cleared and the next run applies the
-    /// destructive changes the safety valve held (once; a later mass change trips it again).
+    /// Holds a tenant's destructive changes (`Some`), or ends its hold (`None`, saying `how`:
+    /// approved, released, reverted, disabled). A hold that begins or ends is audited and queues
+    /// a `tenant.held` or `tenant.released` event (once per hold: keyed by when it began) in the
+    /// same transaction; refreshing a hold (the plan it stands above moved) changes only its
+    /// fingerprint, reason and counts. Answers whether the hold began or ended with this call.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn release_hold(&self, tenant_id: i64, actor: &str) -> Result<(), StoreError> {
+    pub async fn set_hold(
+        &self,
+        tenant: &super::Tenant,
+        hold: Option<&HoldRecord>,
+        actor: &str,
+        how: &str,
+    ) -> Result<bool, StoreError> {
         let now = super::now();
         let mut w = self.begin_write().await?;
-        self.ensure_controller_row(&mut w.tx, tenant_id).await?;
-        sqlx::query(
-            "UPDATE controller_state SET held_fingerprint = NULL, held_reason = NULL, held_at = NULL, \
-             hold_released = 1 WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .execute(&mut *w.tx)
+        self.ensure_controller_row(&mut w.tx, tenant.id).await?;
+        let lock = if self.backend() == super::Backend::Postgres { " FOR UPDATE" } else { "" };
+        let row = sqlx::query(&format!(
+            "SELECT held_fingerprint, held_at, held_count FROM controller_state WHERE tenant_id = $1{lock}"
+        ))
+        .bind(tenant.id)
+        .fetch_one(&mut *w.tx)
         .await?;
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "release", None, None, None, &now)).await?;
-        w.commit().await
+        let was: Option<String> = row.try_get("held_fingerprint")?;
+        let began: Option<String> = row.try_get("held_at")?;
+        let was_count: i64 = row.try_get("held_count")?;
+        let changed = match hold {
+            Some(h) => {
+                let at = began.clone().filter(|_| was.is_some()).unwrap_or_else(|| now.clone());
+                sqlx::query(
+                    "UPDATE controller_state SET held_fingerprint = $1, held_reason = $2, held_at = $3, \
+                     held_count = $4 WHERE tenant_id = $5",
+                )
+                .bind(&h.fingerprint)
+                .bind(&h.reason)
+                .bind(&at)
+                .bind(h.destructive.total() as i64)
+                .bind(tenant.id)
+                .execute(&mut *w.tx)
+                .await?;
+                if was.is_none() {
+                    let payload = json!({
+                        "tenant": tenant.slug, "fingerprint": h.fingerprint, "reason": h.reason,
+                        "deactivate": h.destructive.deactivate, "delete": h.destructive.delete,
+                        "scim_users": h.scim_users, "held_at": at,
+                    });
+                    let key = format!("tenant.held:{}:{at}", tenant.id);
+                    exec_sqlx(&mut w.tx, &outbox_stmt(tenant.id, "tenant.held", "", &key, &payload, &now)).await?;
+                    exec_sqlx(&mut w.tx, &audit_stmt(tenant.id, None, actor, "hold", None, None, Some(&payload), &now))
+                        .await?;
+                }
+                was.is_none()
+            }
+            None => {
+                let Some(fp) = was else {
+                    return Ok(false);
+                };
+                sqlx::query(
+                    "UPDATE controller_state SET held_fingerprint = NULL, held_reason = NULL, held_at = NULL, \
+                     held_count = 0 WHERE tenant_id = $1",
+                )
+                .bind(tenant.id)
+                .execute(&mut *w.tx)
+                .await?;
+                let at = began.unwrap_or_default();
+                let payload = json!({
+                    "tenant": tenant.slug, "fingerprint": fp, "held_at": at, "held": was_count,
+                    "how": how, "by": actor,
+                });
+                let key = format!("tenant.released:{}:{at}", tenant.id);
+                exec_sqlx(&mut w.tx, &outbox_stmt(tenant.id, "tenant.released", "", &key, &payload, &now)).await?;
+                exec_sqlx(&mut w.tx, &audit_stmt(tenant.id, None, actor, "release", None, None, Some(&payload), &now))
+                    .await?;
+                true
+            }
+        };
+        w.commit().await?;
+        Ok(changed)
     }
 
-    /// Consumes an operator's release (after the run it allowed).
+    /// Audits an operator's release of a tenant that held nothing.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn clear_release(&self, tenant_id: i64) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query("UPDATE controller_state SET hold_released = 0 WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .execute(&mut *w.tx)
-            .await?;
-        w.commit().await
+    pub async fn audit_empty_release(&self, tenant_id: i64, actor: &str) -> Result<(), StoreError> {
+        let now = super::now();
+        let after = json!({"how": "released", "held": 0});
+        self.write_stmts(vec![audit_stmt(tenant_id, None, actor, "release", None, None, Some(&after), &now)]).await?;
+        Ok(())
     }
 
     /// Records how far the intent journal has been reconciled (and when the last full run was).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn set_progress(
-        &self,
-        tenant_id: i64,
-        journal_seq: i64,
-        full_run_at: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let p = Progress { tenant_id, journal_seq, full_run_at: full_run_at.map(str::to_string) };
-        self.write_stmts(progress_stmts(&p).into()).await?;
+    pub async fn set_progress(&self, p: &Progress) -> Result<(), StoreError> {
+        self.write_stmts(progress_stmts(p)).await?;
         Ok(())
     }
 
@@ -682,16 +794,18 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn recent_destructive(&self, tenant_id: i64, since: &str) -> Result<i64, StoreError> {
+    pub async fn recent_destructive(&self, tenant_id: i64, since: &str) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit_log WHERE tenant_id = $1 AND at > $2 AND actor = 'controller' \
+            "SELECT COALESCE(SUM(CASE WHEN action = 'deactivate' THEN 1 ELSE 0 END), 0) AS a, \
+             COALESCE(SUM(CASE WHEN action = 'delete' THEN 1 ELSE 0 END), 0) AS d \
+             FROM audit_log WHERE tenant_id = $1 AND at > $2 AND actor = 'controller' \
              AND action IN ('deactivate', 'delete')",
         )
         .bind(tenant_id)
         .bind(since)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get("n")?)
+        Ok((row.try_get("a")?, row.try_get("d")?))
     }
 
     /// Number of SCIM-managed, not deleted users of a tenant (the safety valve's denominator).
@@ -932,6 +1046,27 @@ impl Store {
         }
         self.write_stmts(stmts).await?;
         Ok(())
+    }
+
+    /// The run that applied a plan with this fingerprint, if one did: (run id, when it finished).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn applied_run_with_fingerprint(
+        &self,
+        tenant_id: i64,
+        fingerprint: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, finished_at FROM runs WHERE tenant_id = $1 AND fingerprint = $2 AND status = 'applied' \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get::<Option<String>, _>("finished_at")?.unwrap_or_default())))
+            .transpose()
     }
 
     /// A tenant's runs, newest first.

@@ -80,13 +80,26 @@ admin_test!(
 
 admin_test!(
     async fn safety_settings(app) {
+        let view = |pct: u32, min: u64, on: bool, settle: f64, max: f64| {
+            json!({"enabled": on, "percent": pct, "min_users": min, "settle_secs": settle, "max_wait_secs": max,
+                   "held": null, "waiting": null})
+        };
+        // (The harness sets settle and max wait to 0; a new tenant has 10 s and 120 s.)
         let s = app.get("/tenants/acme/safety").await.expect(200).clone();
-        assert_eq!(s, json!({"percent": 20, "min_users": 10, "held": null}));
+        assert_eq!(s, view(20, 10, true, 0.0, 0.0));
+        let s = app.put("/tenants/acme/safety", &json!({"settle_secs": 10, "max_wait_secs": 120})).await.expect(200).clone();
+        assert_eq!(s, view(20, 10, true, 10.0, 120.0));
         let s = app.put("/tenants/acme/safety", &json!({"percent": 50})).await.expect(200).clone();
-        assert_eq!(s, json!({"percent": 50, "min_users": 10, "held": null}));
-        let s = app.put("/tenants/acme/safety", &json!({"percent": 0, "min_users": 3})).await.expect(200).clone();
-        assert_eq!(s, json!({"percent": 0, "min_users": 3, "held": null}));
-        for bad in [json!({"percent": 101}), json!({"percent": -1}), json!({"min_users": -1}), json!({"percent": "ten"}), json!({"pct": 5})] {
+        assert_eq!(s, view(50, 10, true, 10.0, 120.0));
+        let s = app.put("/tenants/acme/safety", &json!({"percent": 0, "min_users": 3, "settle_secs": 0.5})).await.expect(200).clone();
+        assert_eq!(s, view(0, 3, true, 0.5, 120.0));
+        let s = app.put("/tenants/acme/safety", &json!({"enabled": false})).await.expect(200).clone();
+        assert_eq!(s, view(0, 3, false, 0.5, 120.0));
+        for bad in [
+            json!({"percent": 101}), json!({"percent": -1}), json!({"min_users": -1}), json!({"percent": "ten"}),
+            json!({"pct": 5}), json!({"settle_secs": -1}), json!({"settle_secs": 3601}), json!({"max_wait_secs": 0.1}),
+            json!({"enabled": "no"}), json!({"settle_secs": 200, "max_wait_secs": 100}),
+        ] {
             app.put("/tenants/acme/safety", &bad).await.expect_error(400);
         }
         assert_eq!(app.get("/tenants/acme/safety").await.expect(200), &s);
@@ -98,6 +111,7 @@ admin_test!(
     async fn releasing_without_a_hold_is_harmless_and_audited(app) {
         let r = app.post_empty("/tenants/acme/hold/release").await.expect(200).clone();
         assert_eq!(r["held"], Value::Null);
+        assert_eq!((r["status"].as_str(), r["applied"].as_u64()), (Some("nothing_held"), Some(0)), "{r}");
         let audit = app.get("/tenants/acme/audit").await.expect(200).clone();
         let e = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "release").cloned().expect("audited");
         assert_eq!(e["actor"], "operator");

@@ -70,8 +70,12 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, admin_token: Option<&str>) -> Option<TestApp> {
         let mut db = FreshDb::new(backend, "test").await?;
         let store = db.open_store().await;
-        store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
+        let acme = store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
         let (_, token) = store.create_token("acme").await.expect("token");
+        // Tests of everything but the valve's timing do not wait for bursts of destructive
+        // pushes to settle (the valve's own tests set the defaults back).
+        let quick = moonborn_scim::controller::plan::Safety { settle_ms: 0, max_wait_ms: 0, ..Default::default() };
+        store.set_safety(acme.id, quick, "test").await.expect("safety");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = AppState::new(store.clone()).with_admin_token(admin_token.map(Into::into));

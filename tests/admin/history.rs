@@ -1,6 +1,6 @@
 //! Runs, the audit trail and the outbox: shapes, filters, paging and bad parameters.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::admin_test;
 use crate::helpers::eventually;
@@ -13,6 +13,8 @@ admin_test!(
             app.post("/tenants/acme/users", &json!({"email": e})).await.expect(201);
         }
         let all = app.get("/tenants/acme/audit").await.expect(200)["entries"].as_array().unwrap().clone();
+        // (Past the harness's own safety setting.)
+        let all: Vec<Value> = all.into_iter().filter(|e| e["action"] != "safety").collect();
         assert_eq!(all.len(), 3);
         let e = &all[0];
         let mut keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();

@@ -148,8 +148,10 @@ admin_test!(
         assert_eq!(app.user_by_email("ann@acme.com").await.unwrap()["status"], "disabled");
         assert_eq!(app.get("/tenants/acme/safety").await.expect(200)["held"], Value::Null);
         assert_eq!(app.events("acme", Some("user.deactivated")).await.len(), 1);
-        // Approving the same plan again: it is stale now.
-        app.post_empty(&format!("/tenants/acme/plan/{fp}/approve")).await.expect_error(409);
+        // Approving the same plan again says it was applied, by which run (not "stale").
+        let again = app.post_empty(&format!("/tenants/acme/plan/{fp}/approve")).await.expect(200).clone();
+        assert_eq!((again["status"].as_str(), again["run_id"].as_str()), (Some("already_applied"), run["run_id"].as_str()), "{again}");
+        assert_eq!(app.events("acme", Some("user.deactivated")).await.len(), 1, "nothing applied twice");
     }
 );
 
