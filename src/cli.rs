@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::controller::model::desired_from_snapshot;
 use crate::controller::outbox::{self, WebhookConfig};
-use crate::controller::{parse_schedule, report, Approval, Controller, Scope2, Trigger};
+use crate::controller::plan::SafetyChange;
+use crate::controller::{parse_schedule, report, Approval, Controller, ControllerError, Scope2, Trigger};
 use crate::http::{router, AppState, SCIM_BASE};
 use crate::store::{Store, StoreError, Tier};
 
@@ -39,6 +40,10 @@ pub enum Command {
         /// the actual state instead of the stored desired state.
         #[arg(long)]
         desired: Option<std::path::PathBuf>,
+        /// Exit 0 when there is nothing to do, 2 when there are changes, 3 when the safety valve
+        /// holds some (1 on errors).
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Reconcile a tenant now (the whole tenant) and print the report.
     Reconcile {
@@ -50,9 +55,39 @@ pub enum Command {
         /// Apply a held plan: its fingerprint as shown by `plan`.
         #[arg(long)]
         approve: Option<String>,
+        /// `json` prints the run (run_id, status, applied, held, waiting, stale) with its report.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Exit 0 when there was nothing to do, 2 when changes were applied, 3 when the safety
+        /// valve held some (1 on errors).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Apply a held plan exactly as shown: the whole-tenant plan with this fingerprint.
+    Approve {
+        #[arg(long)]
+        tenant: String,
+        /// The plan's fingerprint (`plan`, `safety`, or the held run's log line show it).
+        fingerprint: String,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Let what the safety valve holds through, once; says how many changes it applied.
+    Release {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// A tenant's recent controller runs, newest first.
+    Runs {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show a tenant's safety valve (and its hold); with options, change it.
+    Safety(SafetyArgs),
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -63,6 +98,31 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+/// `safety` options: an absent one keeps its value.
+#[derive(Debug, clap::Args)]
+pub struct SafetyArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// Hold when destructive changes exceed this share of the tenant's SCIM users (0-100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub percent: Option<u32>,
+    /// ... and are at least this many.
+    #[arg(long)]
+    pub min_users: Option<u64>,
+    /// Judge a burst of destructive pushes once none has come for this long (seconds).
+    #[arg(long)]
+    pub settle_secs: Option<f64>,
+    /// Judge a burst at most this long after its first destructive push (seconds).
+    #[arg(long)]
+    pub max_wait_secs: Option<f64>,
+    /// Switch the valve on.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Switch the valve off: every change is applied at once, nothing is held.
+    #[arg(long)]
+    pub disable: bool,
 }
 
 /// `serve` settings.
@@ -148,7 +208,7 @@ pub fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -163,13 +223,53 @@ fn not_found(what: &str) -> impl Fn(StoreError) -> anyhow::Error + '_ {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `--detailed-exitcode` (Terraform's convention): 0 nothing to do, 2 changes, 3 held.
+fn detailed(p: &crate::controller::ComputedPlan, on: bool) -> u8 {
+    match (on, p.changes.is_empty(), p.held.is_some()) {
+        (false, _, _) | (true, true, _) => 0,
+        (true, false, true) => 3,
+        (true, false, false) => 2,
+    }
+}
+
+/// A run's outcome as `--format json` prints it: the run, then its report.
+fn outcome_json(o: &crate::controller::RunOutcome) -> serde_json::Value {
+    let recorded = !matches!(o.status.as_str(), "noop" | "dry_run");
+    let (held, waiting) = if o.plan.waiting > 0 { (0, o.skipped_held) } else { (o.skipped_held, 0) };
+    serde_json::json!({
+        "run_id": recorded.then_some(o.run_id.as_str()),
+        "status": o.status,
+        "applied": o.applied,
+        "held": held,
+        "waiting": waiting,
+        "stale": o.stale,
+        "report": report::json(&o.plan),
+    })
+}
+
+/// Prints a run: its report, then one line on what it did (or, as JSON, the run with its report).
+fn print_outcome(o: &crate::controller::RunOutcome, format: Format) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&outcome_json(o)).unwrap_or_default());
+        return;
+    }
+    print_report(&o.plan, format);
+    if format == Format::Text {
+        println!("run {}: {} ({} applied, {} held, {} stale)", o.run_id, o.status, o.applied, o.skipped_held, o.stale);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let store =
         Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
+    let tenant = |slug: String| {
+        let store = store.clone();
+        async move { store.tenant(&slug).await.map_err(not_found("tenant")) }
+    };
     match cli.command {
-        Command::Serve(args) => serve(store, &cli.database_url, args).await,
-        Command::Plan { tenant, format, desired } => {
-            let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
+        Command::Serve(args) => serve(store, &cli.database_url, args).await.map(|()| 0),
+        Command::Plan { tenant: slug, format, desired, detailed_exitcode } => {
+            let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
             let scope = match desired {
                 Some(path) => {
@@ -183,46 +283,127 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let p = controller.plan(&t, scope).await?;
             print_report(&p, format);
-            Ok(())
+            Ok(detailed(&p, detailed_exitcode))
         }
-        Command::Reconcile { tenant, dry_run, approve, format } => {
-            let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
+        Command::Reconcile { tenant: slug, dry_run, approve, format, detailed_exitcode } => {
+            let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
             if dry_run {
                 let p = controller.plan(&t, Scope2::Full).await?;
                 print_report(&p, format);
-                return Ok(());
+                return Ok(detailed(&p, detailed_exitcode));
             }
             let approval = approve.as_deref().map_or(Approval::None, Approval::Fingerprint);
             let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approval).await;
             controller.release_leases().await;
             let o = o?;
-            print_report(&o.plan, format);
-            if format == Format::Text {
+            print_outcome(&o, format);
+            Ok(detailed(&o.plan, detailed_exitcode))
+        }
+        Command::Approve { tenant: slug, fingerprint, format } => {
+            let t = tenant(slug).await?;
+            let fp = fingerprint.trim().to_ascii_lowercase();
+            if fp.is_empty() || fp.len() > 128 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("{fingerprint:?} is not a plan fingerprint");
+            }
+            let controller = Controller::new(store.clone());
+            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Fingerprint(&fp)).await;
+            controller.release_leases().await;
+            match o {
+                Ok(o) => print_outcome(&o, format),
+                // Said, not failed: the plan shown was applied (a second approval is harmless).
+                Err(e @ ControllerError::AlreadyApplied { .. }) => println!("{e}"),
+                Err(e) => return Err(e.into()),
+            }
+            Ok(0)
+        }
+        Command::Release { tenant: slug } => {
+            let t = tenant(slug).await?;
+            let controller = Controller::new(store.clone());
+            let o = controller.release(&t).await;
+            controller.release_leases().await;
+            match o? {
+                Some(o) => println!("{}", o.release_line(&t.slug)),
+                None => println!("tenant {} holds nothing; nothing was run", t.slug),
+            }
+            Ok(0)
+        }
+        Command::Runs { tenant: slug, limit, format } => {
+            let t = tenant(slug).await?;
+            let runs = store.list_runs(t.id, limit.clamp(1, 1000)).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": runs }))?);
+                return Ok(0);
+            }
+            println!("{:<36} {:<9} {:<10} {:<24} summary", "run", "trigger", "status", "finished");
+            for r in runs {
+                let line = r.summary.as_ref().and_then(|s| s.get("line")).and_then(|l| l.as_str()).unwrap_or("");
+                let hold = r.summary.as_ref().and_then(|s| s.get("hold")).and_then(|l| l.as_str());
                 println!(
-                    "run {}: {} ({} applied, {} held, {} stale)",
-                    o.run_id, o.status, o.applied, o.skipped_held, o.stale
+                    "{:<36} {:<9} {:<10} {:<24} {line}{}{}",
+                    r.id,
+                    r.trigger,
+                    r.status,
+                    r.finished_at.as_deref().unwrap_or("-"),
+                    hold.map(|h| format!(" [{h}]")).unwrap_or_default(),
+                    r.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default()
                 );
             }
-            Ok(())
+            Ok(0)
+        }
+        Command::Safety(a) => {
+            let t = tenant(a.tenant.clone()).await?;
+            let change = SafetyChange {
+                percent: a.percent.map(i64::from),
+                min_users: a.min_users.map(|n| n.min(i64::MAX as u64) as i64),
+                enabled: if a.enable {
+                    Some(true)
+                } else if a.disable {
+                    Some(false)
+                } else {
+                    None
+                },
+                settle_secs: a.settle_secs,
+                max_wait_secs: a.max_wait_secs,
+            };
+            if change != SafetyChange::default() {
+                let current = store.controller_state(t.id).await?.safety;
+                let new = change.apply(current).map_err(anyhow::Error::msg)?;
+                let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+                store.set_safety(t.id, new, &format!("cli:{who}")).await?;
+                // A running server applies it on its next run of the tenant (a push, or the
+                // drift-repair schedule).
+            }
+            let view = store.controller_state(t.id).await?.safety_json(&t.slug);
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(0)
         }
         Command::Tenant { command: TenantCommand::Create { slug, tier } } => {
             let t = store.create_tenant(&slug, tier).await?;
             println!("created tenant {} (tier {})", t.slug, t.tier.as_str());
-            Ok(())
+            Ok(0)
         }
         Command::Tenant { command: TenantCommand::List } => {
-            println!("{:<24} {:<11} {:<10} created", "slug", "tier", "generation");
+            println!("{:<24} {:<11} {:<9} {:<26} last run", "slug", "tier", "state", "held");
             for t in store.list_tenants().await? {
-                println!("{:<24} {:<11} {:<10} {}", t.slug, t.tier.as_str(), t.generation, t.created_at);
+                let st = store.tenant_status(t.id).await?;
+                let held = st.held.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |h| format!("{} changes since {}", h["destructive"], h["since"].as_str().unwrap_or("?")),
+                );
+                let last = st.last_run.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |r| format!("{} {} ({})", r.finished_at.as_deref().unwrap_or("running"), r.status, r.trigger),
+                );
+                println!("{:<24} {:<11} {:<9} {:<26} {last}", t.slug, t.tier.as_str(), st.state, held);
             }
-            Ok(())
+            Ok(0)
         }
         Command::Token { command: TokenCommand::Create { tenant } } => {
             let (info, secret) = store.create_token(&tenant).await.map_err(not_found("tenant"))?;
             println!("token {} for tenant {tenant} (shown once; store it now):", info.id);
             println!("{secret}");
-            Ok(())
+            Ok(0)
         }
         Command::Token { command: TokenCommand::List { tenant } } => {
             println!("{:<36} {:<14} {:<24} {:<24} revoked", "id", "prefix", "created", "last used");
@@ -236,12 +417,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     t.revoked_at.as_deref().unwrap_or("no")
                 );
             }
-            Ok(())
+            Ok(0)
         }
         Command::Token { command: TokenCommand::Revoke { id } } => {
             if store.revoke_token(&id).await? {
                 println!("revoked token {id}");
-                Ok(())
+                Ok(0)
             } else {
                 anyhow::bail!("no live token with id {id}")
             }

@@ -183,6 +183,18 @@ pub struct RunOutcome {
     pub plan: ComputedPlan,
 }
 
+impl RunOutcome {
+    /// What a release did, in one line.
+    pub fn release_line(&self, slug: &str) -> String {
+        format!(
+            "released the hold of tenant {slug}: run {} applied {} changes ({} deactivations and deletions)",
+            self.run_id,
+            self.applied,
+            self.plan.summary.destructive().min(self.applied)
+        )
+    }
+}
+
 /// What a run reconciles.
 #[derive(Debug, Clone)]
 pub enum Scope2 {
@@ -821,6 +833,19 @@ impl Controller {
         result
     }
 
+    /// An operator's release: what the safety valve holds is applied, once, by a whole-tenant
+    /// run (answered). `None` when the tenant holds nothing: no run, the release audited.
+    ///
+    /// # Errors
+    /// As `reconcile`.
+    pub async fn release(&self, tenant: &Tenant) -> Result<Option<RunOutcome>, ControllerError> {
+        if self.store.controller_state(tenant.id).await?.held_fingerprint.is_none() {
+            self.store.audit_empty_release(tenant.id, "operator").await?;
+            return Ok(None);
+        }
+        self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::Release).await.map(Some)
+    }
+
     /// The fencing token of this process's lease on a tenant: the cached one while it is fresh
     /// (and `renew` is false), else taken or renewed in the database. `None`: another process
     /// holds it.
@@ -914,6 +939,12 @@ impl Controller {
         };
         // A whole-tenant run of a held tenant that holds nothing more ends the hold.
         let ends_hold = was_held && (approved || (full && p.held.is_none()));
+        if was_held && !approved && p.kind == RunScope::Incremental {
+            // Only a whole-tenant run can tell whether anything held is left (a push may have
+            // reverted the last of it, and then this run has nothing to do): one follows once
+            // the pushes settle.
+            self.recheck_hold(tenant.id, &state);
+        }
         if p.changes.is_empty() && !approved && !ends_hold {
             // Nothing to do: no run row, just the progress mark.
             let progress = crate::store::Progress {
@@ -1024,11 +1055,7 @@ impl Controller {
             return Err(ControllerError::Store(StoreError::Invalid(f)));
         }
         if let (Some(h), false) = (&p.held, approved) {
-            if p.kind == RunScope::Incremental {
-                // Only a whole-tenant run can tell whether anything held is left (the IdP may
-                // have just reverted the last of it): one follows once the pushes settle.
-                self.recheck_hold(tenant.id, &state);
-            } else {
+            if p.kind != RunScope::Incremental {
                 self.hold(tenant, h, &p.summary).await?;
             }
         }

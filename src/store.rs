@@ -24,7 +24,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use actual::{Applied, Burst, BurstUpdate, ControllerState, Fence, HoldRecord, OutboxEvent, Progress, RunRow};
+pub use actual::{
+    Applied, Burst, BurstUpdate, ControllerState, Fence, HoldRecord, OutboxEvent, Progress, RunRow, TenantStatus,
+};
 pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
 pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};

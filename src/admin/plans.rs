@@ -178,15 +178,13 @@ pub async fn approve(
 /// (`applied` says how many changes it applied, `released` how many held ones); with nothing
 /// held, nothing runs (`status` "nothing_held") and the release is audited.
 pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Response, AdminError> {
-    if s.store.controller_state(t.id).await?.held_fingerprint.is_none() {
-        s.store.audit_empty_release(t.id, "operator").await?;
+    let Some(o) = s.controller.release(&t).await? else {
         return Ok(Json(serde_json::json!({
             "run_id": null, "status": "nothing_held", "applied": 0, "released": 0, "held": null,
             "message": format!("tenant {} holds nothing; nothing was run", t.slug),
         }))
         .into_response());
-    }
-    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Release).await?;
+    };
     let released = o.plan.summary.destructive().min(o.applied);
     let body = serde_json::json!({
         "run_id": o.run_id,
@@ -194,7 +192,7 @@ pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Resu
         "applied": o.applied,
         "released": released,
         "held": null,
-        "message": format!("released the hold of tenant {}: applied {} changes ({} deactivations and deletions)", t.slug, o.applied, released),
+        "message": o.release_line(&t.slug),
         "report": report::JsonReport(&o.plan),
     });
     drop(o);

@@ -36,14 +36,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
-/// `GET /tenants` → `{"tenants": [...]}`, by creation.
-pub async fn list(_: Operator, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
-    Ok(Json(json!({ "tenants": s.store.list_tenants().await? })))
+/// A tenant with its state at a glance (`status`: see `TenantStatus`).
+async fn with_status(s: &AppState, t: Tenant) -> Result<Value, AdminError> {
+    let status = s.store.tenant_status(t.id).await?;
+    let mut v = serde_json::to_value(&t).map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
+    v["status"] = serde_json::to_value(&status).map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
+    Ok(v)
 }
 
-/// `GET /tenants/{slug}` → the tenant.
-pub async fn get(TenantCtx(t): TenantCtx) -> Json<Tenant> {
-    Json(t)
+/// `GET /tenants` → `{"tenants": [...]}`, by creation, each with its `status` (in_sync,
+/// drifted, waiting, held with counts, failing; the last run's time and outcome).
+pub async fn list(_: Operator, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
+    let mut out = Vec::new();
+    for t in s.store.list_tenants().await? {
+        out.push(with_status(&s, t).await?);
+    }
+    Ok(Json(json!({ "tenants": out })))
+}
+
+/// `GET /tenants/{slug}` → the tenant, with its `status`.
+pub async fn get(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(with_status(&s, t).await?))
 }
 
 /// `POST /tenants/{slug}/scim-tokens` → 201 `{"id","token","prefix","created_at"}`: the only time

@@ -504,6 +504,55 @@ impl Default for Safety {
     }
 }
 
+/// A change of a tenant's safety-valve settings, as an operator asks for it (the admin API's
+/// `PUT …/safety`, the CLI's `safety`): an absent field keeps its value; times in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyChange {
+    pub percent: Option<i64>,
+    pub min_users: Option<i64>,
+    pub enabled: Option<bool>,
+    pub settle_secs: Option<f64>,
+    pub max_wait_secs: Option<f64>,
+}
+
+/// The longest settle time or max wait a tenant may set, in seconds: an hour.
+pub const MAX_WAIT_SECS: f64 = 3600.0;
+
+impl SafetyChange {
+    /// `current` with this change.
+    ///
+    /// # Errors
+    /// A message naming the value out of range.
+    pub fn apply(&self, current: Safety) -> Result<Safety, String> {
+        let percent = match self.percent {
+            Some(p @ 0..=100) => p as u32,
+            Some(p) => return Err(format!("percent must be between 0 and 100, not {p}")),
+            None => current.percent,
+        };
+        let min_users = match self.min_users {
+            Some(n) if n >= 0 => n as u64,
+            Some(n) => return Err(format!("min_users must not be negative ({n})")),
+            None => current.min_users,
+        };
+        let ms = |name: &str, v: Option<f64>, cur: u64| match v {
+            Some(x) if x.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&x) => Ok((x * 1000.0).round() as u64),
+            Some(x) => Err(format!("{name} must be between 0 and {MAX_WAIT_SECS} seconds, not {x}")),
+            None => Ok(cur),
+        };
+        let settle_ms = ms("settle_secs", self.settle_secs, current.settle_ms)?;
+        let max_wait_ms = ms("max_wait_secs", self.max_wait_secs, current.max_wait_ms)?;
+        if max_wait_ms < settle_ms {
+            return Err(format!(
+                "max_wait_secs ({}) must not be shorter than settle_secs ({})",
+                max_wait_ms as f64 / 1000.0,
+                settle_ms as f64 / 1000.0
+            ));
+        }
+        Ok(Safety { percent, min_users, enabled: self.enabled.unwrap_or(current.enabled), settle_ms, max_wait_ms })
+    }
+}
+
 /// Destructive changes counted by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destructive {

@@ -37,6 +37,29 @@ pub struct ControllerState {
     pub last_full_run_at: Option<String>,
 }
 
+impl ControllerState {
+    /// The safety valve's settings, hold and waiting burst as operators read them (`GET
+    /// …/safety`, `moonborn-scim safety`).
+    pub fn safety_json(&self, slug: &str) -> Value {
+        let held = self.held_fingerprint.as_ref().map(|f| {
+            json!({
+                "fingerprint": f, "reason": self.held_reason, "at": self.held_at, "destructive": self.held_count,
+                "approve": format!("moonborn-scim approve --tenant {slug} {f}"),
+            })
+        });
+        let waiting = self.burst.as_ref().map(|b| json!({"since": b.first_at, "last_push_at": b.last_at}));
+        json!({
+            "enabled": self.safety.enabled,
+            "percent": self.safety.percent,
+            "min_users": self.safety.min_users,
+            "settle_secs": self.safety.settle_ms as f64 / 1000.0,
+            "max_wait_secs": self.safety.max_wait_ms as f64 / 1000.0,
+            "held": held,
+            "waiting": waiting,
+        })
+    }
+}
+
 /// A burst of destructive pushes waiting to be judged whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Burst {
@@ -915,6 +938,23 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+/// A tenant's state at a glance: `held` (the safety valve holds destructive changes for an
+/// operator), `failing` (its last run failed), `waiting` (destructive pushes settle before they
+/// are judged), `drifted` (pushes not reconciled yet, or the last run left stale changes to
+/// re-plan), else `in_sync`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantStatus {
+    pub state: &'static str,
+    /// `{destructive, fingerprint, reason, since}` while held.
+    pub held: Option<Value>,
+    /// When the waiting burst of destructive pushes began.
+    pub waiting_since: Option<String>,
+    pub pushes_pending: bool,
+    pub last_full_run_at: Option<String>,
+    /// The last recorded run (runs with nothing to do leave no record).
+    pub last_run: Option<RunRow>,
+}
+
 /// An outbox event.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxEvent {
@@ -1067,6 +1107,44 @@ impl Store {
         .await?;
         row.map(|r| Ok((r.try_get("id")?, r.try_get::<Option<String>, _>("finished_at")?.unwrap_or_default())))
             .transpose()
+    }
+
+    /// A tenant's state at a glance (see `TenantStatus`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn tenant_status(&self, tenant_id: i64) -> Result<TenantStatus, StoreError> {
+        let c = self.controller_state(tenant_id).await?;
+        let head = self.journal_head(tenant_id).await?;
+        let last_run = self.list_runs(tenant_id, 1).await?.into_iter().next();
+        let stale = last_run
+            .as_ref()
+            .and_then(|r| r.summary.as_ref())
+            .and_then(|s| s.get("stale"))
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n > 0);
+        let pushes_pending = c.applied_journal_seq < head;
+        let state = if c.held_fingerprint.is_some() {
+            "held"
+        } else if last_run.as_ref().is_some_and(|r| r.status == "failed") {
+            "failing"
+        } else if c.burst.is_some() {
+            "waiting"
+        } else if pushes_pending || stale {
+            "drifted"
+        } else {
+            "in_sync"
+        };
+        Ok(TenantStatus {
+            state,
+            held: c.held_fingerprint.as_ref().map(
+                |f| json!({"destructive": c.held_count, "fingerprint": f, "reason": c.held_reason, "since": c.held_at}),
+            ),
+            waiting_since: c.burst.map(|b| b.first_at),
+            pushes_pending,
+            last_full_run_at: c.last_full_run_at,
+            last_run,
+        })
     }
 
     /// A tenant's runs, newest first.

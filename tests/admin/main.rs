@@ -11,5 +11,6 @@ mod extras;
 mod history;
 mod lifecycle;
 mod plans;
+mod safety;
 mod tenants;
 mod users;
