@@ -294,15 +294,31 @@ fn held_plan_says_so() {
     assert!(
         text.contains(&format!(
             "HELD: this run would deactivate or delete 2 of 3 SCIM users. Deactivations and deletions wait for an \
-             operator: approve plan {} or release the hold.",
+             operator: approve this plan (moonborn-scim approve --tenant acme {}) or release the hold.",
             held.fingerprint
         )),
         "{text}"
     );
+    assert!(!text.contains("WAITING"), "{text}");
     let j = report::json(&held);
     assert_eq!(j["held"]["reason"], "this run would deactivate or delete 2 of 3 SCIM users");
     assert_eq!(j["held"]["fingerprint"], held.fingerprint.as_str());
     assert!(report::html(&held).contains("class=\"held\""));
+}
+
+#[test]
+fn waiting_changes_say_when_they_are_judged() {
+    let p = four_kinds();
+    let mut w = computed(p.changes.clone(), None);
+    w.waiting = 2;
+    w.judged_by = Some("2026-12-06T20:00:10.000Z".into());
+    let line = "WAITING: 2 deactivations and deletions wait for the tenant's burst of destructive pushes to settle; \
+                they are judged together by 2026-12-06T20:00:10.000Z.";
+    assert!(report::text(&w, false).contains(line), "{}", report::text(&w, false));
+    let j = report::json(&w);
+    assert_eq!(j["waiting"], serde_json::json!({"destructive": 2, "judged_by": "2026-12-06T20:00:10.000Z"}));
+    assert!(report::html(&w).contains("<strong>Waiting:</strong> 2 deactivations"));
+    assert_eq!(report::json(&p)["waiting"], Value::Null);
 }
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -317,7 +333,7 @@ fn json_report_has_a_stable_shape() {
     let j = report::json(&p);
     assert_eq!(
         keys(&j),
-        vec!["changes", "conflicts", "fingerprint", "held", "schema", "summary", "summary_line", "tenant"]
+        vec!["changes", "conflicts", "fingerprint", "held", "schema", "summary", "summary_line", "tenant", "waiting"]
     );
     assert_eq!(j["schema"], "moonborn-scim/plan/v1");
     assert_eq!(j["tenant"], "acme");

@@ -106,6 +106,19 @@ pub fn diff_text(c: &Change) -> String {
     s
 }
 
+/// What waits for a burst of destructive pushes to settle, in one sentence (none when nothing
+/// waits).
+pub fn waiting_line(p: &ComputedPlan) -> Option<String> {
+    (p.waiting > 0).then(|| {
+        format!(
+            "{} deactivations and deletions wait for the tenant's burst of destructive pushes to settle; \
+             they are judged together by {}.",
+            p.waiting,
+            p.judged_by.as_deref().unwrap_or("the next run")
+        )
+    })
+}
+
 /// The text report; `color` adds ANSI colours (for a terminal).
 pub fn text(p: &ComputedPlan, color: bool) -> String {
     let (red, green, bold, dim, reset) =
@@ -113,9 +126,13 @@ pub fn text(p: &ComputedPlan, color: bool) -> String {
     let mut s = format!("Tenant {} — plan {}\n", p.tenant, p.fingerprint);
     if let Some(h) = &p.held {
         s.push_str(&format!(
-            "{bold}HELD{reset}: {}. Deactivations and deletions wait for an operator: approve plan {} or release the hold.\n",
-            h.reason, h.fingerprint
+            "{bold}HELD{reset}: {}. Deactivations and deletions wait for an operator: approve this plan \
+             (moonborn-scim approve --tenant {} {}) or release the hold.\n",
+            h.reason, p.tenant, h.fingerprint
         ));
+    }
+    if let Some(w) = waiting_line(p) {
+        s.push_str(&format!("{bold}WAITING{reset}: {w}\n"));
     }
     s.push('\n');
     for c in &p.changes {
@@ -192,17 +209,26 @@ struct ChangeEntry<'a> {
     diff: String,
 }
 
+/// The report's `waiting`: destructive changes waiting for a burst of pushes to settle.
+#[derive(serde::Serialize)]
+struct Waiting<'a> {
+    destructive: u64,
+    judged_by: Option<&'a str>,
+}
+
 impl serde::Serialize for JsonReport<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let p = self.0;
-        let mut m = s.serialize_map(Some(8))?;
+        let mut m = s.serialize_map(Some(9))?;
         m.serialize_entry("schema", "moonborn-scim/plan/v1")?;
         m.serialize_entry("tenant", &p.tenant)?;
         m.serialize_entry("fingerprint", &p.fingerprint)?;
         m.serialize_entry("summary", &p.summary)?;
         m.serialize_entry("summary_line", &p.summary.line())?;
         m.serialize_entry("held", &p.held)?;
+        let waiting = (p.waiting > 0).then(|| Waiting { destructive: p.waiting, judged_by: p.judged_by.as_deref() });
+        m.serialize_entry("waiting", &waiting)?;
         m.serialize_entry(
             "conflicts",
             &Lazy(|| {
@@ -242,10 +268,16 @@ pub fn html(p: &ComputedPlan) -> String {
     let mut body = String::new();
     if let Some(h) = &p.held {
         body.push_str(&format!(
-            "<p class=\"held\"><strong>Held:</strong> {}. Approve plan <code>{}</code> or release the hold.</p>",
+            "<p class=\"held\"><strong>Held:</strong> {}. Approve plan <code>{}</code> \
+             (<code>moonborn-scim approve --tenant {} {}</code>) or release the hold.</p>",
             esc(&h.reason),
+            esc(&h.fingerprint),
+            esc(&p.tenant),
             esc(&h.fingerprint)
         ));
+    }
+    if let Some(w) = waiting_line(p) {
+        body.push_str(&format!("<p class=\"held\"><strong>Waiting:</strong> {}</p>", esc(&w)));
     }
     for c in &p.changes {
         body.push_str(&format!("<section><h2 class=\"{}\">{}</h2><pre>", c.kind.as_str(), esc(&header(c))));
