@@ -227,7 +227,7 @@ impl serde::Serialize for JsonReport<'_> {
         m.serialize_entry("summary", &p.summary)?;
         m.serialize_entry("summary_line", &p.summary.line())?;
         m.serialize_entry("held", &p.held)?;
-        let waiting = (p.waiting > 0).then(|| Waiting { destructive: p.waiting, judged_by: p.judged_by.as_deref() });
+        let waiting = (p.waiting > 0).then_some(Waiting { destructive: p.waiting, judged_by: p.judged_by.as_deref() });
         m.serialize_entry("waiting", &waiting)?;
         m.serialize_entry(
             "conflicts",
