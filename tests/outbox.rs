@@ -456,3 +456,76 @@ db_test!(
         assert!(left.changes.is_empty(), "stale per run {stale:?}; still planned: {}", left.summary.line());
     }
 );
+
+db_test!(
+    async fn tenant_held_and_released_are_delivered_once_per_hold(db) {
+        let off = moonborn_scim::controller::plan::Safety {
+            percent: 0,
+            min_users: 1,
+            settle_ms: 0,
+            max_wait_ms: 0,
+            ..Default::default()
+        };
+        db.store.set_safety(db.tenant.id, off, "test").await.expect("safety");
+        let names: Vec<String> = (0..6).map(|i| format!("h{i}@acme.com")).collect();
+        let mut ids = Vec::new();
+        for n in &names {
+            ids.push(db.push_user(n).await);
+        }
+        db.reconcile().await;
+        let c = Controller::new(db.store.clone());
+        let tenant = db.tenant.clone();
+        let push_run = || async {
+            c.reconcile(&tenant, Trigger::Push, Scope2::Incremental, moonborn_scim::controller::Approval::None)
+                .await
+                .expect("push run")
+        };
+        // Deactivations wait (the push's run), then the settled burst is judged: held.
+        db.set_active(&ids[0], &names[0], false).await;
+        db.set_active(&ids[1], &names[1], false).await;
+        assert_eq!(push_run().await.status, "waiting");
+        assert_eq!(push_run().await.status, "held");
+        // More runs and more held changes refresh the hold; no second event.
+        db.set_active(&ids[2], &names[2], false).await;
+        assert_eq!(push_run().await.status, "held");
+        assert_eq!(db.reconcile().await.status, "held");
+        assert_eq!(db.events("tenant.held").await.len(), 1);
+        let (rx, url, _server) = receiver(0).await;
+        db.start_worker(&url);
+        let held = eventually("tenant.held delivered", || {
+            let rx = rx.clone();
+            async move { rx.accepted().into_iter().find(|r| r.header("x-moonborn-event") == "tenant.held") }
+        })
+        .await;
+        let body = held.json();
+        verify(&held.body, held.header("x-moonborn-signature"));
+        assert_eq!((body["type"].as_str(), body["user_id"].clone()), (Some("tenant.held"), Value::Null));
+        assert_eq!(body["data"]["tenant"], "acme");
+        assert_eq!((body["data"]["deactivate"].as_u64(), body["data"]["delete"].as_u64()), (Some(2), Some(0)));
+        // The IdP reverts: the whole-tenant run ends the hold.
+        for i in 0..3 {
+            db.set_active(&ids[i], &names[i], true).await;
+        }
+        push_run().await;
+        db.reconcile().await;
+        assert!(db.store.controller_state(db.tenant.id).await.expect("state").held_fingerprint.is_none());
+        // A second hold is a second event.
+        db.set_active(&ids[4], &names[4], false).await;
+        push_run().await;
+        assert_eq!(push_run().await.status, "held");
+        let got = eventually("the second hold delivered", || {
+            let rx = rx.clone();
+            async move {
+                let g = rx.accepted();
+                let n = |t: &str| g.iter().filter(|r| r.header("x-moonborn-event") == t).count();
+                (n("tenant.held") == 2 && n("tenant.released") == 1).then_some(g)
+            }
+        })
+        .await;
+        let released = got.iter().find(|r| r.header("x-moonborn-event") == "tenant.released").expect("released");
+        assert_eq!(released.json()["data"]["how"], "reverted");
+        let keys: std::collections::HashSet<&str> = got.iter().map(|r| r.header("idempotency-key")).collect();
+        assert_eq!(keys.len(), got.len(), "one key per event");
+        assert!(db.events("user.deactivated").await.is_empty(), "nothing destructive applied");
+    }
+);
