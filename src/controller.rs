@@ -906,6 +906,12 @@ impl Controller {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
             }
         }
+        if approved {
+            // What a person approved or released is applied whole: nothing of it is held back.
+            p.held = None;
+            p.waiting = 0;
+            p.judged_by = None;
+        }
         let state = self.store.controller_state(tenant.id).await?;
         let was_held = state.held_fingerprint.is_some();
         // A settled burst over the threshold: the hold begins, and it stands above the
@@ -1033,11 +1039,11 @@ impl Controller {
         let summary = json!({
             "planned": p.summary,
             "applied": applied,
-            "held": if p.held.is_some() { skipped } else { 0 },
-            "waiting": if p.waiting > 0 { skipped } else { 0 },
+            "held": if p.held.is_some() && !approved { skipped } else { 0 },
+            "waiting": if p.waiting > 0 && !approved { skipped } else { 0 },
             "stale": stale,
             "line": p.summary.line(),
-            "hold": p.held.as_ref().map(|h| h.reason.as_str()).or(hold_note),
+            "hold": p.held.as_ref().filter(|_| !approved).map(|h| h.reason.as_str()).or(hold_note),
         });
         // Stale changes are re-planned by the next run; only a clean run marks the journal done.
         let progress = (failure.is_none() && stale == 0).then(|| crate::store::Progress {

@@ -145,3 +145,108 @@ fn serve_creates_the_default_tenant_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn run_code(db: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("--database-url").arg(db).args(args).output().expect("run the binary");
+    let code = out.status.code().expect("an exit code");
+    (code, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Pushes users into the tenant's desired state through the store (what the SCIM API records),
+/// `active` as given; their SCIM ids.
+fn push_users(db: &str, active: &[(usize, bool)], ids: &mut Vec<String>) {
+    use moonborn_scim::scim::schema::{normalize, Kind};
+    use moonborn_scim::store::Intent;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = moonborn_scim::Store::open(db).await.expect("open");
+        let t = store.tenant("acme").await.expect("acme");
+        for &(i, on) in active {
+            let doc = normalize(
+                Kind::User,
+                serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                   "userName": format!("u{i}@acme.example"), "active": on}),
+            )
+            .expect("user");
+            let now = moonborn_scim::store::now();
+            let intent = Intent { tenant_id: t.id, request_id: "cli-test", now: &now };
+            if i < ids.len() {
+                let cur = store.get_user(t.id, &ids[i]).await.expect("user");
+                store.update_user(&intent, &ids[i], &doc, cur.version, "patch").await.expect("update");
+            } else {
+                let id = uuid::Uuid::new_v4().to_string();
+                store.insert_user(&intent, &id, &doc).await.expect("insert");
+                ids.push(id);
+            }
+        }
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_held_plan_is_seen_approved_and_released_from_the_command_line() {
+    let (_dir, db) = db();
+    assert!(run(&db, &["tenant", "create", "acme"]).0);
+    let mut ids = Vec::new();
+    push_users(&db, &(0..6).map(|i| (i, true)).collect::<Vec<_>>(), &mut ids);
+    let (code, _, err) = run_code(&db, &["plan", "--tenant", "acme", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "changes to make: {err}");
+    let (code, out, err) = run_code(&db, &["reconcile", "--tenant", "acme", "--format", "json", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{err}");
+    let run: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!((run["status"].as_str(), run["applied"].as_u64()), (Some("applied"), Some(6)), "{run}");
+    assert!(run["run_id"].as_str().is_some_and(|r| r.len() == 36), "{run}");
+    assert_eq!(run["report"]["schema"], "moonborn-scim/plan/v1");
+    assert_eq!(run_code(&db, &["plan", "--tenant", "acme", "--detailed-exitcode"]).0, 0, "nothing to do");
+
+    // Any deactivation trips the valve.
+    let (code, out, _) = run_code(&db, &["safety", "--tenant", "acme", "--percent", "0", "--min-users", "1"]);
+    assert_eq!(code, 0);
+    let s: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (s["percent"].as_u64(), s["min_users"].as_u64(), s["enabled"].as_bool()),
+        (Some(0), Some(1), Some(true))
+    );
+    assert_ne!(run_code(&db, &["safety", "--tenant", "acme", "--percent", "101"]).0, 0);
+    assert_ne!(run_code(&db, &["safety", "--tenant", "acme", "--settle-secs", "200", "--max-wait-secs", "100"]).0, 0);
+    push_users(&db, &[(0, false), (1, false)], &mut ids);
+    let (code, out, _) = run_code(&db, &["plan", "--tenant", "acme", "--detailed-exitcode"]);
+    assert_eq!(code, 3, "held: {out}");
+    assert!(out.contains("HELD: would deactivate 2 of 6 SCIM users; threshold 0% (0) and at least 1"), "{out}");
+    let (code, out, _) = run_code(&db, &["reconcile", "--tenant", "acme", "--format", "json", "--detailed-exitcode"]);
+    assert_eq!(code, 3);
+    let run: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (run["status"].as_str(), run["held"].as_u64(), run["applied"].as_u64()),
+        (Some("held"), Some(2), Some(0))
+    );
+    let (_, list, _) = run_code(&db, &["tenant", "list"]);
+    let row = list.lines().find(|l| l.starts_with("acme")).expect("acme listed");
+    assert!(row.contains(" held ") && row.contains("2 changes"), "{list}");
+    let (_, s, _) = run_code(&db, &["safety", "--tenant", "acme"]);
+    let s: serde_json::Value = serde_json::from_str(&s).expect("JSON");
+    let fp = s["held"]["fingerprint"].as_str().expect("held").to_string();
+    assert_eq!(s["held"]["approve"], format!("moonborn-scim approve --tenant acme {fp}"));
+
+    // Approve exactly that plan; approving it again says it was applied.
+    assert_ne!(run_code(&db, &["approve", "--tenant", "acme", "not-hex"]).0, 0);
+    let (code, out, err) = run_code(&db, &["approve", "--tenant", "acme", &fp]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied (2 applied, 0 held"), "{out}");
+    let (code, out, _) = run_code(&db, &["approve", "--tenant", "acme", &fp]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already applied by run"), "{out}");
+    let (_, runs, _) = run_code(&db, &["runs", "--tenant", "acme"]);
+    assert!(runs.lines().nth(1).is_some_and(|l| l.contains("operator") && l.contains("applied")), "{runs}");
+    assert!(runs.contains("hold ended: an operator approved the plan"), "{runs}");
+
+    // Release: nothing held, nothing runs; then a held deactivation released.
+    let (code, out, _) = run_code(&db, &["release", "--tenant", "acme"]);
+    assert_eq!((code, out.trim()), (0, "tenant acme holds nothing; nothing was run"));
+    push_users(&db, &[(2, false)], &mut ids);
+    assert_eq!(run_code(&db, &["reconcile", "--tenant", "acme", "--detailed-exitcode"]).0, 3);
+    let (code, out, _) = run_code(&db, &["release", "--tenant", "acme"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("applied 1 changes (1 deactivations and deletions)"), "{out}");
+    assert_eq!(run_code(&db, &["plan", "--tenant", "acme", "--detailed-exitcode"]).0, 0);
+}
