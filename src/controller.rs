@@ -475,7 +475,7 @@ impl Controller {
     /// # Errors
     /// Database errors.
     pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
-        self.plan_inner(tenant, scope, false, false).await
+        Ok(self.plan_inner(tenant, scope, false, false).await?.0)
     }
 
     /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read.
@@ -485,7 +485,7 @@ impl Controller {
         scope: Scope2,
         renew: bool,
         hold_now: bool,
-    ) -> Result<ComputedPlan, ControllerError> {
+    ) -> Result<(ComputedPlan, ControllerState), ControllerError> {
         let mut renewed = std::time::Instant::now();
         let keep_lease = |renewed: &mut std::time::Instant| {
             let due = renew && renewed.elapsed() >= LEASE_RENEW;
@@ -495,6 +495,7 @@ impl Controller {
             due
         };
         let mut state = self.store.controller_state(tenant.id).await?;
+        let held_before = state.held_fingerprint.is_some();
         if hold_now && state.held_fingerprint.is_none() {
             // A settled burst tripped the valve: this plan is the one held.
             state.held_fingerprint = Some(String::new());
@@ -659,7 +660,7 @@ impl Controller {
             }
             _ => None,
         };
-        Ok(ComputedPlan {
+        let plan = ComputedPlan {
             tenant: tenant.slug.clone(),
             fingerprint: fp,
             summary,
@@ -672,7 +673,13 @@ impl Controller {
             waiting,
             judged_by: judged_by.filter(|_| waiting > 0),
             kind,
-        })
+        };
+        let mut state = state;
+        if !held_before {
+            // (Only this plan treated the tenant as held.)
+            state.held_fingerprint = None;
+        }
+        Ok((plan, state))
     }
 
     /// The safety valve's decision on a plan's destructive changes (deactivations, deletions):
@@ -897,7 +904,7 @@ impl Controller {
     ) -> Result<RunOutcome, ControllerError> {
         let approved = approval.given();
         let scope = if approved { Scope2::Full } else { scope };
-        let mut p = self.plan_inner(tenant, scope, true, false).await?;
+        let (mut p, state) = self.plan_inner(tenant, scope, true, false).await?;
         if let Approval::Fingerprint(fp) = approval {
             if fp != p.fingerprint {
                 if let Some((run_id, at)) = self.store.applied_run_with_fingerprint(tenant.id, fp).await? {
@@ -912,7 +919,6 @@ impl Controller {
             p.waiting = 0;
             p.judged_by = None;
         }
-        let state = self.store.controller_state(tenant.id).await?;
         let was_held = state.held_fingerprint.is_some();
         // A settled burst over the threshold: the hold begins, and it stands above the
         // whole-tenant plan (what an operator reviews and approves), computed now.
@@ -924,7 +930,7 @@ impl Controller {
                 burst: BurstUpdate::Close,
             };
             self.store.set_progress(&progress).await?;
-            p = self.plan_inner(tenant, Scope2::Full, true, true).await?;
+            p = self.plan_inner(tenant, Scope2::Full, true, true).await?.0;
             meter.scope = "burst";
         }
         let full = p.kind == RunScope::Full;
