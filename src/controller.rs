@@ -888,7 +888,8 @@ impl Controller {
         let held: Vec<i64> = self.leases.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(t, _)| t).collect();
         for t in held {
             if let Err(e) = self.store.release_lease(t, &self.holder).await {
-                tracing::warn!(tenant_id = t, error = %e, "cannot release the reconcile lease");
+                let slug = self.store.tenant_by_id(t).await.map_or_else(|_| format!("#{t}"), |x| x.slug);
+                tracing::warn!(tenant = %slug, error = %e, "cannot release the reconcile lease");
             }
         }
     }
