@@ -528,7 +528,7 @@ impl Controller {
         }
         let (changes, conflicts) = order_by_email(changes, &holders);
         let summary = Summary::of(&changes);
-        let fp = fingerprint(&changes);
+        let fp = fingerprint(&tenant.slug, &changes, head);
         // The valve counts what the controller deactivated or deleted on its own in the last
         // window too, so a mass deprovisioning pushed one user at a time (many small runs) trips
         // it like one big run. A plan with nothing destructive cannot trip it: no counting (a

@@ -616,35 +616,42 @@ proptest! {
         }
     }
 
-    /// (g) The fingerprint is a function of the plan: deterministic, and different when the plan
-    /// differs.
+    /// (g) The fingerprint is a function of the tenant and the plan: deterministic, and different
+    /// when the plan or the tenant differs. The journal head counts only for an empty plan.
     #[test]
     fn g_fingerprint((d, a) in world()) {
+        let f = |p: &[Change]| fingerprint("acme", p, 7);
         let p = full_plan(&d, &a);
-        let fp = fingerprint(&p);
+        let fp = f(&p);
         prop_assert_eq!(fp.len(), 32);
         prop_assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
-        prop_assert_eq!(&fp, &fingerprint(&full_plan(&d.clone(), &a.clone())));
-        prop_assert_eq!(&fp, &fingerprint(&p.clone()));
+        prop_assert_eq!(&fp, &f(&full_plan(&d.clone(), &a.clone())));
+        prop_assert_eq!(&fp, &f(&p.clone()));
+        prop_assert_ne!(&fp, &fingerprint("globex", &p, 7));
+        if p.is_empty() {
+            prop_assert_ne!(&fp, &fingerprint("acme", &p, 8));
+        } else {
+            prop_assert_eq!(&fp, &fingerprint("acme", &p, 8));
+        }
         if let Some(last) = p.last() {
-            prop_assert_ne!(&fp, &fingerprint(&p[..p.len() - 1]));
+            prop_assert_ne!(&fp, &f(&p[..p.len() - 1]));
             let mut bumped = p.clone();
             bumped[0].before_version = Some(bumped[0].before_version.unwrap_or(0) + 1);
-            prop_assert_ne!(&fp, &fingerprint(&bumped));
+            prop_assert_ne!(&fp, &f(&bumped));
             let mut other = p.clone();
             other.push(last.clone());
-            prop_assert_ne!(&fp, &fingerprint(&other));
+            prop_assert_ne!(&fp, &f(&other));
             if p.len() >= 2 && p[0] != p[p.len() - 1] {
                 let mut rev = p.clone();
                 rev.reverse();
-                prop_assert_ne!(&fp, &fingerprint(&rev));
+                prop_assert_ne!(&fp, &f(&rev));
             }
         }
         let mut w = a.clone();
         apply_all(&mut w, &p, &mut Log::default(), &mut HashSet::new());
         let p2 = full_plan(&d, &w);
         if p2 != p {
-            prop_assert_ne!(fp, fingerprint(&p2));
+            prop_assert_ne!(fp, f(&p2));
         }
     }
 

@@ -51,7 +51,7 @@ fn synced(d: &DesiredUser) -> ActualUser {
 fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
     ComputedPlan {
         tenant: "acme".into(),
-        fingerprint: fingerprint(&changes),
+        fingerprint: fingerprint("acme", &changes, 0),
         summary: Summary::of(&changes),
         changes,
         conflicts: Vec::new(),
@@ -396,4 +396,21 @@ fn html_escapes_what_the_idp_sent() {
     assert!(
         report::html(&computed(Vec::new(), None)).contains("<p>No changes: Moonborn matches the desired state.</p>")
     );
+}
+
+#[test]
+fn fingerprints_name_the_tenant_and_an_empty_plan_its_journal_head() {
+    // An empty plan: specific to the tenant and to the journal position it was computed at.
+    let empty = fingerprint("acme", &[], 41);
+    assert_eq!(empty.len(), 32);
+    assert_eq!(empty, fingerprint("acme", &[], 41), "deterministic");
+    assert_ne!(empty, fingerprint("globex", &[], 41), "another tenant");
+    assert_ne!(empty, fingerprint("acme", &[], 42), "a later journal head");
+    // A plan with changes: specific to the tenant, not to the journal (an unrelated push keeps an
+    // approval of the same changes valid).
+    let p = four_kinds();
+    let fp = fingerprint("acme", &p.changes, 41);
+    assert_eq!(fp, fingerprint("acme", &p.changes, 42));
+    assert_ne!(fp, fingerprint("globex", &p.changes, 41));
+    assert_ne!(fp, empty);
 }

@@ -465,13 +465,22 @@ impl Summary {
     }
 }
 
-/// A fingerprint of a plan: of every change and the version each was computed from. Applying a
-/// plan by fingerprint is refused when the state moved since (the fingerprint differs).
+/// A fingerprint of a tenant's plan: of the tenant, every change and the version each was
+/// computed from. Applying a plan by fingerprint is refused when the state moved since (the
+/// fingerprint differs).
 ///
-/// A deletion's `purge_after` is left out: it is derived from the time of planning, and a plan
-/// shown to an operator must keep its fingerprint until the state it was computed from moves.
-pub fn fingerprint(changes: &[Change]) -> String {
+/// An empty plan has no versions to name, so its fingerprint names `journal_head`, the intent
+/// journal position it was computed at; a plan with changes leaves the journal out, so a push
+/// that changes none of them keeps an operator's approval valid. A deletion's `purge_after` is
+/// left out too: it is derived from the time of planning, and a plan shown to an operator must
+/// keep its fingerprint until the state it was computed from moves.
+pub fn fingerprint(tenant: &str, changes: &[Change], journal_head: i64) -> String {
     let mut h = Sha256::new();
+    h.update(serde_json::to_vec(tenant).unwrap_or_default());
+    h.update(b"\n");
+    if changes.is_empty() {
+        h.update(format!("empty at journal {journal_head}\n").as_bytes());
+    }
     for c in changes {
         let mut c = c.clone();
         if c.kind == ChangeKind::Delete {

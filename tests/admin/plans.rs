@@ -231,3 +231,31 @@ admin_test!(
         assert_eq!(app.user_by_email("one2@acme.com").await.unwrap()["status"], "disabled");
     }
 );
+
+admin_test!(
+    async fn an_empty_plan_is_fingerprinted_by_its_tenant_and_journal_position(app) {
+        app.post("/tenants", &json!({"slug": "globex", "tier": "enterprise"})).await.expect(201);
+        let plan = |slug: &'static str| {
+            let app = &app;
+            async move {
+                let p = app.get(&format!("/tenants/{slug}/plan")).await.expect(200).clone();
+                assert_eq!(p["changes"], json!([]), "{p}");
+                p["fingerprint"].as_str().unwrap().to_string()
+            }
+        };
+        let (acme, globex) = (plan("acme").await, plan("globex").await);
+        assert_ne!(acme, globex, "two tenants' empty plans");
+        assert_eq!(plan("acme").await, acme, "the same state, the same fingerprint");
+
+        // A push that leaves nothing to apply (a group that binds no role) still moves the
+        // journal: the empty plan computed after it is another.
+        let t = app.store.tenant("acme").await.unwrap();
+        let head = app.store.journal_head(t.id).await.unwrap();
+        app.scim_group("no-role-here", &[]).await;
+        app.settle().await;
+        assert!(app.store.journal_head(t.id).await.unwrap() > head, "the push is journaled");
+        let after = plan("acme").await;
+        assert_ne!(after, acme);
+        assert_eq!(plan("globex").await, globex, "another tenant's push changes nothing here");
+    }
+);
