@@ -73,6 +73,8 @@ fn plan_diffs_an_offline_snapshot() {
         "{out}"
     );
     assert!(out.contains("will be created (welcome email queued)"), "{out}");
+    // The snapshot's two inactive users are created disabled, with no welcome email.
+    assert_eq!(out.matches("will be created disabled (no welcome email)").count(), 2, "{out}");
     assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
     let (ok, json, _) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot, "--format", "json"]);
     assert!(ok);

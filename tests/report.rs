@@ -277,6 +277,20 @@ fn every_kind_has_its_header() {
 }
 
 #[test]
+fn a_create_says_whether_a_welcome_email_is_queued() {
+    // `apply` queues `user.provisioned` for an active user only.
+    let on = desired("s1", "eve@acme.com", "Eve", true, &["viewer"]);
+    let off = DesiredUser { active: false, ..on.clone() };
+    let header = |d: &DesiredUser| {
+        let changes = plan(std::slice::from_ref(d), &[], &HashSet::new(), now(), Scope::Full);
+        assert_eq!(changes.iter().map(|c| c.kind).collect::<Vec<_>>(), vec![ChangeKind::Create]);
+        report::header(&changes[0])
+    };
+    assert_eq!(header(&on), "user eve@acme.com will be created (welcome email queued)");
+    assert_eq!(header(&off), "user eve@acme.com will be created disabled (no welcome email)");
+}
+
+#[test]
 fn held_plan_says_so() {
     let p = four_kinds();
     let held = computed(

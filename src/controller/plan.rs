@@ -17,7 +17,7 @@ pub const GRACE_DAYS: i64 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
-    /// A new SCIM user: provisioned, roles granted, a welcome email queued.
+    /// A new SCIM user: provisioned, roles granted, a welcome email queued (an active one only).
     Create,
     /// Profile fields or roles differ from what SCIM wants.
     Update,

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::Record;
+use super::model::{Record, Status};
 use super::plan::{Change, ChangeKind};
 use super::ComputedPlan;
 
@@ -39,7 +39,9 @@ pub fn header(c: &Change) -> String {
         c.after.email.clone()
     };
     let what = match c.kind {
-        ChangeKind::Create => "will be created (welcome email queued)".to_string(),
+        // `apply` queues the welcome email of an active user only (`user.provisioned`).
+        ChangeKind::Create if c.after.status == Status::Active => "will be created (welcome email queued)".to_string(),
+        ChangeKind::Create => "will be created disabled (no welcome email)".to_string(),
         ChangeKind::Update => "will be updated".to_string(),
         ChangeKind::Deactivate => "will be deactivated (signed out, sessions revoked)".to_string(),
         ChangeKind::Reactivate => "will be reactivated".to_string(),
