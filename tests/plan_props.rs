@@ -80,6 +80,7 @@ fn user_from(id: &str, r: &Record, version: i64) -> ActualUser {
         roles: r.roles.clone(),
         purge_after: r.purge_after.clone(),
         version,
+        hand_edited: false,
     }
 }
 
@@ -118,6 +119,8 @@ struct ASpec {
     roles: u8,
     display: usize,
     version: i64,
+    /// Last written by a hand edit in Moonborn.
+    hand: bool,
 }
 
 fn dspec() -> impl Strategy<Value = DSpec> {
@@ -160,8 +163,9 @@ fn aspec() -> impl Strategy<Value = ASpec> {
         0u8..32,
         0..DISPLAY.len(),
         1i64..5,
+        any::<bool>(),
     )
-        .prop_map(|(kind, email, status, ext, roles, display, version)| ASpec {
+        .prop_map(|(kind, email, status, ext, roles, display, version, hand)| ASpec {
             kind,
             email,
             status,
@@ -169,6 +173,7 @@ fn aspec() -> impl Strategy<Value = ASpec> {
             roles,
             display,
             version,
+            hand,
         })
 }
 
@@ -227,6 +232,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                 roles: BTreeSet::new(),
                 purge_after: None,
                 version: s.version,
+                hand_edited: false,
             },
             AKind::Manual => ActualUser {
                 id: format!("u{n}"),
@@ -240,6 +246,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                 roles: roles_of(s.roles),
                 purge_after: None,
                 version: s.version,
+                hand_edited: s.hand,
             },
             AKind::Scim { scim, own_id, in_sync } => {
                 let sid = scim_id(scim);
@@ -259,6 +266,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                         roles: roles_of(s.roles),
                         purge_after,
                         version: s.version,
+                        hand_edited: s.hand,
                     },
                 }
             }
@@ -577,6 +585,11 @@ proptest! {
                     let u = u.unwrap();
                     prop_assert_eq!(c.before_version, Some(u.version));
                     prop_assert_eq!(c.before.as_ref(), Some(&u.record()));
+                    // Drift repair: reverting a hand edit of a SCIM user that stays linked.
+                    let reverts =
+                        matches!(c.kind, ChangeKind::Update | ChangeKind::Deactivate | ChangeKind::Reactivate);
+                    let linked = u.scim_id.is_some() && u.scim_id == c.after.scim_id;
+                    prop_assert_eq!(c.drift, u.hand_edited && linked && reverts, "{:?}", c);
                 }
             }
         }
@@ -758,6 +771,7 @@ fn manual(id: &str, email: &str) -> ActualUser {
         roles: ["admin".to_string()].into(),
         purge_after: None,
         version: 1,
+        hand_edited: false,
     }
 }
 

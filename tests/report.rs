@@ -45,6 +45,7 @@ fn synced(d: &DesiredUser) -> ActualUser {
         roles: d.roles.clone(),
         purge_after: None,
         version: 2,
+        hand_edited: false,
     }
 }
 
@@ -215,6 +216,7 @@ fn seven_unchanged_fields_collapse_into_one_line() {
             external_id: None,
             purge_after: Some("2024-07-01T00:00:00.000Z".into()),
         },
+        drift: false,
     };
     let text = report::diff_text(&c);
     assert_eq!(
@@ -291,6 +293,62 @@ fn a_create_says_whether_a_welcome_email_is_queued() {
 }
 
 #[test]
+fn reverting_a_hand_edit_is_labelled_drift_repair() {
+    let n = now();
+    let eve = desired("s1", "eve@acme.com", "Eve", true, &["viewer"]);
+    let hand = |mut a: ActualUser| {
+        a.hand_edited = true;
+        a
+    };
+    // Hand-edited in Moonborn: a new name, a role, enabled again, disabled.
+    let mut renamed = synced(&eve);
+    renamed.display_name = Some("Eve by hand".into());
+    let mut promoted = synced(&eve);
+    promoted.roles = roles(&["admin"]);
+    let off = DesiredUser { active: false, ..eve.clone() };
+    let mut deleted = synced(&eve);
+    deleted.status = Status::Deleted;
+    deleted.purge_after = Some(fmt_time(n + Duration::days(1)));
+    let cases: Vec<(DesiredUser, ActualUser, ChangeKind, bool)> = vec![
+        (eve.clone(), hand(renamed.clone()), ChangeKind::Update, true),
+        (eve.clone(), hand(promoted), ChangeKind::Update, true),
+        (off.clone(), hand(synced(&eve)), ChangeKind::Deactivate, true),
+        (eve.clone(), hand(synced(&off)), ChangeKind::Reactivate, true),
+        // Not hand-edited: the IdP's change.
+        (eve.clone(), renamed, ChangeKind::Update, false),
+        (off, synced(&eve), ChangeKind::Deactivate, false),
+        // A restore is the IdP's create, whatever was edited by hand before.
+        (eve.clone(), hand(deleted), ChangeKind::Restore, false),
+    ];
+    for (d, a, kind, drift) in cases {
+        let changes = plan(&[d], &[a], &HashSet::new(), n, Scope::Full);
+        assert_eq!(changes.len(), 1);
+        let c = &changes[0];
+        assert_eq!((c.kind, c.drift), (kind, drift), "{c:?}");
+        let p = computed(changes.clone(), None);
+        let header = report::header(c);
+        assert_eq!(header.ends_with(" — drift repair (reverts a hand edit made in Moonborn)"), drift, "{header}");
+        assert!(report::text(&p, false).contains(&header));
+        assert_eq!(report::json(&p)["changes"][0]["cause"], if drift { "drift" } else { "idp" });
+        let class = format!("<h2 class=\"{} {}\">", kind.as_str(), if drift { "drift" } else { "idp" });
+        assert!(report::html(&p).contains(&class), "{class}");
+    }
+    // A deletion of a hand-edited user is the IdP's.
+    let c = plan(&[], &[hand(synced(&eve))], &HashSet::new(), n, Scope::Full);
+    assert_eq!((c[0].kind, c[0].drift), (ChangeKind::Delete, false));
+    let purge_at = fmt_time(n + Duration::days(30));
+    assert_eq!(report::header(&c[0]), format!("user eve@acme.com will be deleted (soft; purge after {purge_at})"));
+    // The whole header of a drift repair.
+    let mut renamed = hand(synced(&eve));
+    renamed.display_name = None;
+    let c = plan(&[eve], &[renamed], &HashSet::new(), n, Scope::Full);
+    assert_eq!(
+        report::header(&c[0]),
+        "user eve@acme.com will be updated — drift repair (reverts a hand edit made in Moonborn)"
+    );
+}
+
+#[test]
 fn held_plan_says_so() {
     let p = four_kinds();
     let held = computed(
@@ -353,8 +411,9 @@ fn json_report_has_a_stable_shape() {
         "status",
     ];
     for (c, orig) in changes.iter().zip(&p.changes) {
-        assert_eq!(keys(c), vec!["after", "before", "before_version", "diff", "header", "kind", "user_id"]);
+        assert_eq!(keys(c), vec!["after", "before", "before_version", "cause", "diff", "header", "kind", "user_id"]);
         assert_eq!(c["kind"], orig.kind.as_str());
+        assert_eq!(c["cause"], "idp");
         assert_eq!(c["user_id"], orig.user_id.as_str());
         assert_eq!(c["header"], report::header(orig).as_str());
         assert_eq!(c["diff"], report::diff_text(orig).as_str());
@@ -396,7 +455,7 @@ fn html_escapes_what_the_idp_sent() {
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("Plan: 1 to create, 0 to update, 0 to deactivate, 0 to delete, 0 to purge."));
     assert!(
-        html.contains("<h2 class=\"create\">user x@acme.com will be created (welcome email queued)</h2>"),
+        html.contains("<h2 class=\"create idp\">user x@acme.com will be created (welcome email queued)</h2>"),
         "{html}"
     );
     // The text report is not HTML: it shows the name as sent.

@@ -89,6 +89,10 @@ pub struct ActualUser {
     pub purge_after: Option<String>,
     /// Compare-and-set token: every write bumps it.
     pub version: i64,
+    /// The last write of this user was a hand edit in Moonborn (its profile, status or roles),
+    /// not the controller's: a change that reverts it is drift repair.
+    #[serde(default)]
+    pub hand_edited: bool,
 }
 
 /// The Moonborn user record a plan shows and `apply` writes.

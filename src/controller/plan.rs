@@ -64,6 +64,10 @@ pub struct Change {
     pub before: Option<Record>,
     pub before_version: Option<i64>,
     pub after: Record,
+    /// The change reverts a hand edit made in Moonborn (drift repair), rather than carrying a
+    /// change from the IdP: an update, deactivation or reactivation of a hand-edited user.
+    #[serde(default)]
+    pub drift: bool,
 }
 
 /// Which actual users a plan may delete.
@@ -126,6 +130,7 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
             before: None,
             before_version: None,
             after: wanted(d),
+            drift: false,
         }),
         (d, Some(a)) if a.managed_by == ManagedBy::Manual && d.is_none() => None,
         (_, Some(a)) if a.status == Status::Purged => None,
@@ -149,7 +154,19 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
             } else {
                 ChangeKind::Update
             };
-            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+            // Drift repair: a hand-edited user that stays linked to its SCIM user (a takeover by
+            // another SCIM user is the IdP's change).
+            let drift = a.hand_edited
+                && a.scim_id.as_deref() == Some(d.scim_id.as_str())
+                && matches!(kind, ChangeKind::Update | ChangeKind::Deactivate | ChangeKind::Reactivate);
+            Some(Change {
+                kind,
+                user_id: a.id.clone(),
+                before: Some(before),
+                before_version: Some(a.version),
+                after,
+                drift,
+            })
         }
         (None, Some(a)) => {
             let before = a.record();
@@ -178,7 +195,15 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
                     },
                 ),
             };
-            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+            // A deletion (or the purge after it) is the IdP's, whatever was edited by hand.
+            Some(Change {
+                kind,
+                user_id: a.id.clone(),
+                before: Some(before),
+                before_version: Some(a.version),
+                after,
+                drift: false,
+            })
         }
     }
 }

@@ -52,7 +52,18 @@ pub fn header(c: &Change) -> String {
         ChangeKind::Adopt => "will be adopted (manual invite → SCIM-managed)".to_string(),
         ChangeKind::Purge => "will be purged (personal data removed)".to_string(),
     };
-    format!("user {email} {what}")
+    let cause = if c.drift { " — drift repair (reverts a hand edit made in Moonborn)" } else { "" };
+    format!("user {email} {what}{cause}")
+}
+
+/// Why a change happens: `drift` when it reverts a hand edit made in Moonborn, else `idp` (what
+/// the IdP sent, or its consequences: a purge after a deletion).
+pub fn cause(c: &Change) -> &'static str {
+    if c.drift {
+        "drift"
+    } else {
+        "idp"
+    }
 }
 
 /// What a conflict means, in one line.
@@ -186,6 +197,7 @@ struct ConflictEntry<'a> {
 #[derive(serde::Serialize)]
 struct ChangeEntry<'a> {
     kind: ChangeKind,
+    cause: &'static str,
     user_id: &'a str,
     header: String,
     before: &'a Option<Record>,
@@ -222,6 +234,7 @@ impl serde::Serialize for JsonReport<'_> {
             &Lazy(|| {
                 p.changes.iter().map(|c| ChangeEntry {
                     kind: c.kind,
+                    cause: cause(c),
                     user_id: &c.user_id,
                     header: header(c),
                     before: &c.before,
@@ -250,7 +263,12 @@ pub fn html(p: &ComputedPlan) -> String {
         ));
     }
     for c in &p.changes {
-        body.push_str(&format!("<section><h2 class=\"{}\">{}</h2><pre>", c.kind.as_str(), esc(&header(c))));
+        body.push_str(&format!(
+            "<section><h2 class=\"{} {}\">{}</h2><pre>",
+            c.kind.as_str(),
+            cause(c),
+            esc(&header(c))
+        ));
         for l in diff_lines(c) {
             match l {
                 DiffLine::Removed(t) => body.push_str(&format!("<del>-{}</del>\n", esc(&t))),
