@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::controller::model::desired_from_snapshot;
+use crate::controller::model::{desired_from_snapshot, Bindings, BindingsChange};
 use crate::controller::outbox::{self, WebhookConfig};
 use crate::controller::{parse_schedule, report, Controller, Scope2, Trigger};
 use crate::http::{router, AppState, SCIM_BASE};
@@ -39,6 +39,11 @@ pub enum Command {
         /// the actual state instead of the stored desired state.
         #[arg(long)]
         desired: Option<std::path::PathBuf>,
+        /// Plan with these group bindings instead of the tenant's (the body of PUT
+        /// …/group-bindings, e.g. desired-state/group-bindings.json): who would gain or lose which
+        /// role. Nothing is stored.
+        #[arg(long)]
+        bindings: Option<std::path::PathBuf>,
     },
     /// Reconcile a tenant now (the whole tenant) and print the report.
     Reconcile {
@@ -168,20 +173,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
     match cli.command {
         Command::Serve(args) => serve(store, &cli.database_url, args).await,
-        Command::Plan { tenant, format, desired } => {
+        Command::Plan { tenant, format, desired, bindings } => {
             let t = store.tenant(&tenant).await.map_err(not_found("tenant"))?;
             let controller = Controller::new(store.clone());
-            let scope = match desired {
-                Some(path) => {
+            let stored = store.controller_state(t.id).await?.bindings;
+            let preview = bindings.map(|path| bindings_file(&path, &stored)).transpose()?;
+            let p = match (desired, &preview) {
+                (Some(path), _) => {
                     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                     let json: serde_json::Value =
                         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-                    let bindings = store.controller_state(t.id).await?.bindings;
-                    Scope2::Snapshot(desired_from_snapshot(&json, &bindings).map_err(anyhow::Error::msg)?)
+                    let bindings = preview.as_ref().unwrap_or(&stored);
+                    let desired = desired_from_snapshot(&json, bindings).map_err(anyhow::Error::msg)?;
+                    controller.plan(&t, Scope2::Snapshot(desired)).await?
                 }
-                None => Scope2::Full,
+                (None, Some(b)) => controller.plan_with_bindings(&t, b).await?,
+                (None, None) => controller.plan(&t, Scope2::Full).await?,
             };
-            let p = controller.plan(&t, scope).await?;
             print_report(&p, format);
             Ok(())
         }
@@ -246,6 +254,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The bindings a `plan --bindings` file makes of the tenant's `current` ones.
+fn bindings_file(path: &std::path::Path, current: &Bindings) -> anyhow::Result<Bindings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let change = BindingsChange::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a group-bindings body: {e}", path.display()))?;
+    change.apply_to(current).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn print_report(p: &crate::controller::ComputedPlan, format: Format) {

@@ -384,11 +384,31 @@ impl Controller {
     /// # Errors
     /// Database errors.
     pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
-        self.plan_inner(tenant, scope, false).await
+        self.plan_inner(tenant, scope, false, None).await
     }
 
-    /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read.
-    async fn plan_inner(&self, tenant: &Tenant, scope: Scope2, renew: bool) -> Result<ComputedPlan, ControllerError> {
+    /// The whole-tenant plan that `bindings` would cause in place of the tenant's own: a binding
+    /// change previewed (nothing is stored).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn plan_with_bindings(
+        &self,
+        tenant: &Tenant,
+        bindings: &model::Bindings,
+    ) -> Result<ComputedPlan, ControllerError> {
+        self.plan_inner(tenant, Scope2::Full, false, Some(bindings)).await
+    }
+
+    /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read; with
+    /// `bindings`, those instead of the tenant's.
+    async fn plan_inner(
+        &self,
+        tenant: &Tenant,
+        scope: Scope2,
+        renew: bool,
+        bindings: Option<&model::Bindings>,
+    ) -> Result<ComputedPlan, ControllerError> {
         let full = matches!(scope, Scope2::Full);
         let mut renewed = std::time::Instant::now();
         let keep_lease = |renewed: &mut std::time::Instant| {
@@ -399,6 +419,7 @@ impl Controller {
             due
         };
         let state = self.store.controller_state(tenant.id).await?;
+        let bindings = bindings.unwrap_or(&state.bindings);
         let mut head = self.store.journal_head(tenant.id).await?;
         let mut truncated = false;
         let now = Utc::now();
@@ -430,7 +451,7 @@ impl Controller {
                     let groups = &mut r.groups;
                     let desired = desired_users(
                         r.desired.iter().map(|(id, doc)| (id, doc, groups.remove(id).unwrap_or_default())),
-                        &state.bindings,
+                        bindings,
                     )?;
                     let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
                     let mut linked: Vec<ActualUser> = Vec::new();
@@ -501,7 +522,7 @@ impl Controller {
                 }
                 for chunk in ids.chunks(BATCH as usize) {
                     let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
-                    let desired = desired_users(rows, &state.bindings)?;
+                    let desired = desired_users(rows, bindings)?;
                     let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
                 }
@@ -736,7 +757,7 @@ impl Controller {
         meter: &mut RunMeter,
     ) -> Result<RunOutcome, ControllerError> {
         let full = matches!(scope, Scope2::Full);
-        let p = self.plan_inner(tenant, scope, true).await?;
+        let p = self.plan_inner(tenant, scope, true, None).await?;
         if let Some(fp) = approve {
             if fp != p.fingerprint {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
