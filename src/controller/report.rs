@@ -56,8 +56,8 @@ pub fn header(c: &Change) -> String {
     format!("user {email} {what}{cause}")
 }
 
-/// Why a change happens: `drift` when it reverts a hand edit made in Moonborn, else `idp` (what
-/// the IdP sent, or its consequences: a purge after a deletion).
+/// Why a change happens: `drift` when it reverts a hand edit made in Moonborn, else `idp` (the
+/// desired state: what the IdP sent, through the bindings; a purge after the IdP's deletion).
 pub fn cause(c: &Change) -> &'static str {
     if c.drift {
         "drift"
