@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::controller::model::desired_from_snapshot;
+use crate::controller::model::{desired_from_snapshot, Bindings, BindingsChange};
 use crate::controller::outbox::{self, WebhookConfig};
 use crate::controller::plan::SafetyChange;
 use crate::controller::{parse_schedule, report, Approval, Controller, ControllerError, Scope2, Trigger};
@@ -44,6 +44,11 @@ pub enum Command {
         /// holds some (1 on errors).
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Plan with these group bindings instead of the tenant's (the body of PUT
+        /// …/group-bindings, e.g. desired-state/group-bindings.json): who would gain or lose which
+        /// role. Nothing is stored.
+        #[arg(long)]
+        bindings: Option<std::path::PathBuf>,
     },
     /// Reconcile a tenant now (the whole tenant) and print the report.
     Reconcile {
@@ -268,20 +273,23 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     match cli.command {
         Command::Serve(args) => serve(store, &cli.database_url, args).await.map(|()| 0),
-        Command::Plan { tenant: slug, format, desired, detailed_exitcode } => {
+        Command::Plan { tenant: slug, format, desired, bindings, detailed_exitcode } => {
             let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
-            let scope = match desired {
-                Some(path) => {
+            let stored = store.controller_state(t.id).await?.bindings;
+            let preview = bindings.map(|path| bindings_file(&path, &stored)).transpose()?;
+            let p = match (desired, &preview) {
+                (Some(path), _) => {
                     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                     let json: serde_json::Value =
                         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-                    let bindings = store.controller_state(t.id).await?.bindings;
-                    Scope2::Snapshot(desired_from_snapshot(&json, &bindings).map_err(anyhow::Error::msg)?)
+                    let bindings = preview.as_ref().unwrap_or(&stored);
+                    let desired = desired_from_snapshot(&json, bindings).map_err(anyhow::Error::msg)?;
+                    controller.plan(&t, Scope2::Snapshot(desired)).await?
                 }
-                None => Scope2::Full,
+                (None, Some(b)) => controller.plan_with_bindings(&t, b).await?,
+                (None, None) => controller.plan(&t, Scope2::Full).await?,
             };
-            let p = controller.plan(&t, scope).await?;
             print_report(&p, format);
             Ok(detailed(&p, detailed_exitcode))
         }
@@ -428,6 +436,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+/// The bindings a `plan --bindings` file makes of the tenant's `current` ones.
+fn bindings_file(path: &std::path::Path, current: &Bindings) -> anyhow::Result<Bindings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let change = BindingsChange::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a group-bindings body: {e}", path.display()))?;
+    change.apply_to(current).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn print_report(p: &crate::controller::ComputedPlan, format: Format) {

@@ -475,16 +475,32 @@ impl Controller {
     /// # Errors
     /// Database errors.
     pub async fn plan(&self, tenant: &Tenant, scope: Scope2) -> Result<ComputedPlan, ControllerError> {
-        Ok(self.plan_inner(tenant, scope, false, false).await?.0)
+        Ok(self.plan_inner(tenant, scope, false, false, None).await?.0)
     }
 
-    /// `plan`; with `renew`, the tenant's lease is renewed while a long plan is read.
+    /// The whole-tenant plan that `bindings` would cause in place of the tenant's own: a binding
+    /// change previewed (nothing is stored).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn plan_with_bindings(
+        &self,
+        tenant: &Tenant,
+        bindings: &model::Bindings,
+    ) -> Result<ComputedPlan, ControllerError> {
+        Ok(self.plan_inner(tenant, Scope2::Full, false, false, Some(bindings)).await?.0)
+    }
+
+    /// `plan`, with the controller state it read; with `renew`, the tenant's lease is renewed
+    /// while a long plan is read; with `hold_now`, the plan is treated as held (a settled burst
+    /// tripped the valve); with `bindings`, those instead of the tenant's.
     async fn plan_inner(
         &self,
         tenant: &Tenant,
         scope: Scope2,
         renew: bool,
         hold_now: bool,
+        bindings: Option<&model::Bindings>,
     ) -> Result<(ComputedPlan, ControllerState), ControllerError> {
         let mut renewed = std::time::Instant::now();
         let keep_lease = |renewed: &mut std::time::Instant| {
@@ -501,6 +517,7 @@ impl Controller {
             state.held_fingerprint = Some(String::new());
         }
         let state = state;
+        let bindings = bindings.unwrap_or(&state.bindings);
         let mut head = self.store.journal_head(tenant.id).await?;
         let mut truncated = false;
         let now = Utc::now();
@@ -546,7 +563,7 @@ impl Controller {
                     let groups = &mut r.groups;
                     let desired = desired_users(
                         r.desired.iter().map(|(id, doc)| (id, doc, groups.remove(id).unwrap_or_default())),
-                        &state.bindings,
+                        bindings,
                     )?;
                     let in_batch: HashSet<&str> = desired.iter().map(|d| d.scim_id.as_str()).collect();
                     let mut linked: Vec<ActualUser> = Vec::new();
@@ -618,7 +635,7 @@ impl Controller {
                 }
                 for chunk in ids.chunks(BATCH as usize) {
                     let rows = self.store.desired_by_ids(tenant.id, chunk).await?;
-                    let desired = desired_users(rows, &state.bindings)?;
+                    let desired = desired_users(rows, bindings)?;
                     let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
                 }
@@ -645,7 +662,7 @@ impl Controller {
         }
         let (changes, conflicts) = order_by_email(changes, &holders);
         let summary = Summary::of(&changes);
-        let fp = fingerprint(&changes);
+        let fp = fingerprint(&tenant.slug, &changes, head);
         let gate = self.gate(tenant, &state, kind, &summary, &fp, now).await?;
         let (held, waiting) = match gate {
             Gate::Open => (None, 0),
@@ -905,7 +922,7 @@ impl Controller {
     ) -> Result<RunOutcome, ControllerError> {
         let approved = approval.given();
         let scope = if approved { Scope2::Full } else { scope };
-        let (mut p, state) = self.plan_inner(tenant, scope, true, false).await?;
+        let (mut p, state) = self.plan_inner(tenant, scope, true, false, None).await?;
         if let Approval::Fingerprint(fp) = approval {
             if fp != p.fingerprint {
                 if let Some((run_id, at)) = self.store.applied_run_with_fingerprint(tenant.id, fp).await? {
@@ -931,7 +948,7 @@ impl Controller {
                 burst: BurstUpdate::Close,
             };
             self.store.set_progress(&progress).await?;
-            p = self.plan_inner(tenant, Scope2::Full, true, true).await?.0;
+            p = self.plan_inner(tenant, Scope2::Full, true, true, None).await?.0;
             meter.scope = "burst";
         }
         let full = p.kind == RunScope::Full;

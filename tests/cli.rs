@@ -73,6 +73,8 @@ fn plan_diffs_an_offline_snapshot() {
         "{out}"
     );
     assert!(out.contains("will be created (welcome email queued)"), "{out}");
+    // The snapshot's two inactive users are created disabled, with no welcome email.
+    assert_eq!(out.matches("will be created disabled (no welcome email)").count(), 2, "{out}");
     assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
     let (ok, json, _) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot, "--format", "json"]);
     assert!(ok);
@@ -84,47 +86,86 @@ fn plan_diffs_an_offline_snapshot() {
     assert!(again.contains("Plan: 0 to create"), "{again}");
 }
 
+/// A `serve` child on a loopback port (the SCIM API and, with `admin_token`, the admin API).
+struct Served {
+    child: std::process::Child,
+    /// Kept open for the whole test: the server still writes to them.
+    _pipes: (BufReader<std::process::ChildStdout>, BufReader<std::process::ChildStderr>),
+    /// `127.0.0.1:PORT`
+    addr: String,
+    /// The SCIM token of the `default` tenant that `serve` creates on an empty database.
+    token: String,
+}
+
+impl Served {
+    fn start(db: &str, admin_token: Option<&str>) -> Served {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]);
+        if let Some(t) = admin_token {
+            cmd.args(["--admin-token", t]);
+        }
+        let mut child =
+            cmd.env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut token = None;
+        for line in stdout.by_ref().lines().map_while(Result::ok) {
+            let l = line.trim();
+            if l.starts_with("mbscim_") {
+                token = Some(l.to_string());
+            }
+            if l.starts_with("curl") {
+                break;
+            }
+        }
+        let token = token.expect("serve prints the token of the default tenant");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut addr = None;
+        for line in stderr.by_ref().lines().map_while(Result::ok) {
+            assert!(!line.contains('\x1b'), "no colour in logs that are not a terminal: {line}");
+            if let Some(i) = line.find("http://") {
+                let rest = &line[i + 7..];
+                addr = rest.split('/').next().map(str::to_string);
+                break;
+            }
+            assert!(Instant::now() < deadline, "serve did not report its address");
+        }
+        let addr = addr.expect("listening address");
+        Served { child, _pipes: (stdout, stderr), addr, token }
+    }
+
+    /// Stops it with SIGTERM; asserts a clean exit.
+    fn stop(&mut self) {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "serve exits cleanly on SIGTERM: {st}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    /// A test that failed before `stop` leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn serve_creates_the_default_tenant_and_stops_on_sigterm() {
     let (_dir, db) = db();
-    let mut child = Command::new(BIN)
-        .args(["--database-url", &db, "serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    // Keep the pipe open for the whole test: the server still writes to it.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut token = None;
-    for line in stdout.by_ref().lines().map_while(Result::ok) {
-        let l = line.trim();
-        if l.starts_with("mbscim_") {
-            token = Some(l.to_string());
-        }
-        if l.starts_with("curl") {
-            break;
-        }
-    }
-    let token = token.expect("serve prints the token of the default tenant");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut addr = None;
-    for line in stderr.by_ref().lines().map_while(Result::ok) {
-        assert!(!line.contains('\x1b'), "no colour in logs that are not a terminal: {line}");
-        if let Some(i) = line.find("http://") {
-            let rest = &line[i + 7..];
-            addr = rest.split('/').next().map(str::to_string);
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not report its address");
-    }
-    let addr = addr.expect("listening address");
+    let mut served = Served::start(&db, None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let status = rt.block_on(async {
         reqwest::Client::new()
-            .get(format!("http://{addr}/v1/auth/scim/v2/Users?count=1"))
-            .bearer_auth(&token)
+            .get(format!("http://{}/v1/auth/scim/v2/Users?count=1", served.addr))
+            .bearer_auth(&served.token)
             .send()
             .await
             .expect("request")
@@ -133,17 +174,94 @@ fn serve_creates_the_default_tenant_and_stops_on_sigterm() {
     assert_eq!(status.as_u16(), 200);
     let (_, list, _) = run(&db, &["tenant", "list"]);
     assert!(list.contains("default") && list.contains("enterprise"), "{list}");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "serve exits cleanly on SIGTERM: {st}");
-            drop((stdout, stderr));
-            break;
+    served.stop();
+}
+
+#[test]
+fn plan_with_other_bindings_shows_the_role_changes_and_stores_nothing() {
+    let (dir, db) = db();
+    // dev in Engineering and bea in no group, pushed over SCIM and provisioned as viewers.
+    let mut served = Served::start(&db, Some("cli-test-admin-token"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let base = format!("http://{}/v1/auth/scim/v2", served.addr);
+        let post = |path: &str, body: serde_json::Value| {
+            c.post(format!("{base}{path}")).bearer_auth(&served.token).json(&body).send()
+        };
+        let mut ids = Vec::new();
+        for name in ["dev@acme.com", "bea@acme.com"] {
+            let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
+            let r = post("/Users", body).await.expect("push a user");
+            assert_eq!(r.status().as_u16(), 201);
+            ids.push(r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string());
         }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
+        let group = serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Engineering", "members": [{"value": ids[0]}]});
+        assert_eq!(post("/Groups", group).await.expect("push a group").status().as_u16(), 201);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let users = c
+                .get(format!("http://{}/v1/admin/tenants/default/users", served.addr))
+                .bearer_auth("cli-test-admin-token")
+                .send()
+                .await
+                .expect("list users")
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+            let viewers =
+                users["users"].as_array().unwrap().iter().filter(|u| u["roles"] == serde_json::json!(["viewer"]));
+            if viewers.count() == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "users not provisioned: {users}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    served.stop();
+
+    // Engineering bound to editor; the default role (absent) stays viewer: only dev changes.
+    let file = dir.path().join("bindings.json");
+    std::fs::write(&file, r#"{"bindings": [{"group": "engineering", "role": "editor"}]}"#).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = run(&db, &["plan", "--tenant", "default", "--bindings", file]);
+    assert!(ok, "{err}");
+    assert!(out.contains("user dev@acme.com will be updated\n"), "{out}");
+    assert!(out.contains("-roles: viewer\n+roles: editor\n"), "{out}");
+    assert!(!out.contains("bea@acme.com"), "{out}");
+    assert!(
+        out.trim_end().ends_with("Plan: 0 to create, 1 to update, 0 to deactivate, 0 to delete, 0 to purge."),
+        "{out}"
+    );
+    let (ok, json, _) = run(&db, &["plan", "--tenant", "default", "--bindings", file, "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    assert_eq!(v["changes"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["changes"][0]["after"]["roles"], serde_json::json!(["editor"]));
+    // The repository's file is the default bindings: nothing to change.
+    let defaults = concat!(env!("CARGO_MANIFEST_DIR"), "/desired-state/group-bindings.json");
+    let (ok, out, err) = run(&db, &["plan", "--tenant", "default", "--bindings", defaults]);
+    assert!(ok && out.contains("No changes"), "{out}{err}");
+    // Nothing was stored.
+    let (ok, out, _) = run(&db, &["plan", "--tenant", "default"]);
+    assert!(ok && out.contains("No changes"), "{out}");
+
+    // A bad file: a clear error and a failing exit.
+    let bad = dir.path().join("bad.json");
+    for (text, needle) in [
+        ("{\"bindings\": [{\"group\": \"ops\", \"role\": \"root\"}]}", "unknown role \"root\""),
+        ("{\"bindngs\": []}", "unknown field `bindngs`"),
+        ("[[], null]", "is not a group-bindings body"),
+        ("{\"bindings\": ", "is not a group-bindings body"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let (ok, out, err) = run(&db, &["plan", "--tenant", "default", "--bindings", bad.to_str().unwrap()]);
+        assert!(!ok && out.is_empty(), "{text}: {out}");
+        assert!(err.contains(bad.to_str().unwrap()) && err.contains(needle), "{text}: {err}");
     }
+    let (ok, _, err) = run(&db, &["plan", "--tenant", "default", "--bindings", "/nonexistent/bindings.json"]);
+    assert!(!ok && err.contains("reading /nonexistent/bindings.json"), "{err}");
 }
 
 fn run_code(db: &str, args: &[&str]) -> (i32, String, String) {

@@ -80,6 +80,7 @@ fn user_from(id: &str, r: &Record, version: i64) -> ActualUser {
         roles: r.roles.clone(),
         purge_after: r.purge_after.clone(),
         version,
+        hand_edited: false,
     }
 }
 
@@ -118,6 +119,8 @@ struct ASpec {
     roles: u8,
     display: usize,
     version: i64,
+    /// Last written by a hand edit in Moonborn.
+    hand: bool,
 }
 
 fn dspec() -> impl Strategy<Value = DSpec> {
@@ -160,8 +163,9 @@ fn aspec() -> impl Strategy<Value = ASpec> {
         0u8..32,
         0..DISPLAY.len(),
         1i64..5,
+        any::<bool>(),
     )
-        .prop_map(|(kind, email, status, ext, roles, display, version)| ASpec {
+        .prop_map(|(kind, email, status, ext, roles, display, version, hand)| ASpec {
             kind,
             email,
             status,
@@ -169,6 +173,7 @@ fn aspec() -> impl Strategy<Value = ASpec> {
             roles,
             display,
             version,
+            hand,
         })
 }
 
@@ -227,6 +232,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                 roles: BTreeSet::new(),
                 purge_after: None,
                 version: s.version,
+                hand_edited: false,
             },
             AKind::Manual => ActualUser {
                 id: format!("u{n}"),
@@ -240,6 +246,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                 roles: roles_of(s.roles),
                 purge_after: None,
                 version: s.version,
+                hand_edited: s.hand,
             },
             AKind::Scim { scim, own_id, in_sync } => {
                 let sid = scim_id(scim);
@@ -259,6 +266,7 @@ fn build(ds: &[DSpec], as_: &[ASpec]) -> (Vec<DesiredUser>, Vec<ActualUser>) {
                         roles: roles_of(s.roles),
                         purge_after,
                         version: s.version,
+                        hand_edited: s.hand,
                     },
                 }
             }
@@ -577,6 +585,11 @@ proptest! {
                     let u = u.unwrap();
                     prop_assert_eq!(c.before_version, Some(u.version));
                     prop_assert_eq!(c.before.as_ref(), Some(&u.record()));
+                    // Drift repair: reverting a hand edit of a SCIM user that stays linked.
+                    let reverts =
+                        matches!(c.kind, ChangeKind::Update | ChangeKind::Deactivate | ChangeKind::Reactivate);
+                    let linked = u.scim_id.is_some() && u.scim_id == c.after.scim_id;
+                    prop_assert_eq!(c.drift, u.hand_edited && linked && reverts, "{:?}", c);
                 }
             }
         }
@@ -616,35 +629,42 @@ proptest! {
         }
     }
 
-    /// (g) The fingerprint is a function of the plan: deterministic, and different when the plan
-    /// differs.
+    /// (g) The fingerprint is a function of the tenant and the plan: deterministic, and different
+    /// when the plan or the tenant differs. The journal head counts only for an empty plan.
     #[test]
     fn g_fingerprint((d, a) in world()) {
+        let f = |p: &[Change]| fingerprint("acme", p, 7);
         let p = full_plan(&d, &a);
-        let fp = fingerprint(&p);
+        let fp = f(&p);
         prop_assert_eq!(fp.len(), 32);
         prop_assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
-        prop_assert_eq!(&fp, &fingerprint(&full_plan(&d.clone(), &a.clone())));
-        prop_assert_eq!(&fp, &fingerprint(&p.clone()));
+        prop_assert_eq!(&fp, &f(&full_plan(&d.clone(), &a.clone())));
+        prop_assert_eq!(&fp, &f(&p.clone()));
+        prop_assert_ne!(&fp, &fingerprint("globex", &p, 7));
+        if p.is_empty() {
+            prop_assert_ne!(&fp, &fingerprint("acme", &p, 8));
+        } else {
+            prop_assert_eq!(&fp, &fingerprint("acme", &p, 8));
+        }
         if let Some(last) = p.last() {
-            prop_assert_ne!(&fp, &fingerprint(&p[..p.len() - 1]));
+            prop_assert_ne!(&fp, &f(&p[..p.len() - 1]));
             let mut bumped = p.clone();
             bumped[0].before_version = Some(bumped[0].before_version.unwrap_or(0) + 1);
-            prop_assert_ne!(&fp, &fingerprint(&bumped));
+            prop_assert_ne!(&fp, &f(&bumped));
             let mut other = p.clone();
             other.push(last.clone());
-            prop_assert_ne!(&fp, &fingerprint(&other));
+            prop_assert_ne!(&fp, &f(&other));
             if p.len() >= 2 && p[0] != p[p.len() - 1] {
                 let mut rev = p.clone();
                 rev.reverse();
-                prop_assert_ne!(&fp, &fingerprint(&rev));
+                prop_assert_ne!(&fp, &f(&rev));
             }
         }
         let mut w = a.clone();
         apply_all(&mut w, &p, &mut Log::default(), &mut HashSet::new());
         let p2 = full_plan(&d, &w);
         if p2 != p {
-            prop_assert_ne!(fp, fingerprint(&p2));
+            prop_assert_ne!(fp, f(&p2));
         }
     }
 
@@ -751,6 +771,7 @@ fn manual(id: &str, email: &str) -> ActualUser {
         roles: ["admin".to_string()].into(),
         purge_after: None,
         version: 1,
+        hand_edited: false,
     }
 }
 

@@ -45,13 +45,14 @@ fn synced(d: &DesiredUser) -> ActualUser {
         roles: d.roles.clone(),
         purge_after: None,
         version: 2,
+        hand_edited: false,
     }
 }
 
 fn computed(changes: Vec<Change>, held: Option<Hold>) -> ComputedPlan {
     ComputedPlan {
         tenant: "acme".into(),
-        fingerprint: fingerprint(&changes),
+        fingerprint: fingerprint("acme", &changes, 0),
         summary: Summary::of(&changes),
         changes,
         conflicts: Vec::new(),
@@ -218,6 +219,7 @@ fn seven_unchanged_fields_collapse_into_one_line() {
             external_id: None,
             purge_after: Some("2024-07-01T00:00:00.000Z".into()),
         },
+        drift: false,
     };
     let text = report::diff_text(&c);
     assert_eq!(
@@ -277,6 +279,76 @@ fn every_kind_has_its_header() {
         assert_eq!(changes.len(), 1);
         assert_eq!(report::header(&changes[0]), want);
     }
+}
+
+#[test]
+fn a_create_says_whether_a_welcome_email_is_queued() {
+    // `apply` queues `user.provisioned` for an active user only.
+    let on = desired("s1", "eve@acme.com", "Eve", true, &["viewer"]);
+    let off = DesiredUser { active: false, ..on.clone() };
+    let header = |d: &DesiredUser| {
+        let changes = plan(std::slice::from_ref(d), &[], &HashSet::new(), now(), Scope::Full);
+        assert_eq!(changes.iter().map(|c| c.kind).collect::<Vec<_>>(), vec![ChangeKind::Create]);
+        report::header(&changes[0])
+    };
+    assert_eq!(header(&on), "user eve@acme.com will be created (welcome email queued)");
+    assert_eq!(header(&off), "user eve@acme.com will be created disabled (no welcome email)");
+}
+
+#[test]
+fn reverting_a_hand_edit_is_labelled_drift_repair() {
+    let n = now();
+    let eve = desired("s1", "eve@acme.com", "Eve", true, &["viewer"]);
+    let hand = |mut a: ActualUser| {
+        a.hand_edited = true;
+        a
+    };
+    // Hand-edited in Moonborn: a new name, a role, enabled again, disabled.
+    let mut renamed = synced(&eve);
+    renamed.display_name = Some("Eve by hand".into());
+    let mut promoted = synced(&eve);
+    promoted.roles = roles(&["admin"]);
+    let off = DesiredUser { active: false, ..eve.clone() };
+    let mut deleted = synced(&eve);
+    deleted.status = Status::Deleted;
+    deleted.purge_after = Some(fmt_time(n + Duration::days(1)));
+    let cases: Vec<(DesiredUser, ActualUser, ChangeKind, bool)> = vec![
+        (eve.clone(), hand(renamed.clone()), ChangeKind::Update, true),
+        (eve.clone(), hand(promoted), ChangeKind::Update, true),
+        (off.clone(), hand(synced(&eve)), ChangeKind::Deactivate, true),
+        (eve.clone(), hand(synced(&off)), ChangeKind::Reactivate, true),
+        // Not hand-edited: the IdP's change.
+        (eve.clone(), renamed, ChangeKind::Update, false),
+        (off, synced(&eve), ChangeKind::Deactivate, false),
+        // A restore is the IdP's create, whatever was edited by hand before.
+        (eve.clone(), hand(deleted), ChangeKind::Restore, false),
+    ];
+    for (d, a, kind, drift) in cases {
+        let changes = plan(&[d], &[a], &HashSet::new(), n, Scope::Full);
+        assert_eq!(changes.len(), 1);
+        let c = &changes[0];
+        assert_eq!((c.kind, c.drift), (kind, drift), "{c:?}");
+        let p = computed(changes.clone(), None);
+        let header = report::header(c);
+        assert_eq!(header.ends_with(" — drift repair (reverts a hand edit made in Moonborn)"), drift, "{header}");
+        assert!(report::text(&p, false).contains(&header));
+        assert_eq!(report::json(&p)["changes"][0]["cause"], if drift { "drift" } else { "idp" });
+        let class = format!("<h2 class=\"{} {}\">", kind.as_str(), if drift { "drift" } else { "idp" });
+        assert!(report::html(&p).contains(&class), "{class}");
+    }
+    // A deletion of a hand-edited user is the IdP's.
+    let c = plan(&[], &[hand(synced(&eve))], &HashSet::new(), n, Scope::Full);
+    assert_eq!((c[0].kind, c[0].drift), (ChangeKind::Delete, false));
+    let purge_at = fmt_time(n + Duration::days(30));
+    assert_eq!(report::header(&c[0]), format!("user eve@acme.com will be deleted (soft; purge after {purge_at})"));
+    // The whole header of a drift repair.
+    let mut renamed = hand(synced(&eve));
+    renamed.display_name = None;
+    let c = plan(&[eve], &[renamed], &HashSet::new(), n, Scope::Full);
+    assert_eq!(
+        report::header(&c[0]),
+        "user eve@acme.com will be updated — drift repair (reverts a hand edit made in Moonborn)"
+    );
 }
 
 #[test]
@@ -359,8 +431,9 @@ fn json_report_has_a_stable_shape() {
         "status",
     ];
     for (c, orig) in changes.iter().zip(&p.changes) {
-        assert_eq!(keys(c), vec!["after", "before", "before_version", "diff", "header", "kind", "user_id"]);
+        assert_eq!(keys(c), vec!["after", "before", "before_version", "cause", "diff", "header", "kind", "user_id"]);
         assert_eq!(c["kind"], orig.kind.as_str());
+        assert_eq!(c["cause"], "idp");
         assert_eq!(c["user_id"], orig.user_id.as_str());
         assert_eq!(c["header"], report::header(orig).as_str());
         assert_eq!(c["diff"], report::diff_text(orig).as_str());
@@ -402,7 +475,7 @@ fn html_escapes_what_the_idp_sent() {
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("Plan: 1 to create, 0 to update, 0 to deactivate, 0 to delete, 0 to purge."));
     assert!(
-        html.contains("<h2 class=\"create\">user x@acme.com will be created (welcome email queued)</h2>"),
+        html.contains("<h2 class=\"create idp\">user x@acme.com will be created (welcome email queued)</h2>"),
         "{html}"
     );
     // The text report is not HTML: it shows the name as sent.
@@ -416,4 +489,21 @@ fn html_escapes_what_the_idp_sent() {
     assert!(
         report::html(&computed(Vec::new(), None)).contains("<p>No changes: Moonborn matches the desired state.</p>")
     );
+}
+
+#[test]
+fn fingerprints_name_the_tenant_and_an_empty_plan_its_journal_head() {
+    // An empty plan: specific to the tenant and to the journal position it was computed at.
+    let empty = fingerprint("acme", &[], 41);
+    assert_eq!(empty.len(), 32);
+    assert_eq!(empty, fingerprint("acme", &[], 41), "deterministic");
+    assert_ne!(empty, fingerprint("globex", &[], 41), "another tenant");
+    assert_ne!(empty, fingerprint("acme", &[], 42), "a later journal head");
+    // A plan with changes: specific to the tenant, not to the journal (an unrelated push keeps an
+    // approval of the same changes valid).
+    let p = four_kinds();
+    let fp = fingerprint("acme", &p.changes, 41);
+    assert_eq!(fp, fingerprint("acme", &p.changes, 42));
+    assert_ne!(fp, fingerprint("globex", &p.changes, 41));
+    assert_ne!(fp, empty);
 }

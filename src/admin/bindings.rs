@@ -1,27 +1,33 @@
 //! A tenant's controller settings: group → role bindings (a change wakes a full run, which
-//! re-evaluates every member), the safety-valve threshold, and releasing a hold.
+//! re-evaluates every member; a preview answers that run's plan and stores nothing), the
+//! safety-valve threshold, and releasing a hold.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::AdminError;
-use super::extract::{double_option, Body, TenantCtx};
-use crate::controller::model::{Binding, Bindings};
+use super::extract::{Body, TenantCtx, Q};
+use super::plans;
+use crate::controller::model::{Bindings, BindingsChange};
 use crate::controller::plan::SafetyChange;
 use crate::controller::Trigger;
 use crate::http::AppState;
 use crate::store::Tenant;
 
-/// `PUT /tenants/{slug}/group-bindings` body. An absent `default_role` keeps the current one;
-/// `null` sets none.
+/// `PUT /tenants/{slug}/group-bindings` query. Unknown parameters are refused: a misspelt
+/// `dry_run` must not store the bindings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PutBindings {
-    bindings: Vec<Binding>,
-    #[serde(default, deserialize_with = "double_option")]
-    default_role: Option<Option<String>>,
+pub struct PutQuery {
+    /// Preview: answer the plan, store nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// The preview's report: `json`, `text` or `html` (as `GET …/plan`; overrides `Accept`).
+    format: Option<String>,
 }
 
 /// `GET /tenants/{slug}/group-bindings` → `{"bindings":[{"group","role"}],"default_role"}`.
@@ -30,21 +36,30 @@ pub async fn get(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<J
 }
 
 /// `PUT /tenants/{slug}/group-bindings` → 200 with the stored bindings; 400 when invalid. Wakes
-/// the controller for a full run.
+/// the controller for a full run. With `?dry_run=true`: validated the same way, nothing stored or
+/// woken, and the answer is the whole-tenant plan the new bindings would cause, in the format
+/// `GET …/plan` would give.
 pub async fn put(
     TenantCtx(t): TenantCtx,
     State(s): State<AppState>,
-    Body(b): Body<PutBindings>,
-) -> Result<Json<Bindings>, AdminError> {
-    let default_role = match b.default_role {
-        Some(d) => d,
-        None => s.store.controller_state(t.id).await?.bindings.default_role,
+    Q(q): Q<PutQuery>,
+    headers: HeaderMap,
+    Body(b): Body<BindingsChange>,
+) -> Result<Response, AdminError> {
+    let format = match (q.dry_run, q.format.as_deref()) {
+        (true, f) => Some(plans::negotiate(f, &headers)?),
+        (false, None) => None,
+        (false, Some(_)) => return Err(AdminError::bad_request("format is for a preview only (dry_run=true)")),
     };
-    let new = Bindings { bindings: b.bindings, default_role };
-    new.validate().map_err(AdminError::bad_request)?;
+    let current = s.store.controller_state(t.id).await?.bindings;
+    let new = b.apply_to(&current).map_err(AdminError::bad_request)?;
+    if let Some(format) = format {
+        let p = s.controller.plan_with_bindings(&t, &new).await?;
+        return Ok(plans::answer(&s, p, format).await);
+    }
     s.store.set_bindings(t.id, &new, "operator").await?;
     s.controller.wake(t.id, Trigger::Bindings, true);
-    Ok(Json(s.store.controller_state(t.id).await?.bindings))
+    Ok(Json(s.store.controller_state(t.id).await?.bindings).into_response())
 }
 
 /// The safety settings and the tenant's hold as `GET …/safety` shows them.

@@ -1,5 +1,6 @@
 //! The operator's view of the controller: the plan for a tenant (JSON report; text or an HTML
 //! page by `Accept`), a reconcile now (or a dry run), and approving a held plan by fingerprint.
+//! A binding preview (`bindings.rs`) answers its plan the same way (`negotiate`, `answer`).
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -9,12 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::AdminError;
 use super::extract::{MaybeBody, TenantCtx, P, Q};
-use crate::controller::{report, Approval, ControllerError, RunOutcome, Scope2, Trigger};
+use crate::controller::{report, Approval, ComputedPlan, ControllerError, RunOutcome, Scope2, Trigger};
 use crate::http::AppState;
 
 /// A report format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Json,
     Text,
     Html,
@@ -22,7 +23,7 @@ enum Format {
 
 /// Picks the format from `?format=` if given, else from `Accept`: the acceptable type with the
 /// highest quality (ties: the first listed); JSON when nothing else matches.
-fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, AdminError> {
+pub(super) fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, AdminError> {
     if let Some(f) = format {
         return match f {
             "json" => Ok(Format::Json),
@@ -67,6 +68,11 @@ pub async fn plan(
 ) -> Result<Response, AdminError> {
     let format = negotiate(q.format.as_deref(), &headers)?;
     let p = s.controller.plan(&t, Scope2::Full).await?;
+    Ok(answer(&s, p, format).await)
+}
+
+/// Answers with a whole-tenant plan's report in `format`, then gives back the memory it used.
+pub(super) async fn answer(s: &AppState, p: ComputedPlan, format: Format) -> Response {
     let res = match format {
         Format::Json => Json(report::JsonReport(&p)).into_response(),
         Format::Text => {
@@ -77,7 +83,7 @@ pub async fn plan(
     drop(p);
     // A whole-tenant plan read every user: give that memory back, as after a full run.
     s.store.release_memory().await;
-    Ok(res)
+    res
 }
 
 /// `POST /tenants/{slug}/reconcile` body (optional).

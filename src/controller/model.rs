@@ -89,6 +89,10 @@ pub struct ActualUser {
     pub purge_after: Option<String>,
     /// Compare-and-set token: every write bumps it.
     pub version: i64,
+    /// The last write of this user was a hand edit in Moonborn (its profile, status or roles),
+    /// not the controller's: a change that reverts it is drift repair.
+    #[serde(default)]
+    pub hand_edited: bool,
 }
 
 /// The Moonborn user record a plan shows and `apply` writes.
@@ -318,6 +322,43 @@ pub struct Bindings {
 pub struct Binding {
     pub group: String,
     pub role: String,
+}
+
+/// A change of a tenant's bindings as an operator sends it: the body of `PUT
+/// …/group-bindings` and the file of `plan --bindings` (`desired-state/group-bindings.json` has
+/// its shape). An absent `default_role` keeps the current one; `null` sets none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingsChange {
+    pub bindings: Vec<Binding>,
+    #[serde(default, deserialize_with = "present")]
+    pub default_role: Option<Option<String>>,
+}
+
+/// A field that is present (`Some`, `null` included) or absent (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl BindingsChange {
+    /// Parses a change from JSON text (an object only).
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn from_json(text: &str) -> Result<BindingsChange, String> {
+        serde_json::from_str::<MapOnly<BindingsChange>>(text).map(|m| m.0).map_err(|e| e.to_string())
+    }
+
+    /// The bindings this change makes of `current`, validated.
+    ///
+    /// # Errors
+    /// A message naming what is wrong (see `Bindings::validate`).
+    pub fn apply_to(self, current: &Bindings) -> Result<Bindings, String> {
+        let default_role = self.default_role.unwrap_or_else(|| current.default_role.clone());
+        let new = Bindings { bindings: self.bindings, default_role };
+        new.validate()?;
+        Ok(new)
+    }
 }
 
 /// The roles Moonborn knows.

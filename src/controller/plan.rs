@@ -17,7 +17,7 @@ pub const GRACE_DAYS: i64 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
-    /// A new SCIM user: provisioned, roles granted, a welcome email queued.
+    /// A new SCIM user: provisioned, roles granted, a welcome email queued (an active one only).
     Create,
     /// Profile fields or roles differ from what SCIM wants.
     Update,
@@ -64,6 +64,10 @@ pub struct Change {
     pub before: Option<Record>,
     pub before_version: Option<i64>,
     pub after: Record,
+    /// The change reverts a hand edit made in Moonborn (drift repair), rather than carrying a
+    /// change from the IdP: an update, deactivation or reactivation of a hand-edited user.
+    #[serde(default)]
+    pub drift: bool,
 }
 
 /// Which actual users a plan may delete.
@@ -126,6 +130,7 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
             before: None,
             before_version: None,
             after: wanted(d),
+            drift: false,
         }),
         (d, Some(a)) if a.managed_by == ManagedBy::Manual && d.is_none() => None,
         (_, Some(a)) if a.status == Status::Purged => None,
@@ -149,7 +154,19 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
             } else {
                 ChangeKind::Update
             };
-            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+            // Drift repair: a hand-edited user that stays linked to its SCIM user (a takeover by
+            // another SCIM user is the IdP's change).
+            let drift = a.hand_edited
+                && a.scim_id.as_deref() == Some(d.scim_id.as_str())
+                && matches!(kind, ChangeKind::Update | ChangeKind::Deactivate | ChangeKind::Reactivate);
+            Some(Change {
+                kind,
+                user_id: a.id.clone(),
+                before: Some(before),
+                before_version: Some(a.version),
+                after,
+                drift,
+            })
         }
         (None, Some(a)) => {
             let before = a.record();
@@ -178,7 +195,15 @@ pub fn plan_user(d: Option<&DesiredUser>, a: Option<&ActualUser>, now: DateTime<
                     },
                 ),
             };
-            Some(Change { kind, user_id: a.id.clone(), before: Some(before), before_version: Some(a.version), after })
+            // A deletion (or the purge after it) is the IdP's, whatever was edited by hand.
+            Some(Change {
+                kind,
+                user_id: a.id.clone(),
+                before: Some(before),
+                before_version: Some(a.version),
+                after,
+                drift: false,
+            })
         }
     }
 }
@@ -465,13 +490,22 @@ impl Summary {
     }
 }
 
-/// A fingerprint of a plan: of every change and the version each was computed from. Applying a
-/// plan by fingerprint is refused when the state moved since (the fingerprint differs).
+/// A fingerprint of a tenant's plan: of the tenant, every change and the version each was
+/// computed from. Applying a plan by fingerprint is refused when the state moved since (the
+/// fingerprint differs).
 ///
-/// A deletion's `purge_after` is left out: it is derived from the time of planning, and a plan
-/// shown to an operator must keep its fingerprint until the state it was computed from moves.
-pub fn fingerprint(changes: &[Change]) -> String {
+/// An empty plan has no versions to name, so its fingerprint names `journal_head`, the intent
+/// journal position it was computed at; a plan with changes leaves the journal out, so a push
+/// that changes none of them keeps an operator's approval valid. A deletion's `purge_after` is
+/// left out too: it is derived from the time of planning, and a plan shown to an operator must
+/// keep its fingerprint until the state it was computed from moves.
+pub fn fingerprint(tenant: &str, changes: &[Change], journal_head: i64) -> String {
     let mut h = Sha256::new();
+    h.update(serde_json::to_vec(tenant).unwrap_or_default());
+    h.update(b"\n");
+    if changes.is_empty() {
+        h.update(format!("empty at journal {journal_head}\n").as_bytes());
+    }
     for c in changes {
         let mut c = c.clone();
         if c.kind == ChangeKind::Delete {

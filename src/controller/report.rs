@@ -5,7 +5,7 @@
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::Record;
+use super::model::{Record, Status};
 use super::plan::{Change, ChangeKind};
 use super::ComputedPlan;
 
@@ -39,7 +39,9 @@ pub fn header(c: &Change) -> String {
         c.after.email.clone()
     };
     let what = match c.kind {
-        ChangeKind::Create => "will be created (welcome email queued)".to_string(),
+        // `apply` queues the welcome email of an active user only (`user.provisioned`).
+        ChangeKind::Create if c.after.status == Status::Active => "will be created (welcome email queued)".to_string(),
+        ChangeKind::Create => "will be created disabled (no welcome email)".to_string(),
         ChangeKind::Update => "will be updated".to_string(),
         ChangeKind::Deactivate => "will be deactivated (signed out, sessions revoked)".to_string(),
         ChangeKind::Reactivate => "will be reactivated".to_string(),
@@ -50,7 +52,18 @@ pub fn header(c: &Change) -> String {
         ChangeKind::Adopt => "will be adopted (manual invite → SCIM-managed)".to_string(),
         ChangeKind::Purge => "will be purged (personal data removed)".to_string(),
     };
-    format!("user {email} {what}")
+    let cause = if c.drift { " — drift repair (reverts a hand edit made in Moonborn)" } else { "" };
+    format!("user {email} {what}{cause}")
+}
+
+/// Why a change happens: `drift` when it reverts a hand edit made in Moonborn, else `idp` (the
+/// desired state: what the IdP sent, through the bindings; a purge after the IdP's deletion).
+pub fn cause(c: &Change) -> &'static str {
+    if c.drift {
+        "drift"
+    } else {
+        "idp"
+    }
 }
 
 /// What a conflict means, in one line.
@@ -201,6 +214,7 @@ struct ConflictEntry<'a> {
 #[derive(serde::Serialize)]
 struct ChangeEntry<'a> {
     kind: ChangeKind,
+    cause: &'static str,
     user_id: &'a str,
     header: String,
     before: &'a Option<Record>,
@@ -246,6 +260,7 @@ impl serde::Serialize for JsonReport<'_> {
             &Lazy(|| {
                 p.changes.iter().map(|c| ChangeEntry {
                     kind: c.kind,
+                    cause: cause(c),
                     user_id: &c.user_id,
                     header: header(c),
                     before: &c.before,
@@ -280,7 +295,12 @@ pub fn html(p: &ComputedPlan) -> String {
         body.push_str(&format!("<p class=\"held\"><strong>Waiting:</strong> {}</p>", esc(&w)));
     }
     for c in &p.changes {
-        body.push_str(&format!("<section><h2 class=\"{}\">{}</h2><pre>", c.kind.as_str(), esc(&header(c))));
+        body.push_str(&format!(
+            "<section><h2 class=\"{} {}\">{}</h2><pre>",
+            c.kind.as_str(),
+            cause(c),
+            esc(&header(c))
+        ));
         for l in diff_lines(c) {
             match l {
                 DiffLine::Removed(t) => body.push_str(&format!("<del>-{}</del>\n", esc(&t))),

@@ -15,8 +15,8 @@ use super::{blocking, json_list, keys_as_json, keys_listed, placeholders, Store,
 use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
 use crate::controller::plan::{Change, ChangeKind, Safety};
 
-const USER_COLS: &str =
-    "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, version";
+const USER_COLS: &str = "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, \
+                         purge_after, version, hand_edited";
 
 /// The controller's per-tenant settings and state.
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +177,7 @@ pub(super) fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
         roles: BTreeSet::new(),
         purge_after: r.try_get("purge_after")?,
         version: r.try_get("version")?,
+        hand_edited: r.try_get::<i64, _>("hand_edited")? != 0,
     })
 }
 
@@ -205,11 +206,12 @@ fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
         roles: BTreeSet::new(),
         purge_after: r.get(8)?,
         version: r.get(9)?,
+        hand_edited: r.get::<_, i64>(10)? != 0,
     })
 }
 
 /// The column after `USER_COLS` in `linked_in_range`'s rows (the role).
-const ROLE_COL: usize = 10;
+const ROLE_COL: usize = 11;
 
 /// Fencing: touches the lease row only while `holder` still holds it with that token.
 const FENCE_SQL: &str =
@@ -1332,8 +1334,9 @@ impl Store {
 }
 
 /// The compare-and-set that applies a change to the user's row: an insert for a new user, else
-/// an update guarded by the version the plan read. It wrote nothing (0 rows, or a UNIQUE
-/// violation) when the user moved since: the change is stale.
+/// an update guarded by the version the plan read (which clears `hand_edited`: the last write is
+/// the controller's). It wrote nothing (0 rows, or a UNIQUE violation) when the user moved
+/// since: the change is stale.
 fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
     let a = &c.after;
     match c.before_version {
@@ -1360,7 +1363,7 @@ fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
             Stmt::new(
                 "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
                  managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \
-                 updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
+                 hand_edited = 0, updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND version = $13",
             )
             .arg(&a.email)
             .arg(email_lc)
@@ -1541,7 +1544,8 @@ mod tests {
                 "scim_id",
                 "external_id",
                 "purge_after",
-                "version"
+                "version",
+                "hand_edited"
             ]
         );
         assert_eq!(super::ROLE_COL, cols.len());

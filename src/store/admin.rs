@@ -5,9 +5,11 @@
 //!
 //! Every hand action is one transaction with an audit row (actor `admin`). Actions that change a
 //! user bump `users.version`, so a controller run that planned on the old state finds its
-//! compare-and-set stale and re-plans. Every action starts with an `UPDATE` of the user's row:
-//! that takes the row lock on PostgreSQL (on SQLite the writer lock serialises anyway), so a hand
-//! action and a controller change of the same user never interleave.
+//! compare-and-set stale and re-plans; those that change what SCIM owns (profile, status, roles)
+//! set `users.hand_edited`, so the plan that reverts them says it is drift repair. Every action
+//! starts with an `UPDATE` of the user's row: that takes the row lock on PostgreSQL (on SQLite the
+//! writer lock serialises anyway), so a hand action and a controller change of the same user never
+//! interleave.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -24,7 +26,7 @@ use crate::controller::model::{ManagedBy, Status};
 
 const COLS: &str =
     "id, email, email_lc, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
-                    version, created_at, updated_at";
+                    version, hand_edited, created_at, updated_at";
 
 /// The admin actor recorded in the audit trail for hand actions.
 const ACTOR: &str = "admin";
@@ -227,6 +229,21 @@ async fn lock_user(
         }));
     }
     Ok(status)
+}
+
+/// Records that a hand edit changed what SCIM owns of a user (the controller's next write of it
+/// clears the mark). Not for an edit that changed nothing: the IdP's next change is not drift.
+async fn mark_hand_edited(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: i64,
+    user_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET hand_edited = 1 WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn roles_in_tx(
@@ -543,6 +560,9 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         insert_roles(&mut w.tx, tenant_id, user_id, roles).await?;
+        if before != *roles {
+            mark_hand_edited(&mut w.tx, tenant_id, user_id).await?;
+        }
         let (b, a) = (json!({"roles": before}), json!({"roles": roles}));
         exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "set_roles", Some(user_id), Some(&b), Some(&a), &now))
             .await?;
@@ -592,6 +612,9 @@ impl Store {
         .bind(user_id)
         .execute(&mut *w.tx)
         .await?;
+        if (&name, &contact, new_status) != (&old_name, &old_contact, status) {
+            mark_hand_edited(&mut w.tx, tenant_id, user_id).await?;
+        }
         if status == Status::Active && new_status == Status::Disabled {
             sqlx::query(
                 "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",

@@ -1,9 +1,27 @@
-//! Group → role bindings (validated; a change re-evaluates every member through a full run), the
-//! safety-valve settings and releasing a hold.
+//! Group → role bindings (validated; a change re-evaluates every member through a full run; a
+//! preview answers that run's plan and stores nothing), the safety-valve settings and releasing a
+//! hold.
 
+use std::collections::BTreeSet;
+
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::admin_test;
+use crate::helpers::{eventually, TestApp, ADMIN_TOKEN};
+
+/// A PUT of bindings with a query string (`""` for none) and extra headers.
+async fn put_bindings(app: &TestApp, query: &str, body: &Value, headers: &[(&str, &str)]) -> crate::helpers::Resp {
+    let b = body.to_string();
+    app.request(Some(ADMIN_TOKEN), Method::PUT, &format!("/tenants/acme/group-bindings{query}"), Some(&b), headers)
+        .await
+}
+
+/// What changes do: (user id, kind, record after) each, as a plan shows them (`kind`) or the audit
+/// trail records them (`action`).
+fn effects<'a>(entries: impl IntoIterator<Item = &'a Value>, kind: &str) -> BTreeSet<String> {
+    entries.into_iter().map(|e| json!([e["user_id"], e[kind], e["after"]]).to_string()).collect()
+}
 
 admin_test!(
     async fn bindings_default_to_the_product_page(app) {
@@ -116,5 +134,111 @@ admin_test!(
         let e = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "release").cloned().expect("audited");
         assert_eq!(e["actor"], "operator");
         app.post_empty("/tenants/nope/hold/release").await.expect_error(404);
+    }
+);
+
+admin_test!(
+    async fn a_binding_preview_matches_the_run_that_follows(app) {
+        // dev in Engineering, fin in Finance, ops in both, bea in neither: all viewers now (the
+        // default bindings bind neither group).
+        let mut ids = Vec::new();
+        for e in ["dev@acme.com", "fin@acme.com", "ops@acme.com", "bea@acme.com"] {
+            ids.push(app.scim_user(e).await["id"].as_str().unwrap().to_string());
+        }
+        app.scim_group("Engineering", &[&ids[0], &ids[2]]).await;
+        app.scim_group("Finance", &[&ids[1], &ids[2]]).await;
+        for e in ["dev@acme.com", "fin@acme.com", "ops@acme.com", "bea@acme.com"] {
+            app.wait_user(e, "provisioned as a viewer", |u| u["roles"] == json!(["viewer"])).await;
+        }
+        let bindings = app.get("/tenants/acme/group-bindings").await.expect(200).clone();
+        let users = app.get("/tenants/acme/users").await.expect(200).clone();
+        let audit = app.get("/tenants/acme/audit").await.expect(200).clone();
+        let runs = app.get("/tenants/acme/runs").await.expect(200).clone();
+
+        // The preview: exactly the role changes, nothing stored.
+        let body =
+            json!({"bindings": [{"group": "engineering", "role": "editor"}, {"group": "FINANCE", "role": "billing"}]});
+        let preview = put_bindings(&app, "?dry_run=true", &body, &[]).await.expect(200).clone();
+        assert_eq!(preview["schema"], "moonborn-scim/plan/v1");
+        let line = "Plan: 0 to create, 3 to update, 0 to deactivate, 0 to delete, 0 to purge.";
+        assert_eq!(preview["summary_line"], line);
+        let changes = preview["changes"].as_array().unwrap().clone();
+        // (email, roles before, roles after)
+        let roles: BTreeSet<String> = changes
+            .iter()
+            .map(|c| json!([c["after"]["email"], c["before"]["roles"], c["after"]["roles"]]).to_string())
+            .collect();
+        let want: BTreeSet<String> = [
+            json!(["dev@acme.com", ["viewer"], ["editor"]]),
+            json!(["fin@acme.com", ["viewer"], ["billing"]]),
+            json!(["ops@acme.com", ["viewer"], ["billing", "editor"]]),
+        ]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+        assert_eq!(roles, want, "{preview}");
+        for c in &changes {
+            assert_eq!((c["kind"].as_str(), c["cause"].as_str()), (Some("update"), Some("idp")), "{c}");
+            // Only the roles change.
+            let after: Vec<&str> = c["after"]["roles"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            let after = after.join(", ");
+            let diff = format!(
+                "--- before\n+++ after\n … 4 unchanged fields\n-roles: viewer\n+roles: {after}\n … 4 unchanged fields\n"
+            );
+            assert_eq!(c["diff"], diff);
+        }
+        // The same plan as text or HTML, negotiated as GET …/plan does.
+        let text = put_bindings(&app, "?dry_run=true&format=text", &body, &[]).await;
+        assert!(text.header("content-type").unwrap().starts_with("text/plain"), "{:?}", text.headers);
+        let fp = preview["fingerprint"].as_str().unwrap();
+        assert!(text.text.starts_with(&format!("Tenant acme — plan {fp}\n")), "{}", text.text);
+        let ops = "user ops@acme.com will be updated\n--- before\n+++ after\n … 4 unchanged fields\n-roles: viewer\n\
+                   +roles: billing, editor\n";
+        assert!(text.text.contains(ops), "{}", text.text);
+        let html = put_bindings(&app, "?dry_run=true", &body, &[("accept", "text/html")]).await;
+        assert!(html.header("content-type").unwrap().starts_with("text/html"));
+        assert!(html.text.starts_with("<!doctype html>"), "{}", html.text);
+        assert!(html.text.contains("<ins>+roles: billing, editor</ins>"), "{}", html.text);
+        let accept_text = put_bindings(&app, "?dry_run=true", &body, &[("accept", "text/plain")]).await;
+        assert!(accept_text.text.starts_with("Tenant acme"), "{}", accept_text.text);
+        // Refused with a reason, before anything happens.
+        for (query, body, needle) in [
+            ("?dry_run=yes", body.clone(), "dry_run"),
+            ("?dry_run=", body.clone(), "dry_run"),
+            ("?dryrun=true", body.clone(), "dryrun"),
+            ("?dry_run=true&format=pdf", body.clone(), "pdf"),
+            ("?format=text", body.clone(), "format"),
+            ("?dry_run=true", json!({"bindings": [{"group": "ops", "role": "root"}]}), "unknown role"),
+            ("?dry_run=true", json!({"bindings": [], "extra": 1}), "extra"),
+            ("?dry_run=true", json!([]), "object"),
+        ] {
+            let msg = put_bindings(&app, query, &body, &[]).await.expect_error(400);
+            assert!(msg.contains(needle), "{query} {body}: {msg}");
+        }
+        let nope = "/tenants/nope/group-bindings?dry_run=true";
+        app.request(Some(ADMIN_TOKEN), Method::PUT, nope, Some(&body.to_string()), &[]).await.expect_error(404);
+        // Nothing was stored, run or audited.
+        app.settle().await;
+        assert_eq!(app.get("/tenants/acme/group-bindings").await.expect(200), &bindings);
+        assert_eq!(app.get("/tenants/acme/users").await.expect(200), &users);
+        assert_eq!(app.get("/tenants/acme/audit").await.expect(200), &audit);
+        assert_eq!(app.get("/tenants/acme/runs").await.expect(200), &runs);
+
+        // For real: the run that follows applies exactly the previewed changes.
+        put_bindings(&app, "", &body, &[]).await.expect(200);
+        let known: Vec<Value> = runs["runs"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+        let run = eventually("the run the binding change wakes", || async {
+            let r = app.get("/tenants/acme/runs").await.expect(200).clone();
+            let runs = r["runs"].as_array().unwrap();
+            runs.iter().find(|x| !known.contains(&x["id"]) && x["status"] != "running").cloned()
+        })
+        .await;
+        assert_eq!((run["trigger"].as_str(), run["status"].as_str()), (Some("bindings"), Some("applied")));
+        assert_eq!(run["fingerprint"], preview["fingerprint"], "the plan previewed is the plan run");
+        let audit = app.get("/tenants/acme/audit").await.expect(200).clone();
+        let applied = audit["entries"].as_array().unwrap().iter().filter(|e| e["run_id"] == run["id"]);
+        assert_eq!(effects(applied, "action"), effects(&changes, "kind"));
+        let ops = app.user_by_email("ops@acme.com").await.unwrap();
+        assert_eq!(ops["roles"], json!(["billing", "editor"]));
     }
 );

@@ -29,6 +29,26 @@ admin_test!(
 );
 
 admin_test!(
+    async fn an_inactive_create_is_disabled_with_no_welcome_email_until_reactivated(app) {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ivy@acme.com",
+            "active": false
+        });
+        let s = app.scim(Method::POST, "/Users", Some(&body)).await.expect(201).clone();
+        let u = app.wait_user("ivy@acme.com", "ivy provisioned disabled", |u| u["status"] == "disabled").await;
+        assert_eq!(u["managed_by"], "scim");
+        assert!(app.events("acme", None).await.is_empty(), "no welcome email for a disabled user");
+        // The first reactivation is when the welcome email goes out, once.
+        app.scim_set_active(s["id"].as_str().unwrap(), true).await;
+        app.wait_user("ivy@acme.com", "ivy active", |u| u["status"] == "active").await;
+        let welcome = app.events("acme", Some("user.provisioned")).await;
+        assert_eq!(welcome.len(), 1, "{welcome:?}");
+        assert_eq!(welcome[0]["user_id"], u["id"]);
+    }
+);
+
+admin_test!(
     async fn deactivate_signs_out_and_reactivate_keeps_old_sessions_revoked(app) {
         let s = app.scim_user("bob@acme.com").await;
         let u = app.wait_user("bob@acme.com", "bob provisioned", |u| u["status"] == "active").await;

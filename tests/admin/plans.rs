@@ -233,3 +233,93 @@ admin_test!(
         assert_eq!(app.user_by_email("one2@acme.com").await.unwrap()["status"], "disabled");
     }
 );
+
+admin_test!(
+    async fn an_empty_plan_is_fingerprinted_by_its_tenant_and_journal_position(app) {
+        app.post("/tenants", &json!({"slug": "globex", "tier": "enterprise"})).await.expect(201);
+        let plan = |slug: &'static str| {
+            let app = &app;
+            async move {
+                let p = app.get(&format!("/tenants/{slug}/plan")).await.expect(200).clone();
+                assert_eq!(p["changes"], json!([]), "{p}");
+                p["fingerprint"].as_str().unwrap().to_string()
+            }
+        };
+        let (acme, globex) = (plan("acme").await, plan("globex").await);
+        assert_ne!(acme, globex, "two tenants' empty plans");
+        assert_eq!(plan("acme").await, acme, "the same state, the same fingerprint");
+
+        // A push that leaves nothing to apply (a group that binds no role) still moves the
+        // journal: the empty plan computed after it is another.
+        let t = app.store.tenant("acme").await.unwrap();
+        let head = app.store.journal_head(t.id).await.unwrap();
+        app.scim_group("no-role-here", &[]).await;
+        app.settle().await;
+        assert!(app.store.journal_head(t.id).await.unwrap() > head, "the push is journaled");
+        let after = plan("acme").await;
+        assert_ne!(after, acme);
+        assert_eq!(plan("globex").await, globex, "another tenant's push changes nothing here");
+    }
+);
+
+/// Waits until no run is running and at least `n` runs were held.
+async fn held_runs(app: &TestApp, n: usize) {
+    eventually("the held runs", || async {
+        let r = app.get("/tenants/acme/runs").await.expect(200).clone();
+        let runs = r["runs"].as_array().unwrap();
+        let held = runs.iter().filter(|x| x["status"] == "held").count();
+        (held >= n && runs.iter().all(|x| x["status"] != "running")).then_some(())
+    })
+    .await
+}
+
+admin_test!(
+    async fn drift_repair_is_told_apart_from_an_idp_change(app) {
+        // Any deactivation is held, so the IdP's waits in the plan.
+        app.put("/tenants/acme/safety", &json!({"percent": 0, "min_users": 1})).await.expect(200);
+        let sam_scim = app.scim_user("sam@acme.com").await;
+        let bob_scim = app.scim_user("bob@acme.com").await;
+        let sam = app.wait_user("sam@acme.com", "sam provisioned", |u| u["status"] == "active").await;
+        let bob = app.wait_user("bob@acme.com", "bob provisioned", |u| u["status"] == "active").await;
+        // bob is deactivated in the IdP: it waits for the push's burst to settle, then is held.
+        app.scim_set_active(bob_scim["id"].as_str().unwrap(), false).await;
+        held_runs(&app, 1).await;
+        app.settle().await;
+        // sam's display name is edited by hand in Moonborn (nothing wakes the controller).
+        let sam_path = format!("/tenants/acme/users/{}", sam["id"].as_str().unwrap());
+        app.patch(&sam_path, &json!({"display_name": "Hand Edited"})).await.expect(200);
+
+        let plan = app.get("/tenants/acme/plan").await.expect(200).clone();
+        let change = |u: &Value| {
+            plan["changes"].as_array().unwrap().iter().find(|c| c["user_id"] == u["id"]).cloned().expect("planned")
+        };
+        assert_eq!(plan["changes"].as_array().unwrap().len(), 2, "{plan}");
+        let (s, b) = (change(&sam), change(&bob));
+        assert_eq!((s["kind"].as_str(), s["cause"].as_str()), (Some("update"), Some("drift")), "{s}");
+        let drift_header = "user sam@acme.com will be updated — drift repair (reverts a hand edit made in Moonborn)";
+        assert_eq!(s["header"], drift_header);
+        assert!(s["diff"].as_str().unwrap().contains("-display_name: Hand Edited"), "{s}");
+        assert_eq!((b["kind"].as_str(), b["cause"].as_str()), (Some("deactivate"), Some("idp")), "{b}");
+        assert_eq!(b["header"], "user bob@acme.com will be deactivated (signed out, sessions revoked)");
+        let text = plan_with(&app, "text/plain").await.text;
+        assert!(text.contains(&format!("{drift_header}\n")), "{text}");
+        assert!(text.contains("user bob@acme.com will be deactivated (signed out, sessions revoked)\n"), "{text}");
+        let html = plan_with(&app, "text/html").await.text;
+        assert!(html.contains(&format!("<h2 class=\"update drift\">{drift_header}</h2>")), "{html}");
+        assert!(html.contains("<h2 class=\"deactivate idp\">user bob@acme.com"), "{html}");
+
+        // Approved: both apply, and the controller's write of sam clears the mark. A hand edit
+        // that changes nothing marks nothing: the IdP's next change of sam is the IdP's.
+        let fp = plan["fingerprint"].as_str().unwrap();
+        let run = app.post_empty(&format!("/tenants/acme/plan/{fp}/approve")).await.expect(200).clone();
+        assert_eq!(run["applied"], 2, "{run}");
+        app.patch(&sam_path, &json!({"display_name": "Given Family"})).await.expect(200);
+        app.scim_set_active(sam_scim["id"].as_str().unwrap(), false).await;
+        held_runs(&app, 2).await;
+        let plan = app.get("/tenants/acme/plan").await.expect(200).clone();
+        assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{plan}");
+        let s = plan["changes"][0].clone();
+        assert_eq!(s["user_id"], sam["id"], "{s}");
+        assert_eq!((s["kind"].as_str(), s["cause"].as_str()), (Some("deactivate"), Some("idp")), "{s}");
+    }
+);

@@ -328,8 +328,8 @@ pub async fn scan_ceiling(pool: &AnyPool, tenant_id: i64) -> anyhow::Result<(u64
     }
     drop(s);
     let mut s = sqlx::query(
-        "SELECT id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, version \
-         FROM users WHERE tenant_id = $1 ORDER BY id",
+        "SELECT id, email, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
+         version, hand_edited FROM users WHERE tenant_id = $1 ORDER BY id",
     )
     .bind(tenant_id)
     .fetch(pool);
@@ -373,11 +373,11 @@ pub async fn wait_controller(
     }
 }
 
-/// Drifts 1% of a tenant's SCIM-managed users (a hand edit of the display name, as the app
-/// would make); how many.
+/// Drifts 1% of a tenant's SCIM-managed users (a hand edit of the display name, marked as the
+/// admin API's hand edits are); how many.
 pub async fn drift(pool: &AnyPool, tenant_id: i64) -> anyhow::Result<u64> {
     let r = sqlx::query(
-        "UPDATE users SET display_name = 'Drifted by hand', version = version + 1 \
+        "UPDATE users SET display_name = 'Drifted by hand', version = version + 1, hand_edited = 1 \
          WHERE tenant_id = $1 AND managed_by = 'scim' AND seq % 100 = 37",
     )
     .bind(tenant_id)
