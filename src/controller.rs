@@ -178,6 +178,8 @@ pub struct RunOutcome {
     pub run_id: String,
     pub status: String,
     pub applied: u64,
+    /// Of those, deactivations and deletions.
+    pub applied_destructive: u64,
     pub skipped_held: u64,
     pub stale: u64,
     pub plan: ComputedPlan,
@@ -188,9 +190,7 @@ impl RunOutcome {
     pub fn release_line(&self, slug: &str) -> String {
         format!(
             "released the hold of tenant {slug}: run {} applied {} changes ({} deactivations and deletions)",
-            self.run_id,
-            self.applied,
-            self.plan.summary.destructive().min(self.applied)
+            self.run_id, self.applied, self.applied_destructive
         )
     }
 }
@@ -271,8 +271,11 @@ pub struct Controller {
     /// command, a test) gives each back after its run.
     keep_leases: Arc<std::sync::atomic::AtomicBool>,
     holder: String,
-    /// Tenants with a whole-tenant run scheduled to look at their hold (`recheck_hold`).
-    rechecks: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// Tenants with a whole-tenant run scheduled to look at their hold (`recheck_hold`), and
+    /// when their last push came.
+    rechecks: Arc<std::sync::Mutex<HashMap<i64, std::time::Instant>>>,
+    /// The judgement armed for each tenant's open burst (`arm_judge`).
+    judges: Arc<std::sync::Mutex<HashMap<i64, chrono::DateTime<Utc>>>>,
     /// Where the admin API is reached (`http://HOST:PORT`), for the approve command a held run
     /// logs.
     origin: Arc<std::sync::OnceLock<String>>,
@@ -305,6 +308,7 @@ impl Controller {
             keep_leases: Arc::default(),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             rechecks: Arc::default(),
+            judges: Arc::default(),
             origin: Arc::default(),
         }
     }
@@ -638,6 +642,10 @@ impl Controller {
                     let desired = desired_users(rows, bindings)?;
                     let cs = self.plan_batch(tenant.id, &desired, chunk, Scope::Full, now, true).await?;
                     push(cs, &mut changes);
+                    // (A burst's judgement is not capped: a long one renews the lease as it goes.)
+                    if keep_lease(&mut renewed) && self.lease(tenant.id, true).await?.is_none() {
+                        return Err(ControllerError::Busy);
+                    }
                 }
             }
             Scope2::Snapshot(desired) => {
@@ -737,11 +745,12 @@ impl Controller {
         if !held && !j.trips {
             return Ok(Gate::Open);
         }
-        Ok(Gate::Hold(Hold {
-            reason: j.reason(SAFETY_WINDOW.num_minutes()),
-            fingerprint: fp.to_string(),
-            judgement: Some(j),
-        }))
+        let mut reason = j.reason(SAFETY_WINDOW.num_minutes());
+        if !j.trips {
+            // Held before, and not all of it reverted: the hold stays until nothing is left.
+            reason.push_str(" (under the threshold now; held until approved, released or reverted in full)");
+        }
+        Ok(Gate::Hold(Hold { reason, fingerprint: fp.to_string(), judgement: Some(j) }))
     }
 
     /// Plans a batch of desired users against the actual users that could match them.
@@ -863,11 +872,12 @@ impl Controller {
     /// # Errors
     /// As `reconcile`.
     pub async fn release(&self, tenant: &Tenant) -> Result<Option<RunOutcome>, ControllerError> {
-        if self.store.controller_state(tenant.id).await?.held_fingerprint.is_none() {
+        let o = self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::Release).await?;
+        if o.status == "nothing_held" {
             self.store.audit_empty_release(tenant.id, "operator").await?;
             return Ok(None);
         }
-        self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::Release).await.map(Some)
+        Ok(Some(o))
     }
 
     /// The fencing token of this process's lease on a tenant: the cached one while it is fresh
@@ -931,6 +941,21 @@ impl Controller {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
             }
         }
+        if matches!(approval, Approval::Release) && state.held_fingerprint.is_none() {
+            // Decided under the lease: a hold that ended meanwhile (the IdP reverted) must not
+            // let a new mass change through unjudged.
+            meter.ran("noop", 0);
+            let run_id = String::new();
+            return Ok(RunOutcome {
+                run_id,
+                status: "nothing_held".into(),
+                applied: 0,
+                applied_destructive: 0,
+                skipped_held: 0,
+                stale: 0,
+                plan: p,
+            });
+        }
         if approved {
             // What a person approved or released is applied whole: nothing of it is held back.
             p.held = None;
@@ -958,7 +983,7 @@ impl Controller {
         let run_id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("run_id", run_id.as_str());
         let burst = match p.kind {
-            _ if approved => BurstUpdate::Close,
+            _ if approved || !state.safety.enabled => BurstUpdate::Close,
             RunScope::Burst => BurstUpdate::Close,
             _ if p.waiting > 0 => BurstUpdate::Defer {
                 from_seq: p.journal_from,
@@ -983,16 +1008,28 @@ impl Controller {
                 full_run_at: full.then(crate::store::now),
                 burst,
             };
+            let open = burst_after(state.burst.as_ref(), &progress.burst);
             self.store.set_progress(&progress).await?;
+            if let Some(b) = open {
+                self.arm_judge(tenant.id, judge_at(&b, &state.safety));
+            }
             meter.ran("noop", 0);
-            return Ok(RunOutcome { run_id, status: "noop".into(), applied: 0, skipped_held: 0, stale: 0, plan: p });
+            return Ok(RunOutcome {
+                run_id,
+                status: "noop".into(),
+                applied: 0,
+                applied_destructive: 0,
+                skipped_held: 0,
+                stale: 0,
+                plan: p,
+            });
         }
         self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
         // Changes a person approved or released are the person's (and not counted by the
         // safety valve's window).
         let actor = if approved { "operator" } else { "controller" };
         let keep_back = !approved && (p.held.is_some() || p.waiting > 0);
-        let (mut applied, mut skipped, mut stale) = (0u64, 0u64, 0u64);
+        let (mut applied, mut applied_destructive, mut skipped, mut stale) = (0u64, 0u64, 0u64, 0u64);
         let mut failure = None;
         // Renew before writing when planning took long, then every LEASE_RENEW.
         let mut renewed = self
@@ -1025,9 +1062,12 @@ impl Controller {
             let f = crate::store::Fence { holder: &self.holder, token: fence };
             match self.store.apply_batch(tenant.id, &run_id, actor, batch, &crate::store::now(), Some(f)).await {
                 Ok(results) => {
-                    for r in results {
+                    for (r, c) in results.into_iter().zip(batch) {
                         match r {
-                            Applied::Done => applied += 1,
+                            Applied::Done => {
+                                applied += 1;
+                                applied_destructive += u64::from(c.kind.is_destructive());
+                            }
                             Applied::Stale => stale += 1,
                             Applied::LostLease => {
                                 failure = Some("another process took the reconcile lease".to_string())
@@ -1070,12 +1110,24 @@ impl Controller {
             "hold": p.held.as_ref().filter(|_| !approved).map(|h| h.reason.as_str()).or(hold_note),
         });
         // Stale changes are re-planned by the next run; only a clean run marks the journal done.
-        let progress = (failure.is_none() && stale == 0).then(|| crate::store::Progress {
-            tenant_id: tenant.id,
-            journal_seq: p.journal_head,
-            full_run_at: full.then(crate::store::now),
-            burst,
-        });
+        let burst_after = burst_after(state.burst.as_ref(), &burst);
+        let progress = match (&failure, stale) {
+            (None, 0) => Some(crate::store::Progress {
+                tenant_id: tenant.id,
+                journal_seq: p.journal_head,
+                full_run_at: full.then(crate::store::now),
+                burst,
+            }),
+            // The journal stays where it was (stale changes are re-planned), but what was
+            // deferred is recorded: its burst must still be judged.
+            (None, _) => Some(crate::store::Progress {
+                tenant_id: tenant.id,
+                journal_seq: state.applied_journal_seq,
+                full_run_at: None,
+                burst,
+            }),
+            (Some(_), _) => None,
+        };
         self.store
             .finish_run(&run_id, status, Some(&summary), Some(&p.fingerprint), failure.as_deref(), progress.as_ref())
             .await?;
@@ -1101,23 +1153,31 @@ impl Controller {
             }
             crate::metrics::METRICS.held(&tenant.slug, None);
         }
-        if p.waiting > 0 && progress.is_some() {
-            let b = self.store.controller_state(tenant.id).await?.burst;
-            if let Some(b) = b {
-                let at = judge_at(&b, &state.safety);
+        let open = if progress.is_some() { burst_after } else { state.burst.clone() };
+        if let Some(b) = open {
+            let at = judge_at(&b, &state.safety);
+            if p.waiting > 0 {
                 tracing::info!(
                     tenant = %tenant.slug, run_id = %run_id, waiting = p.waiting, judged_by = %plan::fmt_time(at),
                     "destructive changes wait for the burst of pushes to settle"
                 );
-                self.wake_at(tenant.id, at);
             }
+            self.arm_judge(tenant.id, at);
         }
         if stale > 0 {
             // Re-planned soon, with backoff: a change that stays stale must not spin.
             let item = queue::Item { trigger: Trigger::Push, full: false };
             self.queue.failed(tenant.id, item, Duration::from_secs(30));
         }
-        Ok(RunOutcome { run_id, status: status.into(), applied, skipped_held: skipped, stale, plan: p })
+        Ok(RunOutcome {
+            run_id,
+            status: status.into(),
+            applied,
+            applied_destructive,
+            skipped_held: skipped,
+            stale,
+            plan: p,
+        })
     }
 
     /// Records (or refreshes) the tenant's hold over a plan; logs a hold that begins or moves
@@ -1153,29 +1213,69 @@ impl Controller {
         Ok(began)
     }
 
-    /// Wakes a tenant (an incremental run) at `at`: a burst's judgement.
-    fn wake_at(&self, tenant_id: i64, at: chrono::DateTime<Utc>) {
-        let delay = (at - Utc::now()).to_std().unwrap_or_default();
-        let q = Arc::clone(&self.queue);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(tenant_id, Trigger::Push, false);
-        });
-    }
-
-    /// Schedules one whole-tenant run of a held tenant once pushes have been quiet for the
-    /// settle time (at most one waits per tenant), so a hold whose changes the IdP reverted ends.
-    fn recheck_hold(&self, tenant_id: i64, state: &ControllerState) {
-        if !self.rechecks.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id) {
-            return;
+    /// Wakes a tenant (an incremental run) at `at`: a burst's judgement. Every run that leaves
+    /// a burst open arms one (so a restart, another replica's run or a changed setting re-arms
+    /// it); one timer a tenant, the earliest.
+    fn arm_judge(&self, tenant_id: i64, at: chrono::DateTime<Utc>) {
+        {
+            let mut armed = self.judges.lock().unwrap_or_else(|e| e.into_inner());
+            match armed.get(&tenant_id) {
+                Some(t) if *t <= at => return,
+                _ => {
+                    armed.insert(tenant_id, at);
+                }
+            }
         }
-        let delay = Duration::from_millis(state.safety.settle_ms);
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
         let c = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            c.rechecks.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
-            c.wake(tenant_id, Trigger::Push, true);
+            {
+                let mut armed = c.judges.lock().unwrap_or_else(|e| e.into_inner());
+                if armed.get(&tenant_id) == Some(&at) {
+                    armed.remove(&tenant_id);
+                }
+            }
+            c.queue.add(tenant_id, Trigger::Push, false);
         });
+    }
+
+    /// Schedules one whole-tenant run of a held tenant once its pushes have been quiet for the
+    /// settle time (at least a second), so a hold whose changes the IdP reverted ends; one waits
+    /// per tenant, and every push moves it later.
+    fn recheck_hold(&self, tenant_id: i64, state: &ControllerState) {
+        let now = std::time::Instant::now();
+        let quiet = Duration::from_millis(state.safety.settle_ms).max(Duration::from_secs(1));
+        if self.rechecks.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id, now).is_some() {
+            return;
+        }
+        let c = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let last = c.rechecks.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant_id).copied();
+                let Some(last) = last else { return };
+                let due = last + quiet;
+                if std::time::Instant::now() < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
+                c.rechecks.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
+                c.wake(tenant_id, Trigger::Push, true);
+                return;
+            }
+        });
+    }
+}
+
+/// The tenant's burst once a run's update is written.
+fn burst_after(before: Option<&Burst>, update: &BurstUpdate) -> Option<Burst> {
+    match update {
+        BurstUpdate::Keep => before.cloned(),
+        BurstUpdate::Close => None,
+        BurstUpdate::Defer { from_seq, push, at } => Some(match before {
+            Some(b) => Burst { last_at: if *push { at.clone() } else { b.last_at.clone() }, ..b.clone() },
+            None => Burst { first_at: at.clone(), last_at: at.clone(), from_seq: *from_seq },
+        }),
     }
 }
 

@@ -185,3 +185,42 @@ proptest! {
         runtime().block_on(check(Backend::Postgres, users, safety, steps))?;
     }
 }
+
+/// A burst left waiting by a process that stopped (its judgement's timer gone with it) is judged
+/// by the next process: its start-up run finds the burst open and arms the judgement.
+async fn a_waiting_burst_survives_a_restart(backend: Backend) {
+    let safety = Safety { settle_ms: 300, ..Safety::default() };
+    let Some(w) = World::new(backend, 20, safety).await else { return };
+    w.set_active(0, false).await;
+    w.set_active(1, false).await;
+    // The process that deferred them "stops": its controller never runs again.
+    let gone = Controller::new(w.store.clone());
+    let o = gone.reconcile(&w.tenant, Trigger::Push, Scope2::Incremental, Approval::None).await.expect("push run");
+    assert_eq!((o.status.as_str(), o.skipped_held), ("waiting", 2));
+    gone.release_leases().await;
+    drop(gone);
+    assert!(w.store.controller_state(w.tenant.id).await.expect("state").burst.is_some());
+    // A new process starts: workers, and a start-up run of every tenant.
+    let next = Controller::new(w.store.clone());
+    let yearly = moonborn_scim::controller::parse_schedule("0 0 0 1 1 *").expect("schedule");
+    next.spawn(1, yearly.clone(), yearly);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Judged: both applied (under the threshold) and the burst closed with the run.
+    while w.applied_destructive().await < 2
+        || w.store.controller_state(w.tenant.id).await.expect("state").burst.is_some()
+    {
+        assert!(std::time::Instant::now() < deadline, "the waiting burst was never judged after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(w.applied_destructive().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_burst_survives_a_restart_sqlite() {
+    a_waiting_burst_survives_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_burst_survives_a_restart_postgres() {
+    a_waiting_burst_survives_a_restart(Backend::Postgres).await;
+}

@@ -143,6 +143,7 @@ pub async fn reconcile(
             run_id: String::new(),
             status: "dry_run".into(),
             applied: 0,
+            applied_destructive: 0,
             skipped_held: held,
             stale: 0,
             plan: p,
@@ -191,7 +192,7 @@ pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Resu
         }))
         .into_response());
     };
-    let released = o.plan.summary.destructive().min(o.applied);
+    let released = o.applied_destructive;
     let body = serde_json::json!({
         "run_id": o.run_id,
         "status": o.status,

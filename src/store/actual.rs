@@ -814,15 +814,16 @@ impl Store {
         rows.iter().map(|r| r.try_get("member_id").map_err(StoreError::from)).collect()
     }
 
-    /// How many users the controller deactivated or deleted on its own since `since` (operator
-    /// approved or released changes are the operator's).
+    /// How many users the controller deactivated (and did not delete) and deleted on its own
+    /// since `since` (operator approved or released changes are the operator's).
     ///
     /// # Errors
     /// Database errors.
     pub async fn recent_destructive(&self, tenant_id: i64, since: &str) -> Result<(i64, i64), StoreError> {
+        // By user: one deactivated and then deleted (or deactivated twice) counts once, as a
+        // deletion if it was deleted.
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN action = 'deactivate' THEN 1 ELSE 0 END), 0) AS a, \
-             COALESCE(SUM(CASE WHEN action = 'delete' THEN 1 ELSE 0 END), 0) AS d \
+            "SELECT COUNT(DISTINCT user_id) AS n, COUNT(DISTINCT CASE WHEN action = 'delete' THEN user_id END) AS d \
              FROM audit_log WHERE tenant_id = $1 AND at > $2 AND actor = 'controller' \
              AND action IN ('deactivate', 'delete')",
         )
@@ -830,7 +831,8 @@ impl Store {
         .bind(since)
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.try_get("a")?, row.try_get("d")?))
+        let (n, d): (i64, i64) = (row.try_get("n")?, row.try_get("d")?);
+        Ok((n - d, d))
     }
 
     /// Number of SCIM-managed, not deleted users of a tenant (the safety valve's denominator).
