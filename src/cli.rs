@@ -20,8 +20,9 @@ use crate::store::{Store, StoreError, Tier};
 #[command(name = "moonborn-scim", version, about)]
 pub struct Cli {
     /// Database URL: sqlite://FILE (created and migrated on first use) or postgres://…
-    #[arg(long, global = true, env = "MOONBORN_DATABASE_URL", default_value = "sqlite://moonborn-scim.db")]
-    pub database_url: String,
+    /// [default: sqlite://moonborn-scim.db; or read from the file MOONBORN_DATABASE_URL_FILE names]
+    #[arg(long, global = true, env = "MOONBORN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -145,10 +146,12 @@ pub struct ServeArgs {
     /// Where outbox events (welcome emails, sign-outs, …) are delivered; without it they stay queued.
     #[arg(long, env = "MOONBORN_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
-    /// The HMAC-SHA256 key of the `X-Moonborn-Signature` header.
+    /// The HMAC-SHA256 key of the `X-Moonborn-Signature` header (or read from the file
+    /// MOONBORN_WEBHOOK_SECRET_FILE names).
     #[arg(long, env = "MOONBORN_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
-    /// Bearer token of the admin API (`/v1/admin`); the admin API is off when unset.
+    /// Bearer token of the admin API (`/v1/admin`); the admin API is off when unset (or read
+    /// from the file MOONBORN_ADMIN_TOKEN_FILE names).
     #[arg(long, env = "MOONBORN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Tenants reconciled at once.
@@ -264,15 +267,40 @@ fn print_outcome(o: &crate::controller::RunOutcome, format: Format) {
     }
 }
 
+/// A secret given directly (flag or `NAME`), else read from the file `NAME_FILE` names (its
+/// trailing newline dropped: how Docker and Kubernetes secrets are mounted).
+///
+/// # Errors
+/// Both given, or the file cannot be read (the message names the file, never its content).
+pub fn secret(direct: Option<String>, name: &str) -> anyhow::Result<Option<String>> {
+    let file_var = format!("{name}_FILE");
+    match (direct, std::env::var_os(&file_var)) {
+        (Some(_), Some(_)) => anyhow::bail!("both {name} (or its flag) and {file_var} are set; set one"),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let path = std::path::PathBuf::from(path);
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {file_var} ({})", path.display()))?;
+            let v = text.trim_end_matches(['\n', '\r']).to_string();
+            anyhow::ensure!(!v.is_empty(), "{file_var} ({}) is empty", path.display());
+            Ok(Some(v))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let store =
-        Store::open(&cli.database_url).await.with_context(|| format!("opening database {}", cli.database_url))?;
+    let database_url = secret(cli.database_url.clone(), "MOONBORN_DATABASE_URL")?
+        .unwrap_or_else(|| "sqlite://moonborn-scim.db".to_string());
+    let store = Store::open(&database_url)
+        .await
+        .with_context(|| format!("opening database {}", crate::store::redact_url(&database_url)))?;
     let tenant = |slug: String| {
         let store = store.clone();
         async move { store.tenant(&slug).await.map_err(not_found("tenant")) }
     };
     match cli.command {
-        Command::Serve(args) => serve(store, &cli.database_url, args).await.map(|()| 0),
+        Command::Serve(args) => serve(store, &database_url, args).await.map(|()| 0),
         Command::Plan { tenant: slug, format, desired, bindings, detailed_exitcode } => {
             let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
@@ -476,8 +504,9 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
         println!();
     }
     tracing::info!(%addr, backend = ?store.backend(), "serving SCIM at http://{addr}{SCIM_BASE}");
-    let state =
-        AppState::new(store.clone()).with_admin_token(args.admin_token.filter(|t| !t.is_empty()).map(Into::into));
+    let admin_token = secret(args.admin_token, "MOONBORN_ADMIN_TOKEN")?;
+    let webhook_secret = secret(args.webhook_secret, "MOONBORN_WEBHOOK_SECRET")?;
+    let state = AppState::new(store.clone()).with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into));
     state.controller.set_origin(format!("http://{addr}"));
     state.controller.spawn(args.controller_workers, drift, purge);
     if store.backend() == crate::store::Backend::Postgres {
@@ -486,7 +515,7 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     match args.webhook_url {
         Some(url) => {
             tracing::info!(%url, "delivering outbox events");
-            let cfg = WebhookConfig { url, secret: args.webhook_secret, poll: std::time::Duration::from_millis(200) };
+            let cfg = WebhookConfig { url, secret: webhook_secret, poll: std::time::Duration::from_millis(200) };
             tokio::spawn(outbox::run(store.clone(), cfg));
         }
         None => tracing::info!("no --webhook-url: outbox events stay queued (see the admin API's outbox)"),

@@ -266,9 +266,54 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// A database URL as it may be printed: a password in it (`user:PASSWORD@host`, or a
+/// `password=` parameter) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = out[auth_start..].find(['/', '?', '#']).map_or(out.len(), |i| auth_start + i);
+        if let Some(at) = out[auth_start..auth_end].rfind('@') {
+            let userinfo = &out[auth_start..auth_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+/// How long opening a database waits for its server before it says why it cannot connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An error message with the URL's password (if any) taken out, in case a driver quoted it.
+fn redact_error(msg: &str, url: &str) -> String {
+    let password = url.split_once("://").and_then(|(_, rest)| {
+        let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
+        auth.rsplit_once('@').and_then(|(userinfo, _)| userinfo.split_once(':')).map(|(_, p)| p.to_string())
+    });
+    match password.filter(|p| !p.is_empty()) {
+        Some(p) => msg.replace(&p, "***"),
+        None => msg.to_string(),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://FILE` or `postgres://…`), creating a SQLite file if needed,
-    /// and runs the migrations.
+    /// and runs the migrations. A PostgreSQL server that cannot be reached fails within
+    /// `CONNECT_TIMEOUT`, saying why (refused, unknown host, authentication), never with the
+    /// password.
     ///
     /// # Errors
     /// When the database cannot be reached or migrated.
@@ -279,12 +324,37 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            anyhow::bail!("unsupported database URL {url:?}: use sqlite://FILE or postgres://…");
+            anyhow::bail!("unsupported database URL {:?}: use sqlite://FILE or postgres://…", redact_url(url));
         };
         let opts = sqlx::any::AnyConnectOptions::from_str(&match backend {
             Backend::Sqlite => sqlite_url(url),
             Backend::Postgres => url.to_string(),
+        })
+        .map_err(|e| {
+            anyhow::anyhow!("invalid database URL {}: {}", redact_url(url), redact_error(&e.to_string(), url))
         })?;
+        if backend == Backend::Postgres {
+            // One connection first, to fail fast with the server's own reason (the pool below
+            // would retry a refused connection until its acquire timeout).
+            let first =
+                tokio::time::timeout(CONNECT_TIMEOUT, <sqlx::AnyConnection as sqlx::Connection>::connect_with(&opts))
+                    .await;
+            match first {
+                Ok(Ok(c)) => {
+                    let _ = sqlx::Connection::close(c).await;
+                }
+                Ok(Err(e)) => anyhow::bail!(
+                    "cannot connect to PostgreSQL at {}: {}",
+                    redact_url(url),
+                    redact_error(&e.to_string(), url)
+                ),
+                Err(_) => anyhow::bail!(
+                    "cannot connect to PostgreSQL at {}: no answer within {} s",
+                    redact_url(url),
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            }
+        }
         // sqlx tests every connection it hands out by default (a round trip to PostgreSQL — half
         // the server's CPU under GET load went to `send` — and a thread hand-off on SQLite),
         // which doubles the cost of a point query. A connection is tested here only when it sat

@@ -368,3 +368,64 @@ fn a_held_plan_is_seen_approved_and_released_from_the_command_line() {
     assert!(out.contains("applied 1 changes (1 deactivations and deletions)"), "{out}");
     assert_eq!(run_code(&db, &["plan", "--tenant", "acme", "--detailed-exitcode"]).0, 0);
 }
+
+/// The password of these tests' database URLs: it must never be printed.
+const PASSWORD: &str = "hunter2-never-printed";
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("MOONBORN_DATABASE_URL").env_remove("MOONBORN_ADMIN_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run the binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn secrets_are_never_printed_and_an_unreachable_database_fails_fast_saying_why() {
+    let url = format!("postgres://moonborn:{PASSWORD}@127.0.0.1:1/moonborn");
+    let env = [("MOONBORN_DATABASE_URL", url.as_str()), ("MOONBORN_ADMIN_TOKEN", PASSWORD)];
+    for args in [&["--help"][..], &["serve", "--help"], &["tenant", "list", "--help"]] {
+        let (code, out, err) = run_env(args, &env);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "{args:?} printed the secret:\n{out}{err}");
+        assert!(out.contains("MOONBORN_DATABASE_URL"), "{out}");
+    }
+    // Nothing listens on port 1: refused at once, said plainly, without the password.
+    let (code, out, err) = run_env(&["tenant", "list"], &env);
+    assert_ne!(code, 0);
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "{out}{err}");
+    assert!(err.contains("cannot connect to PostgreSQL at postgres://moonborn:***@127.0.0.1:1/moonborn"), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "says why: {err}");
+    // A password given as a parameter is kept out too; a bad URL is refused without it.
+    let q = format!("postgres://127.0.0.1:1/moonborn?user=moonborn&password={PASSWORD}");
+    let (_, out, err) = run_env(&["tenant", "list"], &[("MOONBORN_DATABASE_URL", q.as_str())]);
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD) && err.contains("password=***"), "{err}");
+    let bad = format!("mysql://root:{PASSWORD}@localhost/db");
+    let (code, _, err) = run_env(&["tenant", "list"], &[("MOONBORN_DATABASE_URL", bad.as_str())]);
+    assert!(code != 0 && !err.contains(PASSWORD) && err.contains("unsupported database URL"), "{err}");
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let (dir, db) = db();
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{db}\n")).unwrap();
+    let f = url_file.to_str().unwrap();
+    let (code, out, err) = run_env(&["tenant", "create", "filed"], &[("MOONBORN_DATABASE_URL_FILE", f)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created tenant filed"), "{out}");
+    let (_, list, _) = run_env(&["--database-url", &db, "tenant", "list"], &[]);
+    assert!(list.contains("filed"), "the file named the same database: {list}");
+    // Both given: refused, naming both, printing neither.
+    let (code, _, err) =
+        run_env(&["tenant", "list"], &[("MOONBORN_DATABASE_URL_FILE", f), ("MOONBORN_DATABASE_URL", db.as_str())]);
+    assert!(code != 0 && err.contains("MOONBORN_DATABASE_URL_FILE"), "{err}");
+    let (code, _, err) = run_env(&["tenant", "list"], &[("MOONBORN_DATABASE_URL_FILE", "/nonexistent/x")]);
+    assert!(code != 0 && err.contains("/nonexistent/x"), "{err}");
+}
