@@ -80,6 +80,17 @@ impl std::fmt::Debug for AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// The tenant a response was for (set by the SCIM authentication), for the access log.
+#[derive(Clone, Debug)]
+pub struct LogTenant(pub String);
+
+/// What an error answer said (its SCIM `detail`), for the access log.
+#[derive(Clone, Debug)]
+pub struct LogDetail(pub String);
+
+/// Gives every request its id, counts it in the metrics, and writes its access log line: 5xx at
+/// ERROR, 4xx at INFO (with the error's detail), the rest at DEBUG (a line per successful request
+/// would cost the busy paths; `RUST_LOG=moonborn_scim::access=debug` turns them on).
 async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response {
     let id = req
         .headers()
@@ -92,8 +103,31 @@ async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response 
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let (started, api, method) =
         (std::time::Instant::now(), crate::metrics::api_of(req.uri().path()), req.method().clone());
+    // (A reference count: the access line names the route, else the path.)
+    let uri = req.uri().clone();
     let mut res = next.run(req).instrument(span).await;
-    crate::metrics::METRICS.request(api, &method, res.status().as_u16(), started.elapsed());
+    let took = started.elapsed();
+    let status = res.status().as_u16();
+    crate::metrics::METRICS.request(api, &method, status, took);
+    {
+        let x = res.extensions();
+        let route = x.get::<axum::extract::MatchedPath>().map_or(uri.path(), |m| m.as_str());
+        let route = route.strip_prefix(SCIM_BASE).filter(|r| !r.is_empty()).unwrap_or(route);
+        let tenant = x.get::<LogTenant>().map_or("-", |t| t.0.as_str());
+        let detail = x.get::<LogDetail>().map(|d| d.0.as_str());
+        let ms = took.as_secs_f64() * 1000.0;
+        macro_rules! access {
+            ($level:ident) => {
+                tracing::$level!(target: "moonborn_scim::access", request_id = %id, tenant, method = %method,
+                    route, status, latency_ms = format_args!("{ms:.1}"), detail, "request")
+            };
+        }
+        match status {
+            500.. => access!(error),
+            400..=499 => access!(info),
+            _ => access!(debug),
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

@@ -99,8 +99,13 @@ struct Served {
 
 impl Served {
     fn start(db: &str, admin_token: Option<&str>) -> Served {
+        Served::start_with(db, admin_token, &[])
+    }
+
+    /// `start`, with more arguments before `serve`.
+    fn start_with(db: &str, admin_token: Option<&str>, extra: &[&str]) -> Served {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(extra).args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]);
         if let Some(t) = admin_token {
             cmd.args(["--admin-token", t]);
         }
@@ -428,4 +433,42 @@ fn secrets_can_come_from_files() {
     assert!(code != 0 && err.contains("MOONBORN_DATABASE_URL_FILE"), "{err}");
     let (code, _, err) = run_env(&["tenant", "list"], &[("MOONBORN_DATABASE_URL_FILE", "/nonexistent/x")]);
     assert!(code != 0 && err.contains("/nonexistent/x"), "{err}");
+}
+
+#[test]
+fn every_refused_request_leaves_an_access_line_and_json_logs_are_json() {
+    let (_dir, db) = db();
+    let mut served = Served::start_with(&db, None, &["--log-format", "json"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://{}/v1/auth/scim/v2", served.addr);
+    let statuses = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let a = c.get(format!("{base}/Users/no-such-id")).bearer_auth(&served.token).send().await.unwrap().status();
+        let b = c.get(format!("{base}/Users")).bearer_auth("mbscim_wrong").send().await.unwrap().status();
+        let ok = c.get(format!("{base}/Users?count=1")).bearer_auth(&served.token).send().await.unwrap().status();
+        [a.as_u16(), b.as_u16(), ok.as_u16()]
+    });
+    assert_eq!(statuses, [404, 401, 200]);
+    served.stop();
+    let mut rest = String::new();
+    served._pipes.1.read_to_string(&mut rest).expect("the server's log");
+    assert!(!rest.contains(&served.token), "a token in the log: {rest}");
+    let lines: Vec<serde_json::Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> = lines.iter().filter(|l| l["target"] == "moonborn_scim::access").collect();
+    let line = |status: u64| access.iter().find(|l| l["status"] == status).copied();
+    let nf = line(404).unwrap_or_else(|| panic!("no line for the 404: {rest}"));
+    assert_eq!(
+        (nf["level"].as_str(), nf["route"].as_str(), nf["tenant"].as_str()),
+        (Some("INFO"), Some("/Users/{id}"), Some("default")),
+        "{nf}"
+    );
+    assert_eq!(nf["method"], "GET");
+    assert!(nf["detail"].as_str().is_some_and(|d| !d.is_empty()) && nf["request_id"].is_string(), "{nf}");
+    assert!(nf["latency_ms"].is_string() || nf["latency_ms"].is_number(), "{nf}");
+    let unauth = line(401).unwrap_or_else(|| panic!("no line for the 401: {rest}"));
+    assert_eq!((unauth["tenant"].as_str(), unauth["route"].as_str()), (Some("-"), Some("/Users")), "{unauth}");
+    assert!(line(200).is_none(), "successful requests are logged at debug only: {rest}");
 }

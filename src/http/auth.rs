@@ -49,7 +49,21 @@ fn base_url(req: &Request) -> String {
 }
 
 /// Authenticates a SCIM request and scopes it to the token's tenant.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // The route template, for the access log line (`super::request_id`).
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let (mut res, tenant) = authenticated(state, req, next).await;
+    if let Some(r) = route {
+        res.extensions_mut().insert(r);
+    }
+    if let Some(slug) = tenant {
+        res.extensions_mut().insert(super::LogTenant(slug));
+    }
+    res
+}
+
+/// `authenticate`'s work: the answer, and the tenant's slug once the token named one.
+async fn authenticated(state: AppState, mut req: Request, next: Next) -> (Response, Option<String>) {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -58,26 +72,29 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .map(str::trim)
         .map(str::to_string);
     let Some(token) = token else {
-        return ApiError::from(ScimError::new(401, "a bearer token is required")).into_response();
+        return (ApiError::from(ScimError::new(401, "a bearer token is required")).into_response(), None);
     };
     let tenant: Tenant = match state.store.authenticate(&token).await {
         Ok(Some(t)) => t,
-        Ok(None) => return ApiError::from(ScimError::new(401, "the bearer token is not valid")).into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
+        Ok(None) => {
+            return (ApiError::from(ScimError::new(401, "the bearer token is not valid")).into_response(), None)
+        }
+        Err(e) => return (ApiError::from(e).into_response(), None),
     };
+    let slug = tenant.slug.clone();
     if tenant.tier != Tier::Enterprise {
-        return ApiError::from(ScimError::new(
+        let e = ScimError::new(
             403,
             format!(
                 "SCIM provisioning is available on the Enterprise tier; tenant {} is on the {} tier",
                 tenant.slug,
                 tenant.tier.as_str()
             ),
-        ))
-        .into_response();
+        );
+        return (ApiError::from(e).into_response(), Some(slug));
     }
     let base = base_url(&req);
     req.extensions_mut().insert(BaseUrl(base));
     req.extensions_mut().insert(tenant);
-    next.run(req).await
+    (next.run(req).await, Some(slug))
 }

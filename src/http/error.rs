@@ -67,6 +67,7 @@ impl IntoResponse for ApiError {
         };
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = scim_response(status, &e.to_body());
+        res.extensions_mut().insert(super::LogDetail(e.detail.clone()));
         if e.status == 503 {
             res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
