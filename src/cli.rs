@@ -160,6 +160,14 @@ pub struct ServeArgs {
     /// Tenants reconciled at once.
     #[arg(long, env = "MOONBORN_CONTROLLER_WORKERS", default_value_t = 2)]
     pub controller_workers: usize,
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 while requests are still served (so a
+    /// load balancer stops sending new ones), before in-flight requests are drained (seconds).
+    #[arg(long, env = "MOONBORN_SHUTDOWN_DELAY", default_value_t = 5.0)]
+    pub shutdown_delay: f64,
+    /// How long the drain of in-flight requests may take before the process exits anyway
+    /// (seconds).
+    #[arg(long, env = "MOONBORN_DRAIN_TIMEOUT", default_value_t = 30.0)]
+    pub drain_timeout: f64,
     /// The benchmark's HTTP ceiling: serve only a fixed `GET /Users/{id}` body (no database, no auth).
     #[arg(long, hide = true)]
     pub bench_ceiling: bool,
@@ -533,8 +541,32 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
         tracing::info!("no --admin-token: the admin API is disabled");
     }
     let controller = state.controller.clone();
+    let stopping = state.stopping.clone();
+    let secs = |name: &str, v: f64| {
+        anyhow::ensure!(v.is_finite() && (0.0..=3600.0).contains(&v), "{name} must be between 0 and 3600 seconds");
+        Ok(std::time::Duration::from_secs_f64(v))
+    };
+    let delay = secs("--shutdown-delay", args.shutdown_delay)?;
+    let drain = secs("--drain-timeout", args.drain_timeout)?;
     let app = router(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Shutdown: not ready at once, then `delay` of serving as usual, then the drain.
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        shutdown_signal().await;
+        stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(delay_secs = delay.as_secs_f64(), "not ready (/readyz answers 503); draining after the delay");
+        tokio::time::sleep(delay).await;
+        let _ = drain_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        r = &mut server => r?,
+        () = async {
+            let _ = drain_rx.await;
+            tokio::time::sleep(drain).await;
+        } => tracing::warn!(timeout_secs = drain.as_secs_f64(), "in-flight requests did not drain in time; stopping anyway"),
+    }
     controller.release_leases().await;
     store.close().await;
     tracing::info!("stopped");

@@ -38,6 +38,9 @@ pub struct AppInner {
     pub controller: Controller,
     /// The bearer token of the admin API; the admin API is disabled when unset.
     pub admin_token: Option<Arc<str>>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on, while requests still
+    /// in flight (and those a load balancer sends before it notices) are served.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -51,7 +54,12 @@ impl AppState {
     /// State over a store, with a controller that runs only once `Controller::spawn` is called,
     /// and no admin API.
     pub fn new(store: Store) -> AppState {
-        AppState(Arc::new(AppInner { controller: Controller::new(store.clone()), store, admin_token: None }))
+        AppState(Arc::new(AppInner {
+            controller: Controller::new(store.clone()),
+            store,
+            admin_token: None,
+            stopping: Arc::default(),
+        }))
     }
 
     /// The same state with the admin API enabled under `token` (disabled with `None`).
@@ -61,6 +69,7 @@ impl AppState {
             store: self.store.clone(),
             controller: self.controller.clone(),
             admin_token: token,
+            stopping: self.stopping.clone(),
         }))
     }
 
@@ -171,5 +180,26 @@ pub fn router(state: AppState) -> Router {
     if state.admin_token.is_some() {
         app = app.nest("/v1/admin", crate::admin::router());
     }
-    app.route("/healthz", get(|| async { "ok" })).layer(middleware::from_fn(request_id)).with_state(state)
+    app.route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// `GET /readyz`: 200 `ready` when the database answers (within 2 s) and the process is not
+/// stopping; else 503 with the reason (a load balancer stops sending requests).
+async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    if s.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
+    }
+    let ping = sqlx::query("SELECT 1").execute(s.store.pool());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the database did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n".into())
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable (no answer within 2 s)\n".into()),
+    }
 }

@@ -99,13 +99,13 @@ struct Served {
 
 impl Served {
     fn start(db: &str, admin_token: Option<&str>) -> Served {
-        Served::start_with(db, admin_token, &[])
+        Served::start_with(db, admin_token, &[], &["--shutdown-delay", "0"])
     }
 
-    /// `start`, with more arguments before `serve`.
-    fn start_with(db: &str, admin_token: Option<&str>, extra: &[&str]) -> Served {
+    /// `start`, with more arguments before `serve` (`global`) and after it.
+    fn start_with(db: &str, admin_token: Option<&str>, global: &[&str], serve: &[&str]) -> Served {
         let mut cmd = Command::new(BIN);
-        cmd.args(extra).args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(global).args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]).args(serve);
         if let Some(t) = admin_token {
             cmd.args(["--admin-token", t]);
         }
@@ -438,7 +438,7 @@ fn secrets_can_come_from_files() {
 #[test]
 fn every_refused_request_leaves_an_access_line_and_json_logs_are_json() {
     let (_dir, db) = db();
-    let mut served = Served::start_with(&db, None, &["--log-format", "json"]);
+    let mut served = Served::start_with(&db, None, &["--log-format", "json"], &["--shutdown-delay", "0"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("http://{}/v1/auth/scim/v2", served.addr);
     let statuses = rt.block_on(async {
@@ -471,4 +471,36 @@ fn every_refused_request_leaves_an_access_line_and_json_logs_are_json() {
     let unauth = line(401).unwrap_or_else(|| panic!("no line for the 401: {rest}"));
     assert_eq!((unauth["tenant"].as_str(), unauth["route"].as_str()), (Some("-"), Some("/Users")), "{unauth}");
     assert!(line(200).is_none(), "successful requests are logged at debug only: {rest}");
+}
+
+#[test]
+fn readiness_flips_to_503_when_shutdown_begins_while_requests_are_still_served() {
+    let (_dir, db) = db();
+    let mut served = Served::start_with(&db, None, &[], &["--shutdown-delay", "3"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", served.addr);
+        let token = served.token.clone();
+        rt.block_on(async move {
+            let r = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("request");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        })
+    };
+    assert_eq!(get("/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(get("/healthz").0, 200);
+    assert!(Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap().success());
+    // Within the shutdown delay: not ready, yet still serving (alive, and SCIM answers).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, body) = get("/readyz");
+        if status == 503 {
+            assert_eq!(body, "stopping\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz did not flip after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get("/healthz").0, 200);
+    assert_eq!(get("/v1/auth/scim/v2/Users?count=1").0, 200);
+    served.stop();
 }
