@@ -23,6 +23,10 @@ pub struct Cli {
     /// [default: sqlite://moonborn-scim.db; or read from the file MOONBORN_DATABASE_URL_FILE names]
     #[arg(long, global = true, env = "MOONBORN_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Colour in text reports and logs: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub color: Color,
     /// Log lines (on stderr) as text for people or one JSON object per line for a collector.
     #[arg(long, global = true, env = "MOONBORN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -173,6 +177,29 @@ pub struct ServeArgs {
     pub bench_ceiling: bool,
 }
 
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour a stream that is (or is not) a terminal; `NO_COLOR` (any non-empty
+    /// value, no-color.org) turns `auto` off.
+    pub fn on(self, terminal: bool) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+/// The `--color` choice, for the reports printed after start-up.
+static COLOR: std::sync::OnceLock<Color> = std::sync::OnceLock::new();
+
 /// Log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -219,10 +246,11 @@ pub enum TokenCommand {
 /// Runs the CLI; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = COLOR.set(cli.color);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Text => logs.with_ansi(cli.color.on(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init(),
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -494,7 +522,10 @@ fn bindings_file(path: &std::path::Path, current: &Bindings) -> anyhow::Result<B
 fn print_report(p: &crate::controller::ComputedPlan, format: Format) {
     use std::io::IsTerminal as _;
     match format {
-        Format::Text => print!("{}", report::text(p, std::io::stdout().is_terminal())),
+        Format::Text => {
+            let color = COLOR.get().copied().unwrap_or(Color::Auto).on(std::io::stdout().is_terminal());
+            print!("{}", report::text(p, color))
+        }
         Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(p)).unwrap_or_default()),
         Format::Html => println!("{}", report::html(p)),
     }

@@ -76,6 +76,10 @@ fn plan_diffs_an_offline_snapshot() {
     // The snapshot's two inactive users are created disabled, with no welcome email.
     assert_eq!(out.matches("will be created disabled (no welcome email)").count(), 2, "{out}");
     assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
+    let (_, coloured, _) = run(&db, &["--color", "always", "plan", "--tenant", "acme", "--desired", snapshot]);
+    assert!(coloured.contains("\x1b[32m+"), "--color always colours the report: {coloured}");
+    let (_, plain, _) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot, "--color", "never"]);
+    assert_eq!(plain, out, "--color never: the plain report");
     let (ok, json, _) = run(&db, &["plan", "--tenant", "acme", "--desired", snapshot, "--format", "json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
