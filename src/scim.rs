@@ -1,5 +1,6 @@
 //! The SCIM protocol: resources and schemas, filters, PATCH, list shaping and errors. No I/O.
 
+pub mod distinct;
 pub mod error;
 pub mod filter;
 pub mod patch;

@@ -628,9 +628,9 @@ impl Ctx<'_> {
             if is_add {
                 let arr = self.array_mut(c, attr)?;
                 let mut touched = Vec::new();
+                let mut seen = super::distinct::Seen::of(arr);
                 for item in items {
-                    if !arr.contains(&item) {
-                        arr.push(item);
+                    if seen.push(arr, item) {
                         touched.push(arr.len() - 1);
                     }
                 }

@@ -538,6 +538,7 @@ fn normalize_attr(at: &Attr, v: Value, ctx: &str) -> Result<Option<Value>, ScimE
         other => vec![other],
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut seen = super::distinct::Seen::default();
     for item in items {
         let item = if at.ty == Ty::Complex && !item.is_object() && !item.is_null() {
             // A bare value for a multi-valued complex attribute means its `value` sub-attribute.
@@ -546,9 +547,7 @@ fn normalize_attr(at: &Attr, v: Value, ctx: &str) -> Result<Option<Value>, ScimE
             item
         };
         if let Some(n) = normalize_value(at, item, ctx)? {
-            if !out.contains(&n) {
-                out.push(n);
-            }
+            seen.push(&mut out, n);
         }
     }
     // RFC 7643 §2.4: at most one element may be primary; keep the first.
