@@ -239,8 +239,14 @@ pub enum TokenCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Revoke a token by id.
-    Revoke { id: String },
+    /// Revoke a tenant's token by id (a token of another tenant is refused).
+    Revoke {
+        /// The tenant the token belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// The token's id (`token list` shows it).
+        id: String,
+    },
 }
 
 /// Runs the CLI; the process exit code.
@@ -500,12 +506,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Token { command: TokenCommand::Revoke { id } } => {
-            if store.revoke_token(&id).await? {
-                println!("revoked token {id}");
+        Command::Token { command: TokenCommand::Revoke { tenant: slug, id } } => {
+            let t = tenant(slug).await?;
+            let live = store.list_tokens(&t.slug).await?.iter().any(|k| k.id == id && k.revoked_at.is_none());
+            if live && store.revoke_tenant_token(t.id, &id).await? {
+                println!("revoked token {id} of tenant {}", t.slug);
                 Ok(0)
             } else {
-                anyhow::bail!("no live token with id {id}")
+                anyhow::bail!("tenant {} has no live token with id {id}", t.slug)
             }
         }
     }

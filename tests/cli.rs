@@ -45,10 +45,16 @@ fn tenants_and_tokens() {
     let (_, listed, _) = run(&db, &["token", "list", "--tenant", "acme"]);
     assert!(!listed.contains(&token), "token list must never show a secret");
     let id = listed.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("a token row").to_string();
-    assert!(run(&db, &["token", "revoke", &id]).0);
+    // Another tenant's token is refused (and stays live).
+    let (ok, _, err) = run(&db, &["token", "revoke", "--tenant", "free-co", &id]);
+    assert!(!ok && err.contains("tenant free-co has no live token"), "{err}");
+    let (_, listed, _) = run(&db, &["token", "list", "--tenant", "acme"]);
+    assert!(listed.lines().nth(1).unwrap().trim_end().ends_with(" no"), "still live: {listed}");
+    assert!(!run(&db, &["token", "revoke", &id]).0, "--tenant is required");
+    assert!(run(&db, &["token", "revoke", "--tenant", "acme", &id]).0);
     let (_, listed, _) = run(&db, &["token", "list", "--tenant", "acme"]);
     assert!(!listed.lines().nth(1).unwrap().trim_end().ends_with(" no"), "{listed}");
-    assert!(!run(&db, &["token", "revoke", &id]).0, "revoking twice fails");
+    assert!(!run(&db, &["token", "revoke", "--tenant", "acme", &id]).0, "revoking twice fails");
     let (ok, _, err) = run(&db, &["token", "create", "--tenant", "nope"]);
     assert!(!ok && err.contains("tenant not found"), "{err}");
 }
