@@ -21,10 +21,12 @@ fn feed(v: &Value, h: &mut DefaultHasher) {
         Value::Bool(b) => (1u8, b).hash(h),
         Value::Number(n) => {
             2u8.hash(h);
-            match n.as_f64().filter(|_| n.is_f64()) {
-                // Floats equal as numbers (0.0 and -0.0) hash alike.
-                Some(f) if f == 0.0 => "0.0".hash(h),
-                _ => n.to_string().hash(h),
+            // Floats equal as numbers (0.0 and -0.0) hash alike.
+            let zero = n.is_f64() && n.as_f64() == Some(0.0);
+            if zero {
+                "0.0".hash(h);
+            } else {
+                n.to_string().hash(h);
             }
         }
         Value::String(s) => (3u8, s).hash(h),
