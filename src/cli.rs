@@ -294,7 +294,7 @@ fn detailed(p: &crate::controller::ComputedPlan, on: bool) -> u8 {
 /// A run's outcome as `--format json` prints it: the run, then its report.
 fn outcome_json(o: &crate::controller::RunOutcome) -> serde_json::Value {
     let recorded = !matches!(o.status.as_str(), "noop" | "dry_run");
-    let (held, waiting) = if o.plan.waiting > 0 { (0, o.skipped_held) } else { (o.skipped_held, 0) };
+    let (held, waiting) = o.held_and_waiting();
     serde_json::json!({
         "run_id": recorded.then_some(o.run_id.as_str()),
         "status": o.status,

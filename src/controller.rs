@@ -186,6 +186,16 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The destructive changes the run kept back: (held for an operator, waiting for a burst
+    /// to settle).
+    pub fn held_and_waiting(&self) -> (u64, u64) {
+        if self.plan.waiting > 0 {
+            (0, self.skipped_held)
+        } else {
+            (self.skipped_held, 0)
+        }
+    }
+
     /// What a release did, in one line.
     pub fn release_line(&self, slug: &str) -> String {
         format!(
@@ -1138,7 +1148,7 @@ impl Controller {
         }
         if let (Some(h), false) = (&p.held, approved) {
             if p.kind != RunScope::Incremental {
-                self.hold(tenant, h, &p.summary).await?;
+                self.hold(tenant, h, &p.summary, state.held_fingerprint.as_deref()).await?;
             }
         }
         if ends_hold {
@@ -1182,7 +1192,14 @@ impl Controller {
 
     /// Records (or refreshes) the tenant's hold over a plan; logs a hold that begins or moves
     /// to a new plan at WARN, with the command that approves it. Answers whether it began.
-    async fn hold(&self, tenant: &Tenant, h: &Hold, summary: &Summary) -> Result<bool, ControllerError> {
+    /// `before`: the fingerprint the tenant was held at when the run read its state.
+    async fn hold(
+        &self,
+        tenant: &Tenant,
+        h: &Hold,
+        summary: &Summary,
+        before: Option<&str>,
+    ) -> Result<bool, ControllerError> {
         let d = Destructive::of(summary);
         let rec = HoldRecord {
             fingerprint: h.fingerprint.clone(),
@@ -1190,10 +1207,9 @@ impl Controller {
             destructive: d,
             scim_users: h.judgement.map_or(0, |j| j.scim_users),
         };
-        let before = self.store.controller_state(tenant.id).await?.held_fingerprint;
         let began = self.store.set_hold(tenant, Some(&rec), "controller", "held").await?;
         crate::metrics::METRICS.held(&tenant.slug, Some(d.total()));
-        if before.as_deref() != Some(h.fingerprint.as_str()) {
+        if before != Some(h.fingerprint.as_str()) {
             let origin = self.origin.get().map_or("http://HOST", String::as_str);
             tracing::warn!(
                 tenant = %tenant.slug,

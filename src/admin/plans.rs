@@ -111,7 +111,7 @@ struct OutcomeBody<'a> {
 async fn outcome(s: &AppState, o: RunOutcome) -> Response {
     // A dry run, or a run with nothing to do, records no run row: it has no id to look up.
     let run_id = (!matches!(o.status.as_str(), "noop" | "dry_run")).then_some(o.run_id.as_str());
-    let (held, waiting) = if o.plan.waiting > 0 { (0, o.skipped_held) } else { (o.skipped_held, 0) };
+    let (held, waiting) = o.held_and_waiting();
     let body = OutcomeBody {
         run_id,
         status: &o.status,
