@@ -37,7 +37,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the SCIM API (and the admin API when an admin token is set), and run the controller.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Create the database if there is none and apply pending migrations, then exit (`serve`
+    /// does this at start too; other commands need a database that exists).
+    Migrate,
     /// Show what a reconcile would do for a tenant (the diff report).
     Plan {
         #[arg(long)]
@@ -161,6 +164,39 @@ pub struct ServeArgs {
     /// from the file MOONBORN_ADMIN_TOKEN_FILE names).
     #[arg(long, env = "MOONBORN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Without it the
+    /// service speaks plain HTTP (put a TLS proxy in front: see README, Deploy).
+    #[arg(long, env = "MOONBORN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MOONBORN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The URL IdPs reach this service at, e.g. https://scim.example.com: resources are located
+    /// under it (`meta.location`), whatever Host a request carried.
+    #[arg(long, env = "MOONBORN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Proxies (CIDRs or addresses, comma-separated or repeated) whose X-Forwarded-Host and
+    /// X-Forwarded-Proto are believed; those headers from anyone else are ignored.
+    #[arg(long, env = "MOONBORN_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+    /// A request not answered in this time is answered 503 (seconds).
+    #[arg(long, env = "MOONBORN_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Time a client has to send a request's headers, from the connection's start or its
+    /// previous response; also the keep-alive idle timeout (seconds).
+    #[arg(long, env = "MOONBORN_HEADER_TIMEOUT", default_value_t = 30.0)]
+    pub header_timeout: f64,
+    /// Connections served at once (more wait in the listen backlog) [default: the open-file
+    /// limit less what the database and the rest of the process need].
+    #[arg(long, env = "MOONBORN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// SCIM requests per second allowed per tenant (0: no limit); over it, SCIM 429 with
+    /// Retry-After. Far above any IdP's documented pace.
+    #[arg(long, env = "MOONBORN_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+    /// Requests a tenant may send at once above --rate-limit before 429s begin.
+    #[arg(long, env = "MOONBORN_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
     /// Tenants reconciled at once.
     #[arg(long, env = "MOONBORN_CONTROLLER_WORKERS", default_value_t = 2)]
     pub controller_workers: usize,
@@ -225,6 +261,12 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Move a tenant to another tier (only Enterprise tenants may use SCIM).
+    SetTier {
+        slug: String,
+        #[arg(value_enum)]
+        tier: Tier,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,15 +385,25 @@ pub fn secret(direct: Option<String>, name: &str) -> anyhow::Result<Option<Strin
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let database_url = secret(cli.database_url.clone(), "MOONBORN_DATABASE_URL")?
         .unwrap_or_else(|| "sqlite://moonborn-scim.db".to_string());
-    let store = Store::open(&database_url)
-        .await
-        .with_context(|| format!("opening database {}", crate::store::redact_url(&database_url)))?;
+    let creates = matches!(cli.command, Command::Serve(_) | Command::Migrate);
+    let new_file = crate::store::sqlite_file(&database_url).filter(|f| !f.exists());
+    let opened = if creates { Store::open(&database_url).await } else { Store::open_existing(&database_url).await };
+    let store = opened.with_context(|| format!("opening database {}", crate::store::redact_url(&database_url)))?;
+    if let Some(f) = new_file.filter(|f| f.exists()) {
+        let shown = std::fs::canonicalize(&f).unwrap_or(f);
+        tracing::info!(file = %shown.display(), "created a new SQLite database");
+    }
     let tenant = |slug: String| {
         let store = store.clone();
         async move { store.tenant(&slug).await.map_err(not_found("tenant")) }
     };
     match cli.command {
-        Command::Serve(args) => serve(store, &database_url, args).await.map(|()| 0),
+        Command::Serve(args) => serve(store, &database_url, *args).await.map(|()| 0),
+        Command::Migrate => {
+            println!("database {} is migrated to this version", crate::store::redact_url(&database_url));
+            store.close().await;
+            Ok(0)
+        }
         Command::Plan { tenant: slug, format, desired, bindings, detailed_exitcode } => {
             let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
@@ -470,6 +522,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("created tenant {} (tier {})", t.slug, t.tier.as_str());
             Ok(0)
         }
+        Command::Tenant { command: TenantCommand::SetTier { slug, tier } } => {
+            let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let t = store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(not_found("tenant"))?;
+            println!("tenant {} is on the {} tier", t.slug, t.tier.as_str());
+            Ok(0)
+        }
         Command::Tenant { command: TenantCommand::List } => {
             println!("{:<24} {:<11} {:<9} {:<26} last run", "slug", "tier", "state", "held");
             for t in store.list_tenants().await? {
@@ -543,11 +601,51 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     let drift = parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?;
     let purge = parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?;
     let listen = args.listen;
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = bind(listen).with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     if args.bench_ceiling {
         return serve_bench_ceiling(listener).await;
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::http::serve::tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = args.public_url.as_deref().map(public_url).transpose()?;
+    let trusted_proxies = args
+        .trusted_proxy
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| trusted_proxy(p.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secs = |name: &str, v: f64| {
+        anyhow::ensure!(v.is_finite() && (0.0..=3600.0).contains(&v), "{name} must be between 0 and 3600 seconds");
+        Ok(std::time::Duration::from_secs_f64(v))
+    };
+    let delay = secs("--shutdown-delay", args.shutdown_delay)?;
+    let drain = secs("--drain-timeout", args.drain_timeout)?;
+    let request_timeout = secs("--request-timeout", args.request_timeout)?;
+    let header_timeout = secs("--header-timeout", args.header_timeout)?;
+    anyhow::ensure!(
+        request_timeout > std::time::Duration::ZERO && header_timeout > std::time::Duration::ZERO,
+        "--request-timeout and --header-timeout must be more than 0"
+    );
+    let rate = match (std::num::NonZeroU32::new(args.rate_limit), std::num::NonZeroU32::new(args.rate_burst)) {
+        (None, _) => None,
+        (Some(r), Some(b)) => Some((r, b)),
+        (Some(_), None) => {
+            anyhow::bail!("--rate-burst must be at least 1 (or switch the limit off with --rate-limit 0)")
+        }
+    };
+    let files = crate::http::serve::raise_open_file_limit();
+    // Each connection is a descriptor; the database pool, the WAL, the log and the listener need
+    // some too: keep 128 for them.
+    let max_connections = match (args.max_connections, files) {
+        (Some(n), _) => n.max(1),
+        (None, Some(f)) => usize::try_from(f.saturating_sub(128).clamp(64, 1 << 20)).unwrap_or(1 << 20),
+        (None, None) => 4096,
+    };
+    tracing::info!(max_connections, open_file_limit = files, "connection cap (more wait in the listen backlog)");
     if store.tenant_count().await? == 0 {
         store.create_tenant("default", Tier::Enterprise).await?;
         let (_, secret) = store.create_token("default").await?;
@@ -556,14 +654,18 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
         println!("    {secret}");
         println!();
         println!("Try it:");
-        println!("    curl -s -H 'Authorization: Bearer {secret}' http://{addr}{SCIM_BASE}/Users");
+        println!("    curl -s -H 'Authorization: Bearer {secret}' {scheme}://{addr}{SCIM_BASE}/Users");
         println!();
     }
-    tracing::info!(%addr, backend = ?store.backend(), "serving SCIM at http://{addr}{SCIM_BASE}");
+    let origin = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    tracing::info!(%addr, backend = ?store.backend(), tls = tls.is_some(), "serving SCIM at {origin}{SCIM_BASE}");
     let admin_token = secret(args.admin_token, "MOONBORN_ADMIN_TOKEN")?;
     let webhook_secret = secret(args.webhook_secret, "MOONBORN_WEBHOOK_SECRET")?;
-    let state = AppState::new(store.clone()).with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into));
-    state.controller.set_origin(format!("http://{addr}"));
+    let opts = crate::http::HttpOptions { public_url, trusted_proxies, request_timeout, rate };
+    let state = AppState::new(store.clone())
+        .with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into))
+        .with_options(opts);
+    state.controller.set_origin(origin);
     state.controller.spawn(args.controller_workers, drift, purge);
     if store.backend() == crate::store::Backend::Postgres {
         state.controller.listen_for_pushes(database_url.to_string());
@@ -581,12 +683,6 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     }
     let controller = state.controller.clone();
     let stopping = state.stopping.clone();
-    let secs = |name: &str, v: f64| {
-        anyhow::ensure!(v.is_finite() && (0.0..=3600.0).contains(&v), "{name} must be between 0 and 3600 seconds");
-        Ok(std::time::Duration::from_secs_f64(v))
-    };
-    let delay = secs("--shutdown-delay", args.shutdown_delay)?;
-    let drain = secs("--drain-timeout", args.drain_timeout)?;
     let app = router(state);
     // Shutdown: not ready at once, then `delay` of serving as usual, then the drain.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -597,8 +693,9 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
         tokio::time::sleep(delay).await;
         let _ = drain_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let serve_opts = crate::http::serve::ServeOptions { tls, max_connections, header_timeout };
+    let server = crate::http::serve::serve(listener, app, serve_opts, signalled);
+    let mut server = std::pin::pin!(server);
     tokio::select! {
         r = &mut server => r?,
         () = async {
@@ -610,6 +707,38 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listening socket with a backlog of 4,096 (the kernel caps it at `somaxconn`): a burst of
+/// connections, or connections beyond `--max-connections`, wait there instead of being dropped
+/// (std's and tokio's `bind` ask for 128).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// `--public-url`: an absolute http(s) URL without path, query or fragment; kept without its
+/// trailing slash.
+fn public_url(url: &str) -> anyhow::Result<String> {
+    let u = url.trim_end_matches('/');
+    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+    anyhow::ensure!(
+        matches!(scheme, "https" | "http")
+            && !rest.is_empty()
+            && !rest.contains(['/', '?', '#', ' '])
+            && rest.parse::<axum::http::uri::Authority>().is_ok(),
+        "--public-url {url:?} must be like https://scim.example.com (scheme and host, optional port, no path)"
+    );
+    Ok(u.to_string())
+}
+
+/// A `--trusted-proxy` entry: a CIDR (`10.0.0.0/8`) or one address.
+fn trusted_proxy(p: &str) -> anyhow::Result<ipnet::IpNet> {
+    p.parse::<ipnet::IpNet>()
+        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("--trusted-proxy {p:?} is neither a CIDR (10.0.0.0/8) nor an IP address"))
 }
 
 /// `serve --bench-ceiling` (moonborn-bench's HTTP ceiling): the same axum stack answering

@@ -7,6 +7,7 @@ mod discovery;
 mod error;
 mod groups;
 mod list;
+pub mod serve;
 mod users;
 
 use std::sync::Arc;
@@ -41,6 +42,36 @@ pub struct AppInner {
     /// Set when shutdown begins: `/readyz` answers 503 from then on, while requests still
     /// in flight (and those a load balancer sends before it notices) are served.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// How requests are bounded and located.
+    pub opts: HttpOptions,
+    /// Per-tenant request rate limiter (`opts.rate`), keyed by tenant id.
+    pub limiter: Option<governor::DefaultKeyedRateLimiter<i64>>,
+}
+
+/// How requests are bounded and how the service names itself.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The URL IdPs reach the service at (`https://scim.example.com`, no path): resources are
+    /// located under it, whatever the request's `Host` said. Unset: the `Host` header, or
+    /// `X-Forwarded-Host`/`-Proto` from a trusted proxy.
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-Host`/`-Proto` are believed; anyone else's are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A request that has not been answered in this time is answered 503.
+    pub request_timeout: std::time::Duration,
+    /// Requests per second per tenant (and the burst allowed above it); `None`: no limit.
+    pub rate: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            request_timeout: std::time::Duration::from_secs(30),
+            rate: None,
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -59,17 +90,36 @@ impl AppState {
             store,
             admin_token: None,
             stopping: Arc::default(),
+            opts: HttpOptions::default(),
+            limiter: None,
         }))
     }
 
     /// The same state with the admin API enabled under `token` (disabled with `None`).
     #[must_use]
     pub fn with_admin_token(self, token: Option<Arc<str>>) -> AppState {
+        let opts = self.opts.clone();
+        self.rebuild(token, opts)
+    }
+
+    /// The same state with these request options.
+    #[must_use]
+    pub fn with_options(self, opts: HttpOptions) -> AppState {
+        let token = self.admin_token.clone();
+        self.rebuild(token, opts)
+    }
+
+    fn rebuild(self, admin_token: Option<Arc<str>>, opts: HttpOptions) -> AppState {
+        let limiter = opts.rate.map(|(per_sec, burst)| {
+            governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst))
+        });
         AppState(Arc::new(AppInner {
             store: self.store.clone(),
             controller: self.controller.clone(),
-            admin_token: token,
+            admin_token,
             stopping: self.stopping.clone(),
+            opts,
+            limiter,
         }))
     }
 
@@ -100,7 +150,14 @@ pub struct LogDetail(pub String);
 /// Gives every request its id, counts it in the metrics, and writes its access log line: 5xx at
 /// ERROR, 4xx at INFO (with the error's detail), the rest at DEBUG (a line per successful request
 /// would cost the busy paths; `RUST_LOG=moonborn_scim::access=debug` turns them on).
-async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response {
+///
+/// A request not answered within `opts.request_timeout` is answered 503 here (what it started
+/// may still finish: a push already handed to the writer is applied).
+async fn request_id(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -114,7 +171,18 @@ async fn request_id(mut req: Request<axum::body::Body>, next: Next) -> Response 
         (std::time::Instant::now(), crate::metrics::api_of(req.uri().path()), req.method().clone());
     // (A reference count: the access line names the route, else the path.)
     let uri = req.uri().clone();
-    let mut res = next.run(req).instrument(span).await;
+    let limit = state.opts.request_timeout;
+    let mut res = match tokio::time::timeout(limit, next.run(req).instrument(span)).await {
+        Ok(res) => res,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::from(crate::scim::ScimError::new(
+            503,
+            format!(
+                "the request was not answered within {} s (a slow request body, or a busy service); it may \
+                 still be applied; retry",
+                limit.as_secs_f64()
+            ),
+        ))),
+    };
     let took = started.elapsed();
     let status = res.status().as_u16();
     crate::metrics::METRICS.request(api, &method, status, took);
@@ -182,7 +250,7 @@ pub fn router(state: AppState) -> Router {
     }
     app.route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 

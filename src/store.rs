@@ -309,6 +309,9 @@ fn redact_error(msg: &str, url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite://` URL (`None` in memory or for other databases).
+pub use walsync::sqlite_file;
+
 impl Store {
     /// Connects to `url` (`sqlite://FILE` or `postgres://…`), creating a SQLite file if needed,
     /// and runs the migrations. A PostgreSQL server that cannot be reached fails within
@@ -318,7 +321,27 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached or migrated.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
+        Store::open_with(url, true).await
+    }
+
+    /// Like `open`, for commands that must not create a database: a SQLite file that does not
+    /// exist, or a PostgreSQL database without this service's tables, is an error that says how
+    /// to make one (a typo in a path must not start an empty service or print an empty list).
+    ///
+    /// # Errors
+    /// As `open`, and when there is no database yet.
+    pub async fn open_existing(url: &str) -> anyhow::Result<Store> {
+        Store::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, create: bool) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
+        let hint = "run `moonborn-scim migrate` (or `serve`) once to create it, or pass --database-url";
+        if !create && url.starts_with("sqlite:") {
+            if let Some(file) = walsync::sqlite_file(url) {
+                anyhow::ensure!(file.exists(), "no database at {}; {hint}", file.display());
+            }
+        }
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -402,6 +425,15 @@ impl Store {
             }
             Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
         };
+        if !create && backend == Backend::Postgres {
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name \
+                 = '_sqlx_migrations'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            anyhow::ensure!(tables > 0, "no moonborn-scim database at {}; {hint}", redact_url(url));
+        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,

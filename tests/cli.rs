@@ -1,24 +1,14 @@
 //! The command line, driven as a user would: the real binary on a real SQLite file.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
+use common::served::{db, run, Served, BIN};
 use moonborn_scim::cli::Cli;
 
-const BIN: &str = env!("CARGO_BIN_EXE_moonborn-scim");
-
-fn run(db: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).arg("--database-url").arg(db).args(args).output().expect("run the binary");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn db() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
-    (dir, url)
-}
+mod common;
 
 #[test]
 fn verify_cli() {
@@ -94,82 +84,6 @@ fn plan_diffs_an_offline_snapshot() {
     // Offline: nothing was applied.
     let (_, again, _) = run(&db, &["plan", "--tenant", "acme"]);
     assert!(again.contains("Plan: 0 to create"), "{again}");
-}
-
-/// A `serve` child on a loopback port (the SCIM API and, with `admin_token`, the admin API).
-struct Served {
-    child: std::process::Child,
-    /// Kept open for the whole test: the server still writes to them.
-    _pipes: (BufReader<std::process::ChildStdout>, BufReader<std::process::ChildStderr>),
-    /// `127.0.0.1:PORT`
-    addr: String,
-    /// The SCIM token of the `default` tenant that `serve` creates on an empty database.
-    token: String,
-}
-
-impl Served {
-    fn start(db: &str, admin_token: Option<&str>) -> Served {
-        Served::start_with(db, admin_token, &[], &["--shutdown-delay", "0"])
-    }
-
-    /// `start`, with more arguments before `serve` (`global`) and after it.
-    fn start_with(db: &str, admin_token: Option<&str>, global: &[&str], serve: &[&str]) -> Served {
-        let mut cmd = Command::new(BIN);
-        cmd.args(global).args(["--database-url", db, "serve", "--listen", "127.0.0.1:0"]).args(serve);
-        if let Some(t) = admin_token {
-            cmd.args(["--admin-token", t]);
-        }
-        let mut child =
-            cmd.env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut token = None;
-        for line in stdout.by_ref().lines().map_while(Result::ok) {
-            let l = line.trim();
-            if l.starts_with("mbscim_") {
-                token = Some(l.to_string());
-            }
-            if l.starts_with("curl") {
-                break;
-            }
-        }
-        let token = token.expect("serve prints the token of the default tenant");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut addr = None;
-        for line in stderr.by_ref().lines().map_while(Result::ok) {
-            assert!(!line.contains('\x1b'), "no colour in logs that are not a terminal: {line}");
-            if let Some(i) = line.find("http://") {
-                let rest = &line[i + 7..];
-                addr = rest.split('/').next().map(str::to_string);
-                break;
-            }
-            assert!(Instant::now() < deadline, "serve did not report its address");
-        }
-        let addr = addr.expect("listening address");
-        Served { child, _pipes: (stdout, stderr), addr, token }
-    }
-
-    /// Stops it with SIGTERM; asserts a clean exit.
-    fn stop(&mut self) {
-        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "serve exits cleanly on SIGTERM: {st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    /// A test that failed before `stop` leaves no server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -36,6 +36,26 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
+/// `PATCH /tenants/{slug}` body: what to change (today the tier).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantChange {
+    tier: String,
+}
+
+/// `PATCH /tenants/{slug}` `{"tier": "pro"}` → the tenant as it is now; 400 on an unknown tier.
+pub async fn patch(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    Body(b): Body<TenantChange>,
+) -> Result<Json<Value>, AdminError> {
+    let tier = Tier::parse(&b.tier).ok_or_else(|| {
+        AdminError::bad_request(format!("unknown tier {:?}; tiers are free, pro, enterprise", b.tier))
+    })?;
+    let t = s.store.set_tier(&t.slug, tier, "operator").await?;
+    Ok(Json(with_status(&s, t).await?))
+}
+
 /// A tenant with its state at a glance (`status`: see `TenantStatus`).
 async fn with_status(s: &AppState, t: Tenant) -> Result<Value, AdminError> {
     let status = s.store.tenant_status(t.id).await?;

@@ -35,16 +35,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
     }
 }
 
-fn base_url(req: &Request) -> String {
+/// The base URL resources are located under: `--public-url` when set; else the `Host` the
+/// client sent (`X-Forwarded-Host`/`-Proto` only from a `--trusted-proxy`), with `https` when the
+/// connection is TLS.
+fn base_url(state: &AppState, req: &Request) -> String {
+    if let Some(public) = &state.opts.public_url {
+        return format!("{public}{SCIM_BASE}");
+    }
     let h = req.headers();
     let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    let trusted = !state.opts.trusted_proxies.is_empty()
+        && req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_some_and(|c| state.opts.trusted_proxies.iter().any(|n| n.contains(&c.0.ip().to_canonical())));
+    let forwarded = |k: &str| if trusted { get(k).and_then(|v| v.split(',').next()).map(str::trim) } else { None };
     let authority = req.uri().authority().map(axum::http::uri::Authority::as_str);
-    let host = get("x-forwarded-host")
+    let host = forwarded("x-forwarded-host")
         .or_else(|| get(header::HOST.as_str()))
         .or(authority)
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
         .unwrap_or("localhost");
-    let proto = get("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
+    let tls = req.extensions().get::<super::serve::Tls>().is_some();
+    let proto = forwarded("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or(if tls {
+        "https"
+    } else {
+        "http"
+    });
     format!("{proto}://{host}{SCIM_BASE}")
 }
 
@@ -93,7 +110,26 @@ async fn authenticated(state: AppState, mut req: Request, next: Next) -> (Respon
         );
         return (ApiError::from(e).into_response(), Some(slug));
     }
-    let base = base_url(&req);
+    if let Some(limiter) = &state.limiter {
+        if let Err(not_until) = limiter.check_key(&tenant.id) {
+            use governor::clock::{Clock as _, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let (per_sec, burst) = state.opts.rate.map_or((0, 0), |(r, b)| (r.get(), b.get()));
+            let e = ScimError::new(
+                429,
+                format!(
+                    "too many requests for tenant {}: at most {per_sec} per second (bursts of {burst}); retry after \
+                     {secs} s",
+                    tenant.slug
+                ),
+            );
+            let mut res = ApiError::from(e).into_response();
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+            return (res, Some(slug));
+        }
+    }
+    let base = base_url(&state, &req);
     req.extensions_mut().insert(BaseUrl(base));
     req.extensions_mut().insert(tenant);
     (next.run(req).await, Some(slug))

@@ -281,6 +281,33 @@ impl Store {
         Ok(Some(tenant))
     }
 
+    /// Moves a tenant to another tier (audited as `tier`); SCIM requests of a tenant no longer on
+    /// Enterprise are refused (403) from its next request (within `AUTH_CACHE_TTL` on other
+    /// processes). Returns the tenant as it is now.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn set_tier(&self, slug: &str, tier: Tier, actor: &str) -> Result<Tenant, StoreError> {
+        let before = self.tenant(slug).await?;
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!("UPDATE tenants SET tier = $1 WHERE id = $2 RETURNING {TENANT_COLS}"))
+            .bind(tier.as_str())
+            .bind(before.id)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let t = Tenant::from_row(&row)?;
+        let (b, a) = (serde_json::json!({"tier": before.tier}), serde_json::json!({"tier": t.tier}));
+        super::exec::exec_sqlx(
+            &mut w.tx,
+            &super::actual::audit_stmt(t.id, None, actor, "tier", None, Some(&b), Some(&a), &now()),
+        )
+        .await?;
+        w.commit().await?;
+        self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (c, _)| c.id != t.id);
+        Ok(t)
+    }
+
     /// Counts tenants (the first `serve` on an empty database creates one).
     ///
     /// # Errors

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fresh_db;
+pub mod served;
 
 /// Declares a test module that runs `case` on SQLite, and on PostgreSQL when
 /// `MOONBORN_TEST_POSTGRES_URL` is set, each on a fresh database: the calling file's `Db`

@@ -40,6 +40,9 @@ pub async fn cli(bin: &Path, db: &str, args: &[&str]) -> anyhow::Result<String> 
 
 /// Creates a tenant and a SCIM token for it; the token.
 pub async fn tenant_with_token(bin: &Path, db: &str, slug: &str) -> anyhow::Result<String> {
+    // Only `serve` and `migrate` create a database. A binary older than `migrate` refuses it
+    // and creates the database in `tenant create`; any other failure shows there.
+    let _ = cli(bin, db, &["migrate"]).await;
     cli(bin, db, &["tenant", "create", slug]).await?;
     let out = cli(bin, db, &["token", "create", "--tenant", slug]).await?;
     let token = out.lines().last().unwrap_or_default().trim().to_string();
@@ -79,6 +82,9 @@ impl Server {
         cmd.env("MOONBORN_DRIFT_REPAIR_SCHEDULE", "0 0 0 1 1 * 2099")
             .env("MOONBORN_PURGE_SCHEDULE", "0 0 0 1 1 * 2099")
             .env("RUST_LOG", "warn")
+            // The benchmark measures throughput: no per-tenant rate limit (a binary that has
+            // none ignores the variable).
+            .env("MOONBORN_RATE_LIMIT", "0")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
