@@ -294,6 +294,26 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A PostgreSQL URL that also trusts the CA certificates in `ca_file` (sqlx's `sslrootcert`,
+/// i.e. `PgConnectOptions::ssl_root_cert`: added to the public roots, for the pool and the
+/// LISTEN connection alike); `sslmode` stays as the URL says. Other URLs are returned as given.
+///
+/// # Errors
+/// The URL names a root certificate of its own already.
+pub fn with_root_cert(url: &str, ca_file: &std::path::Path) -> anyhow::Result<String> {
+    if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        return Ok(url.to_string());
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    anyhow::ensure!(
+        !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case("sslrootcert")),
+        "the database URL sets sslrootcert and --ca-file is given too; set one"
+    );
+    let path: String = form_urlencoded::byte_serialize(ca_file.to_string_lossy().as_bytes()).collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}sslrootcert={path}"))
+}
+
 /// How long opening a database waits for its server before it says why it cannot connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
