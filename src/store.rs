@@ -767,3 +767,25 @@ impl Store {
         Ok(sqlx::query_as(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?)
     }
 }
+
+#[cfg(test)]
+mod root_cert_tests {
+    use std::path::Path;
+
+    use super::with_root_cert;
+
+    #[test]
+    fn the_ca_file_becomes_sslrootcert_and_sslmode_is_kept() {
+        let ca = Path::new("/etc/ssl/db ca.pem");
+        assert_eq!(
+            with_root_cert("postgres://u@db:5432/x?sslmode=verify-full", ca).unwrap(),
+            "postgres://u@db:5432/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Fdb+ca.pem"
+        );
+        assert_eq!(
+            with_root_cert("postgres://u@db/x", ca).unwrap(),
+            "postgres://u@db/x?sslrootcert=%2Fetc%2Fssl%2Fdb+ca.pem"
+        );
+        assert_eq!(with_root_cert("sqlite://a.db", ca).unwrap(), "sqlite://a.db");
+        assert!(with_root_cert("postgres://u@db/x?sslrootcert=/a.pem", ca).is_err());
+    }
+}

@@ -254,3 +254,50 @@ pub async fn run(store: Store, cfg: WebhookConfig) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw/v1Ze+g9tXU=";
+
+    /// The value Python's hmac/base64 give for the same inputs.
+    #[test]
+    fn signs_id_timestamp_and_body_with_each_key() {
+        let keys = parse_secrets(SECRET).unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let one = signature(&keys, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(one, "v1,+8Kq1Dsh9IhbTnomFx3qPlIG+Z4UXpoWuBEu+xbFjVg=");
+        let two = parse_secrets(&format!("{SECRET},  whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")).unwrap();
+        let both = signature(&two, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let parts: Vec<&str> = both.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], one);
+        assert!(parts[1].starts_with("v1,") && parts[1] != one);
+    }
+
+    #[test]
+    fn malformed_secrets_are_named_by_position_never_by_value() {
+        for (value, needle) in [
+            ("", "empty"),
+            ("hunter2hunter2hunter2hunter2", "does not start with whsec_"),
+            ("whsec_hunter2!!", "not whsec_ followed by standard base64"),
+            ("whsec_aHVudGVyMg==", "decodes to 7 bytes"),
+            (&format!("{SECRET} whsec_aHVudGVyMg=="), "secret 2 of 2 decodes to 7 bytes"),
+        ] {
+            let err = parse_secrets(value).unwrap_err();
+            assert!(err.contains(needle), "{value}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("aHVudGVyMg") && !err.contains("MfKQ9"), "{err}");
+        }
+        assert_eq!(format!("{:?}", parse_secrets(SECRET).unwrap()), "[SigningKey(***)]");
+    }
+
+    #[test]
+    fn backoff_is_jittered_doubling_and_capped() {
+        for attempts in 0..40 {
+            let base = (1000i64 << attempts.min(20)).min(BACKOFF_CAP_SECS * 1000);
+            let ms = backoff(attempts).num_milliseconds();
+            assert!((base / 2..=base).contains(&ms), "attempt {attempts}: {ms} ms");
+        }
+    }
+}
