@@ -573,7 +573,7 @@ db_test!(
     /// Issue 20: the receiver is down while 60 users are provisioned and then deactivated. Once
     /// it is back, every user's events arrive in the order they were written (provisioned, then
     /// deactivated), each exactly once, and delivery resumes at once: the first success makes
-    /// every waiting event due instead of leaving each to its own backoff.
+    /// every waiting event due instead of leaving each to its own backoff. Two workers deliver.
     async fn a_users_events_arrive_in_order_after_an_outage(db) {
         const USERS: usize = 60;
         let off = moonborn_scim::controller::plan::Safety { enabled: false, ..Default::default() };
@@ -581,6 +581,8 @@ db_test!(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
+        // Two workers, as two replicas run them: their claims compete for the same events.
+        db.start_worker(&format!("http://{addr}/hooks/moonborn"));
         db.start_worker(&format!("http://{addr}/hooks/moonborn"));
 
         let names: Vec<String> = (0..USERS).map(|i| format!("o{i}@acme.com")).collect();
