@@ -23,6 +23,10 @@ pub struct Cli {
     /// [default: sqlite://moonborn-scim.db; or read from the file MOONBORN_DATABASE_URL_FILE names]
     #[arg(long, global = true, env = "MOONBORN_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PEM file of CA certificates trusted by every outbound TLS connection (webhooks,
+    /// PostgreSQL), besides the public roots built in.
+    #[arg(long, global = true, env = "MOONBORN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Colour in text reports and logs: auto (on a terminal, unless NO_COLOR is set), always,
     /// never.
     #[arg(long, global = true, value_enum, default_value = "auto")]
@@ -156,10 +160,11 @@ pub struct ServeArgs {
     /// Where outbox events (welcome emails, sign-outs, …) are delivered; without it they stay queued.
     #[arg(long, env = "MOONBORN_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
-    /// The HMAC-SHA256 key of the `X-Moonborn-Signature` header (or read from the file
-    /// MOONBORN_WEBHOOK_SECRET_FILE names).
-    #[arg(long, env = "MOONBORN_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    /// Standard Webhooks signing secret, whsec_<base64>; required with --webhook-url. Repeat
+    /// it, or separate secrets by commas or spaces, to sign with each while rotating (or read
+    /// from the file MOONBORN_WEBHOOK_SECRET_FILE names).
+    #[arg(long, env = "MOONBORN_WEBHOOK_SECRET", hide_env_values = true, action = clap::ArgAction::Append)]
+    pub webhook_secret: Vec<String>,
     /// Bearer token of the admin API (`/v1/admin`); the admin API is off when unset (or read
     /// from the file MOONBORN_ADMIN_TOKEN_FILE names).
     #[arg(long, env = "MOONBORN_ADMIN_TOKEN", hide_env_values = true)]
@@ -382,9 +387,59 @@ pub fn secret(direct: Option<String>, name: &str) -> anyhow::Result<Option<Strin
     }
 }
 
+/// The certificates of `--ca-file`.
+fn ca_certificates(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-file {} is not a PEM certificate bundle", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "--ca-file {} holds no PEM certificate", path.display());
+    Ok(certs)
+}
+
+/// The webhook settings of `serve`, checked before anything starts: a URL needs a secret, and
+/// every secret must be in the `whsec_<base64>` form (errors never quote one).
+fn webhook_config(args: &ServeArgs, extra_roots: &[reqwest::Certificate]) -> anyhow::Result<Option<WebhookConfig>> {
+    let given = (!args.webhook_secret.is_empty()).then(|| args.webhook_secret.join(" "));
+    let secrets = secret(given, "MOONBORN_WEBHOOK_SECRET")?;
+    let Some(url) = &args.webhook_url else {
+        if secrets.is_some() {
+            tracing::warn!("a webhook secret is set but no --webhook-url: it is not used");
+        }
+        return Ok(None);
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--webhook-url is not a URL: {e}"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "http" | "https"),
+        "--webhook-url must be an http:// or https:// URL, not {}://",
+        parsed.scheme()
+    );
+    let Some(secrets) = secrets else {
+        anyhow::bail!(
+            "--webhook-url is set but no webhook secret: every event is signed, so set --webhook-secret, \
+             MOONBORN_WEBHOOK_SECRET or MOONBORN_WEBHOOK_SECRET_FILE to whsec_<base64 of 24 to 64 random bytes> \
+             (e.g. whsec_$(openssl rand -base64 32))"
+        );
+    };
+    let secrets = outbox::parse_secrets(&secrets).map_err(anyhow::Error::msg)?;
+    Ok(Some(WebhookConfig {
+        url: url.clone(),
+        secrets,
+        extra_roots: extra_roots.to_vec(),
+        poll: std::time::Duration::from_millis(200),
+    }))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let database_url = secret(cli.database_url.clone(), "MOONBORN_DATABASE_URL")?
+    let extra_roots = cli.ca_file.as_deref().map(ca_certificates).transpose()?.unwrap_or_default();
+    let webhook = match &cli.command {
+        Command::Serve(args) => webhook_config(args, &extra_roots)?,
+        _ => None,
+    };
+    let mut database_url = secret(cli.database_url.clone(), "MOONBORN_DATABASE_URL")?
         .unwrap_or_else(|| "sqlite://moonborn-scim.db".to_string());
+    if let Some(ca) = &cli.ca_file {
+        database_url = crate::store::with_root_cert(&database_url, ca)?;
+    }
     let creates = matches!(cli.command, Command::Serve(_) | Command::Migrate);
     let new_file = crate::store::sqlite_file(&database_url).filter(|f| !f.exists());
     let opened = if creates { Store::open(&database_url).await } else { Store::open_existing(&database_url).await };
@@ -398,7 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         async move { store.tenant(&slug).await.map_err(not_found("tenant")) }
     };
     match cli.command {
-        Command::Serve(args) => serve(store, &database_url, *args).await.map(|()| 0),
+        Command::Serve(args) => serve(store, &database_url, *args, webhook).await.map(|()| 0),
         Command::Migrate => {
             println!("database {} is migrated to this version", crate::store::redact_url(&database_url));
             store.close().await;
@@ -597,11 +652,17 @@ fn print_report(p: &crate::controller::ComputedPlan, format: Format) {
     }
 }
 
-async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    store: Store,
+    database_url: &str,
+    args: ServeArgs,
+    webhook: Option<WebhookConfig>,
+) -> anyhow::Result<()> {
     let drift = parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?;
     let purge = parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?;
     let listen = args.listen;
     let listener = bind(listen).with_context(|| format!("binding {listen}"))?;
+    let signal = shutdown_signal();
     let addr = listener.local_addr()?;
     if args.bench_ceiling {
         return serve_bench_ceiling(listener).await;
@@ -660,7 +721,6 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     let origin = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     tracing::info!(%addr, backend = ?store.backend(), tls = tls.is_some(), "serving SCIM at {origin}{SCIM_BASE}");
     let admin_token = secret(args.admin_token, "MOONBORN_ADMIN_TOKEN")?;
-    let webhook_secret = secret(args.webhook_secret, "MOONBORN_WEBHOOK_SECRET")?;
     let opts = crate::http::HttpOptions { public_url, trusted_proxies, request_timeout, rate };
     let state = AppState::new(store.clone())
         .with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into))
@@ -670,10 +730,9 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     if store.backend() == crate::store::Backend::Postgres {
         state.controller.listen_for_pushes(database_url.to_string());
     }
-    match args.webhook_url {
-        Some(url) => {
-            tracing::info!(%url, "delivering outbox events");
-            let cfg = WebhookConfig { url, secret: webhook_secret, poll: std::time::Duration::from_millis(200) };
+    match webhook {
+        Some(cfg) => {
+            tracing::info!(url = %cfg.url, secrets = cfg.secrets.len(), "delivering outbox events");
             tokio::spawn(outbox::run(store.clone(), cfg));
         }
         None => tracing::info!("no --webhook-url: outbox events stay queued (see the admin API's outbox)"),
@@ -687,7 +746,7 @@ async fn serve(store: Store, database_url: &str, args: ServeArgs) -> anyhow::Res
     // Shutdown: not ready at once, then `delay` of serving as usual, then the drain.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let signalled = async move {
-        shutdown_signal().await;
+        signal.await;
         stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(delay_secs = delay.as_secs_f64(), "not ready (/readyz answers 503); draining after the delay");
         tokio::time::sleep(delay).await;
@@ -764,24 +823,34 @@ async fn serve_bench_ceiling(listener: TcpListener) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that comes right after start-up is not lost (it would
+/// otherwise kill the process without the drain).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutting down");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
-    tracing::info!("shutting down");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
 }

@@ -294,6 +294,26 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A PostgreSQL URL that also trusts the CA certificates in `ca_file` (sqlx's `sslrootcert`,
+/// i.e. `PgConnectOptions::ssl_root_cert`: added to the public roots, for the pool and the
+/// LISTEN connection alike); `sslmode` stays as the URL says. Other URLs are returned as given.
+///
+/// # Errors
+/// The URL names a root certificate of its own already.
+pub fn with_root_cert(url: &str, ca_file: &std::path::Path) -> anyhow::Result<String> {
+    if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        return Ok(url.to_string());
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    anyhow::ensure!(
+        !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case("sslrootcert")),
+        "the database URL sets sslrootcert and --ca-file is given too; set one"
+    );
+    let path: String = form_urlencoded::byte_serialize(ca_file.to_string_lossy().as_bytes()).collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}sslrootcert={path}"))
+}
+
 /// How long opening a database waits for its server before it says why it cannot connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -777,5 +797,27 @@ impl Store {
             .await;
         }
         Ok(sqlx::query_as(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?)
+    }
+}
+
+#[cfg(test)]
+mod root_cert_tests {
+    use std::path::Path;
+
+    use super::with_root_cert;
+
+    #[test]
+    fn the_ca_file_becomes_sslrootcert_and_sslmode_is_kept() {
+        let ca = Path::new("/etc/ssl/db ca.pem");
+        assert_eq!(
+            with_root_cert("postgres://u@db:5432/x?sslmode=verify-full", ca).unwrap(),
+            "postgres://u@db:5432/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Fdb+ca.pem"
+        );
+        assert_eq!(
+            with_root_cert("postgres://u@db/x", ca).unwrap(),
+            "postgres://u@db/x?sslrootcert=%2Fetc%2Fssl%2Fdb+ca.pem"
+        );
+        assert_eq!(with_root_cert("sqlite://a.db", ca).unwrap(), "sqlite://a.db");
+        assert!(with_root_cert("postgres://u@db/x?sslrootcert=/a.pem", ca).is_err());
     }
 }

@@ -428,3 +428,48 @@ fn readiness_flips_to_503_when_shutdown_begins_while_requests_are_still_served()
     assert_eq!(get("/v1/auth/scim/v2/Users?count=1").0, 200);
     served.stop();
 }
+
+#[test]
+fn a_webhook_url_needs_a_well_formed_secret_and_none_is_ever_printed() {
+    let (_dir, db) = db();
+    let serve =
+        ["--database-url", db.as_str(), "serve", "--listen", "127.0.0.1:0", "--webhook-url", "http://127.0.0.1:9/h"];
+    // No secret: refused at start, saying how to make one.
+    let (code, out, err) = run_env(&serve, &[]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("--webhook-url is set but no webhook secret") && err.contains("whsec_"), "{err}");
+    assert!(!out.contains("mbscim_"), "refused before anything started: {out}");
+    // Malformed: not whsec_, not base64, too short; one of two; from the file. Never printed.
+    let file_dir = tempfile::tempdir().unwrap();
+    let file = file_dir.path().join("secret");
+    let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw/v1Ze+g9tXU=";
+    for (secret, needle) in [
+        ("s3cret-webhook-key-not-in-form", "does not start with whsec_"),
+        ("whsec_not*base64!hunter2", "is not whsec_ followed by standard base64"),
+        ("whsec_c2hvcnQ=", "decodes to 5 bytes"),
+    ] {
+        for (how, env) in [
+            ("flag", vec![]),
+            ("env", vec![("MOONBORN_WEBHOOK_SECRET", secret)]),
+            ("file", vec![("MOONBORN_WEBHOOK_SECRET_FILE", file.to_str().unwrap())]),
+        ] {
+            std::fs::write(&file, format!("{secret}\n")).unwrap();
+            let mut args = serve.to_vec();
+            if how == "flag" {
+                args.extend(["--webhook-secret", good, "--webhook-secret", secret]);
+            }
+            let (code, out, err) = run_env(&args, &env);
+            assert_ne!(code, 0, "{how} {secret}: {out}{err}");
+            assert!(err.contains(needle), "{how} {secret}: {err}");
+            assert!(!err.contains(secret) && !out.contains(secret), "{how}: the secret was printed: {out}{err}");
+            assert!(!err.contains(good) && !out.contains(good), "{how}: the good secret was printed: {out}{err}");
+            if how == "flag" {
+                assert!(err.contains("webhook secret 2 of 2"), "names which one: {err}");
+            }
+        }
+    }
+    // A CA file that is not PEM is refused too.
+    std::fs::write(&file, "not a certificate").unwrap();
+    let (code, _, err) = run_env(&["--ca-file", file.to_str().unwrap(), "--database-url", &db, "tenant", "list"], &[]);
+    assert!(code != 0 && err.contains("--ca-file") && err.contains("PEM certificate"), "{err}");
+}

@@ -104,7 +104,7 @@ fn certificates() -> (String, String, String) {
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     leaf.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let cert = leaf.signed_by(&key, &rcgen::Issuer::new(ca, ca_key)).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 

@@ -18,20 +18,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use hmac::{Hmac, Mac};
 use moonborn_scim::controller::model::user_id_for;
-use moonborn_scim::controller::outbox::{self, signature, WebhookConfig};
+use moonborn_scim::controller::outbox::{self, parse_secrets, WebhookConfig};
 use moonborn_scim::controller::{Controller, RunOutcome, Scope2, Trigger};
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::{Intent, OutboxEvent, Tenant};
 use moonborn_scim::Store;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use sqlx::Row as _;
 
 use common::fresh_db::{Backend, FreshDb};
 
-const SECRET: &str = "s3cret-webhook-key";
+/// A Standard Webhooks secret (`whsec_` + base64 of 32 bytes).
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw/v1Ze+g9tXU=";
 const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
@@ -90,7 +89,12 @@ impl Db {
 
     /// Starts the delivery worker (stopped when the test ends).
     fn start_worker(&mut self, url: &str) {
-        let cfg = WebhookConfig { url: url.to_string(), secret: Some(SECRET.into()), poll: Duration::from_millis(50) };
+        let cfg = WebhookConfig {
+            url: url.to_string(),
+            secrets: parse_secrets(SECRET).expect("a valid secret"),
+            extra_roots: Vec::new(),
+            poll: Duration::from_millis(50),
+        };
         self.tasks.push(tokio::spawn(outbox::run(self.store.clone(), cfg)));
     }
 
@@ -217,12 +221,13 @@ where
     }
 }
 
-fn verify(body: &[u8], header: &str) {
-    let hex = header.strip_prefix("sha256=").unwrap_or_else(|| panic!("signature {header:?} lacks sha256="));
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(body);
-    mac.verify_slice(&hex::decode(hex).expect("hex signature")).expect("the signature verifies");
-    assert_eq!(header, signature(SECRET, body));
+/// Checks a delivery with the Standard Webhooks reference implementation.
+fn verify(r: &Received) {
+    standardwebhooks::Webhook::new(SECRET)
+        .expect("secret")
+        .verify(&r.body, &r.headers)
+        .unwrap_or_else(|e| panic!("the signature does not verify: {e}; headers {:?}", r.headers));
+    assert_eq!(r.header("webhook-id"), r.json()["id"], "webhook-id is the event id");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,7 +271,7 @@ db_test!(
             assert_eq!(r.header("idempotency-key"), ev.idempotency_key);
             assert!(!ev.idempotency_key.is_empty());
             assert!(r.header("content-type").starts_with("application/json"));
-            verify(&r.body, r.header("x-moonborn-signature"));
+            verify(r);
             assert_eq!(body["user_id"], ev.user_id.as_str());
             assert_eq!(body["tenant_id"], db.tenant.id);
             assert_eq!(body["data"]["user_id"], ev.user_id.as_str());
@@ -284,11 +289,10 @@ db_test!(
         let keys: std::collections::HashSet<&str> = got.iter().map(|r| r.header("idempotency-key")).collect();
         assert_eq!(keys.len(), 3, "one key per event");
 
-        // A tampered body does not verify.
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-        mac.update(b"{\"type\":\"user.provisioned\"}");
-        let sig = got[0].header("x-moonborn-signature").trim_start_matches("sha256=");
-        assert!(mac.verify_slice(&hex::decode(sig).expect("hex")).is_err());
+        // A tampered body does not verify; the old signature header is gone.
+        let wh = standardwebhooks::Webhook::new(SECRET).expect("secret");
+        assert!(wh.verify(b"{\"type\":\"user.provisioned\"}", &got[0].headers).is_err());
+        assert!(got[0].headers.get("x-moonborn-signature").is_none());
     }
 );
 
@@ -298,7 +302,7 @@ db_test!(
         db.reconcile().await;
         let (rx, url, _server) = receiver(3).await;
         db.start_worker(&url);
-        // Backoff is 1 s, 2 s, 4 s: about 7 s to the fourth attempt.
+        // Backoff is 0.5–1 s, 1–2 s, 2–4 s: at most 7 s to the fourth attempt.
         let ev = eventually("delivery after three failures", || async {
             db.events("user.provisioned").await.into_iter().find(|e| e.status == "delivered")
         })
@@ -312,7 +316,8 @@ db_test!(
         for r in &all {
             assert_eq!(r.header("idempotency-key"), ev.idempotency_key);
             assert_eq!(r.body, all[0].body);
-            verify(&r.body, r.header("x-moonborn-signature"));
+            assert_eq!(r.header("webhook-id"), all[0].header("webhook-id"));
+            verify(r);
         }
         // Delivered exactly once: a few more poll rounds bring nothing new.
         let before = rx.all().len();
@@ -428,7 +433,7 @@ db_test!(
         let deact = rx.accepted().into_iter().find(|r| r.json()["type"] == "user.deactivated").expect("deactivated");
         assert_eq!(deact.json()["user_id"], uid.as_str());
         assert_eq!(deact.json()["data"]["status"], "disabled");
-        verify(&deact.body, deact.header("x-moonborn-signature"));
+        verify(&deact);
     }
 );
 
@@ -498,7 +503,7 @@ db_test!(
         })
         .await;
         let body = held.json();
-        verify(&held.body, held.header("x-moonborn-signature"));
+        verify(&held);
         assert_eq!((body["type"].as_str(), body["user_id"].clone()), (Some("tenant.held"), Value::Null));
         assert_eq!(body["data"]["tenant"], "acme");
         assert_eq!((body["data"]["deactivate"].as_u64(), body["data"]["delete"].as_u64()), (Some(2), Some(0)));
@@ -527,5 +532,130 @@ db_test!(
         let keys: std::collections::HashSet<&str> = got.iter().map(|r| r.header("idempotency-key")).collect();
         assert_eq!(keys.len(), got.len(), "one key per event");
         assert!(db.events("user.deactivated").await.is_empty(), "nothing destructive applied");
+    }
+);
+
+db_test!(
+    /// A receiver that redirects: the redirect is not followed (a 3xx is a failed delivery, kept
+    /// pending), and the target of the redirect never hears of the event.
+    async fn a_redirect_from_the_receiver_is_not_followed(db) {
+        db.push_user("red@acme.com").await;
+        db.reconcile().await;
+        let (target, target_url, _t) = receiver(0).await;
+        let hits = Arc::new(Mutex::new(0usize));
+        let app = Router::new().route(
+            "/hooks/moonborn",
+            post({
+                let hits = hits.clone();
+                move || async move {
+                    *hits.lock().expect("lock") += 1;
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", target_url)])
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hooks/moonborn", listener.local_addr().expect("addr"));
+        let _server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        db.start_worker(&url);
+        let ev = eventually("two redirected attempts", || async {
+            db.events("user.provisioned").await.into_iter().find(|e| e.attempts >= 2)
+        })
+        .await;
+        assert_eq!(ev.status, "pending");
+        let err = ev.last_error.unwrap_or_default();
+        assert!(err.contains("307") && err.contains("redirects are not followed"), "{err}");
+        assert!(*hits.lock().expect("lock") >= 2);
+        assert!(target.all().is_empty(), "the redirect was followed: {:?}", target.all());
+    }
+);
+
+db_test!(
+    /// Issue 20: the receiver is down while 60 users are provisioned and then deactivated. Once
+    /// it is back, every user's events arrive in the order they were written (provisioned, then
+    /// deactivated), each exactly once, and delivery resumes at once: the first success makes
+    /// every waiting event due instead of leaving each to its own backoff. Two workers deliver.
+    async fn a_users_events_arrive_in_order_after_an_outage(db) {
+        const USERS: usize = 60;
+        let off = moonborn_scim::controller::plan::Safety { enabled: false, ..Default::default() };
+        db.store.set_safety(db.tenant.id, off, "test").await.expect("safety off");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        // Two workers, as two replicas run them: their claims compete for the same events.
+        db.start_worker(&format!("http://{addr}/hooks/moonborn"));
+        db.start_worker(&format!("http://{addr}/hooks/moonborn"));
+
+        let names: Vec<String> = (0..USERS).map(|i| format!("o{i}@acme.com")).collect();
+        let mut ids = Vec::new();
+        for n in &names {
+            ids.push(db.push_user(n).await);
+        }
+        assert_eq!(db.reconcile().await.applied, USERS as u64);
+        // The welcomes fail for a while (each on its own backoff) before the deactivations are
+        // written behind them.
+        eventually("every welcome tried at least twice", || async {
+            let w = db.events("user.provisioned").await;
+            Some(()).filter(|_| w.len() == USERS && w.iter().all(|e| e.attempts >= 2))
+        })
+        .await;
+        for (id, n) in ids.iter().zip(&names) {
+            db.set_active(id, n, false).await;
+        }
+        assert_eq!(db.reconcile().await.applied, USERS as u64);
+        // Down long enough that some welcome waits 8 s or more before its next try.
+        let far = eventually("a backoff of 8 s or more", || async {
+            let now = chrono::Utc::now();
+            db.events("user.provisioned").await.into_iter().find(|e| {
+                chrono::DateTime::parse_from_rfc3339(&e.next_attempt_at).expect("time") > now + chrono::Duration::seconds(8)
+            })
+        })
+        .await;
+        assert!(
+            db.events("user.deactivated").await.iter().all(|e| e.attempts == 0),
+            "a deactivation was tried while its user's welcome was still failing"
+        );
+        let scheduled: std::collections::HashMap<String, String> =
+            db.outbox().await.into_iter().map(|e| (e.id, e.next_attempt_at)).collect();
+
+        let rx = Receiver::default();
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the receiver's port");
+        let (_, _server) = serve(listener, rx.clone());
+        let up = Instant::now();
+        eventually("every event delivered", || async {
+            Some(()).filter(|_| rx.accepted().len() >= 2 * USERS)
+        })
+        .await;
+        let took = up.elapsed();
+        let events = eventually("the outbox marked delivered", || async {
+            Some(db.outbox().await).filter(|es| es.iter().all(|e| e.status == "delivered"))
+        })
+        .await;
+        // A few more poll rounds bring nothing new.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = rx.accepted();
+        assert_eq!(got.len(), 2 * USERS, "nothing skipped or duplicated");
+        let mut per_user: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for r in &got {
+            verify(r);
+            let b = r.json();
+            per_user
+                .entry(b["user_id"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(b["type"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(per_user.len(), USERS);
+        for (user, types) in &per_user {
+            assert_eq!(types, &["user.provisioned", "user.deactivated"], "user {user}");
+        }
+        // Resumed promptly: the welcome that was to wait 8 s or more went out before its time.
+        let delivered = events.iter().find(|e| e.id == far.id).expect("the event");
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time");
+        assert!(
+            at(delivered.delivered_at.as_deref().expect("delivered")) < at(&scheduled[&far.id]),
+            "delivered at {:?}, scheduled for {}",
+            delivered.delivered_at,
+            scheduled[&far.id]
+        );
+        assert!(took < Duration::from_secs(25), "took {took:?} after the receiver came back");
     }
 );

@@ -1001,6 +1001,13 @@ fn event_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
 const EVENT_COLS: &str = "seq, id, event_type, tenant_id, user_id, idempotency_key, payload, status, attempts, \
                           next_attempt_at, last_error, created_at, delivered_at";
 
+/// An outbox row `o` that may be claimed at `$1` (now): pending, due, not leased, and the first
+/// pending event of its (tenant, user) — the `outbox_user_pending` index answers the last part.
+const CLAIMABLE: &str = "o.status = 'pending' AND o.next_attempt_at <= $1 \
+     AND (o.claimed_until IS NULL OR o.claimed_until <= $1) \
+     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.tenant_id = o.tenant_id AND p.user_id = o.user_id \
+     AND p.status = 'pending' AND p.seq < o.seq)";
+
 impl Store {
     /// Takes (or renews) the lease on reconciling a tenant; `Some(fence)` when held by `holder`.
     ///
@@ -1226,9 +1233,14 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
-    /// Claims up to `limit` due events for delivery: each claim pushes the event's next attempt
-    /// `lease_secs` ahead with a compare-and-set, so only one deliverer holds it, and a
-    /// deliverer that dies leaves it to be retried when the lease runs out.
+    /// Claims up to `limit` due events for delivery, oldest first: each is leased to this
+    /// deliverer until `lease_secs` from now (`claimed_until`, a compare-and-set, so only one
+    /// deliverer holds it; one that dies leaves it to be retried when the lease runs out).
+    ///
+    /// Only the first pending event of each (tenant, user) is ever claimed: a user's later
+    /// event waits while an earlier one is pending (being delivered, or failing), so a user's
+    /// events go out in the order they were written, across replicas. Tenant events (an empty
+    /// `user_id`) are ordered the same way among themselves, per tenant.
     ///
     /// # Errors
     /// Database errors.
@@ -1236,61 +1248,68 @@ impl Store {
         let now = chrono::Utc::now();
         let now_s = crate::controller::plan::fmt_time(now);
         let lease = crate::controller::plan::fmt_time(now + chrono::Duration::seconds(lease_secs));
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(&now_s)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claimed = Vec::new();
-        for r in &rows {
-            let ev = event_from_row(r)?;
-            let mut w = self.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
-            )
-            .bind(&lease)
-            .bind(&ev.id)
-            .bind(&ev.next_attempt_at)
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected();
-            w.commit().await?;
-            if n == 1 {
-                claimed.push(ev);
-            }
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox o WHERE {CLAIMABLE} ORDER BY seq LIMIT $2"))
+            .bind(&now_s)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let events: Vec<OutboxEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        if events.is_empty() {
+            return Ok(events);
         }
-        Ok(claimed)
+        let stmts = events
+            .iter()
+            .map(|ev| {
+                Stmt::new(format!("UPDATE outbox AS o SET claimed_until = $3 WHERE o.id = $2 AND {CLAIMABLE}"))
+                    .arg(now_s.as_str())
+                    .arg(ev.id.as_str())
+                    .arg(lease.as_str())
+            })
+            .collect();
+        let changed = self.write_stmts(stmts).await?;
+        Ok(events.into_iter().zip(changed).filter(|(_, n)| *n == 1).map(|(ev, _)| ev).collect())
     }
 
-    /// Marks an event delivered.
+    /// Marks an event delivered (and ends its claim).
     ///
     /// # Errors
     /// Database errors.
     pub async fn mark_delivered(&self, id: &str) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query("UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_error = NULL WHERE id = $2")
-            .bind(super::now())
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await?;
-        w.commit().await
+        let stmt = Stmt::new(
+            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_error = NULL, \
+             claimed_until = NULL WHERE id = $2 AND status = 'pending'",
+        )
+        .arg(super::now())
+        .arg(id);
+        self.write_stmts(vec![stmt]).await.map(drop)
     }
 
-    /// Records a failed delivery and when to try again.
+    /// Records a failed delivery and when to try again (and ends its claim).
     ///
     /// # Errors
     /// Database errors.
     pub async fn mark_failed(&self, id: &str, next_attempt_at: &str, error: &str) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3 AND status = 'pending'")
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await?;
-        w.commit().await
+        let stmt = Stmt::new(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, claimed_until = NULL \
+             WHERE id = $3 AND status = 'pending'",
+        )
+        .arg(next_attempt_at)
+        .arg(error)
+        .arg(id);
+        self.write_stmts(vec![stmt]).await.map(drop)
+    }
+
+    /// Makes every pending event waiting out a backoff due now (the receiver answers again);
+    /// how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn reset_outbox_backoff(&self) -> Result<u64, StoreError> {
+        let now = super::now();
+        let stmt =
+            Stmt::new("UPDATE outbox SET next_attempt_at = $1 WHERE status = 'pending' AND next_attempt_at > $1")
+                .arg(now.as_str());
+        Ok(self.write_stmts(vec![stmt]).await?.into_iter().sum())
     }
 
     /// Which of `scim_ids` exist in a tenant's desired state.
