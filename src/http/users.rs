@@ -57,6 +57,18 @@ pub(super) async fn get_one(
     cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
+    super::error::read_again(|| get_one_once(state, tenant, base, kind, id, &proj, cond)).await
+}
+
+async fn get_one_once(
+    state: &AppState,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    id: &str,
+    proj: &Projection,
+    cond: &Conditions,
+) -> Result<Response, ApiError> {
     // A user's groups come with its row when they are wanted (one read).
     let r = match kind {
         Kind::User if proj.wants(kind, "groups") => state.store.get_user_and_groups(tenant.id, id).await?,
@@ -70,7 +82,7 @@ pub(super) async fn get_one(
         }
         return Ok(res);
     }
-    respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
+    respond_one(state, tenant, base, kind, &r, proj, StatusCode::OK).await
 }
 
 pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {
