@@ -800,9 +800,9 @@ impl Controller {
         for d in desired {
             match linked.get(d.scim_id.as_str()) {
                 Some(email) if email.eq_ignore_ascii_case(&d.user_name) => {}
-                Some(_) => emails.push(d.user_name.to_lowercase()),
+                Some(_) => emails.push(crate::scim::validate::identity_key(&d.user_name)),
                 None => {
-                    emails.push(d.user_name.to_lowercase());
+                    emails.push(crate::scim::validate::identity_key(&d.user_name));
                     exts.extend(d.external_id.clone());
                 }
             }

@@ -6,5 +6,6 @@ pub mod filter;
 pub mod patch;
 pub mod resource;
 pub mod schema;
+pub mod validate;
 
 pub use error::{ScimError, ScimType};

@@ -71,6 +71,24 @@ impl StoreError {
         e.as_database_error().is_some_and(|d| d.is_unique_violation())
     }
 
+    /// Whether the database connection was lost under the statement (PostgreSQL terminated the
+    /// backend, the network dropped it). Whether a write's `COMMIT` took effect is then not known.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, StoreError::Db(e) if StoreError::lost(e))
+    }
+
+    fn lost(e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Io(_) => true,
+            // admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, and the
+            // connection exceptions (class 08).
+            e => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| matches!(c.as_ref(), "57P01" | "57P02" | "57P03") || c.starts_with("08")),
+        }
+    }
+
     /// Whether the write failed whole for a reason that passes, so that running it again may
     /// succeed: `NotApplied`, or a PostgreSQL deadlock (`40P01`: the server aborted this
     /// transaction to break a cycle of lock waits) or serialization failure (`40001`). Either
@@ -83,6 +101,31 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+/// Runs the read `f` once more when it lost its database connection (PostgreSQL terminated the
+/// backend, the network dropped it): the pool hands the second try another connection. A read
+/// that loses its connection twice is `NotApplied` (503: the client may try again); any other
+/// error is returned as it is. Only for reads, and for writes that may safely run twice.
+///
+/// # Errors
+/// `f`'s error.
+pub async fn read_again<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match f().await {
+        Err(e) if e.is_connection_lost() => {
+            tracing::warn!(error = %e, "a read lost its database connection; reading again");
+            match f().await {
+                Err(StoreError::Db(e)) if StoreError::lost(&e) => {
+                    Err(StoreError::NotApplied(format!("the read lost its connection twice: {e}")))
+                }
+                r => r,
+            }
+        }
+        r => r,
     }
 }
 
@@ -541,7 +584,13 @@ impl Store {
         // The connection first (a deferred BEGIN takes no database lock), then the writer lock:
         // a writer waiting for a pool connection must not hold the lock meanwhile (the batch
         // writer and every other writer would wait behind it).
-        let tx = self.pool.begin().await?;
+        // A connection lost at `BEGIN` wrote nothing: the write may run again (`retrying`).
+        let tx = self.pool.begin().await.map_err(|e| match StoreError::Db(e) {
+            StoreError::Db(e) if StoreError::lost(&e) => {
+                StoreError::NotApplied(format!("BEGIN lost its connection: {e}"))
+            }
+            e => e,
+        })?;
         let guard = match &self.write_lock {
             Some(l) => Some(l.lock().await),
             None => None,

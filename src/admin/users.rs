@@ -15,9 +15,10 @@ use super::error::AdminError;
 use super::extract::{double_option, Body, TenantCtx, P, Q};
 use crate::controller::model::{Status, ROLES};
 use crate::http::AppState;
+use crate::scim::validate::check_identity;
 use crate::store::{AdminUser, NewUser, Tenant, UserEdit};
 
-/// Longest email, display name or other free-text field accepted.
+/// Longest display name or other free-text field accepted, in characters.
 const MAX_TEXT: usize = 320;
 
 /// `GET /tenants/{slug}/users` query.
@@ -46,13 +47,14 @@ pub fn roles(list: Vec<String>) -> Result<BTreeSet<String>, AdminError> {
     Ok(list.into_iter().collect())
 }
 
+/// A sign-in or contact email: the SCIM API's identity rules (`scim::validate::check_identity`:
+/// no surrounding whitespace, control, bidirectional or zero-width characters, at most 320
+/// characters), and the shape of an address (`local@domain`, no whitespace).
 fn email(field: &str, v: &str) -> Result<String, AdminError> {
-    let v = v.trim();
-    let ok = !v.is_empty()
-        && v.len() <= MAX_TEXT
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
-        && v.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
-    if ok {
+    check_identity(v).map_err(|e| AdminError::bad_request(format!("{field} {e}")))?;
+    let shaped =
+        !v.chars().any(char::is_whitespace) && v.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+    if shaped {
         Ok(v.to_string())
     } else {
         Err(AdminError::bad_request(format!("{field} must be an email address, not {v:?}")))
@@ -61,7 +63,7 @@ fn email(field: &str, v: &str) -> Result<String, AdminError> {
 
 fn text(field: &str, v: &str) -> Result<String, AdminError> {
     let v = v.trim();
-    if v.is_empty() || v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+    if v.is_empty() || v.chars().nth(MAX_TEXT).is_some() || v.chars().any(char::is_control) {
         return Err(AdminError::bad_request(format!("{field} must be 1-{MAX_TEXT} characters of text")));
     }
     Ok(v.to_string())

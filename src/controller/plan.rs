@@ -237,7 +237,7 @@ pub fn plan_raw(
         if let Some(s) = a.scim_id.as_deref().filter(|_| a.managed_by == ManagedBy::Scim) {
             by_scim.insert(s, i);
         }
-        by_email.entry(a.email.to_lowercase()).or_insert(i);
+        by_email.entry(crate::scim::validate::identity_key(&a.email)).or_insert(i);
         // A SCIM user whose resource is gone (soft-deleted, or about to be) is restored or taken
         // over by a new SCIM user with its externalId.
         if let (Some(e), ManagedBy::Scim) = (a.external_id.as_deref(), a.managed_by) {
@@ -263,7 +263,7 @@ pub fn plan_raw(
     // Pass 2: adopt, take over, restore, or create.
     for d in unmatched {
         let by_mail = by_email
-            .get(&d.user_name.to_lowercase())
+            .get(&crate::scim::validate::identity_key(&d.user_name))
             .copied()
             .filter(|&i| !used[i] && (actual[i].managed_by == ManagedBy::Manual || orphan(&actual[i])));
         let hit = by_mail.or_else(|| {
@@ -335,7 +335,7 @@ pub fn holders_for(changes: &[Change], actual: &[ActualUser]) -> HashMap<String,
 }
 
 fn lc(s: &str) -> String {
-    s.to_lowercase()
+    crate::scim::validate::identity_key(s)
 }
 
 /// The email a change takes from nobody-yet (a create, or a rename), lower-cased.

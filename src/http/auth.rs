@@ -91,7 +91,7 @@ async fn authenticated(state: AppState, mut req: Request, next: Next) -> (Respon
     let Some(token) = token else {
         return (ApiError::from(ScimError::new(401, "a bearer token is required")).into_response(), None);
     };
-    let tenant: Tenant = match state.store.authenticate(&token).await {
+    let tenant: Tenant = match crate::store::read_again(|| state.store.authenticate(&token)).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             return (ApiError::from(ScimError::new(401, "the bearer token is not valid")).into_response(), None)

@@ -1,5 +1,6 @@
 //! Request extractors that answer in SCIM when they fail: JSON bodies (413 when too large,
-//! `invalidSyntax` when not JSON), query strings, resource ids, and conditional headers.
+//! `tooMany` past `MAX_BODY_VALUES` values, `invalidSyntax` when not JSON), query strings,
+//! resource ids, and conditional headers.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use super::ApiError;
 use crate::scim::schema::MAX_PAYLOAD;
+use crate::scim::validate::{count_values, MAX_BODY_VALUES};
 use crate::scim::ScimError;
 
 /// A JSON request body (`application/scim+json` or `application/json`).
@@ -23,6 +25,12 @@ impl<S: Send + Sync> FromRequest<S> for ScimJson {
         let bytes = read_limited(req.into_body()).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ScimError::invalid_syntax("the request body is empty").into());
+        }
+        // Counted before parsing: parsed, a body of tiny values takes some 40 times its size.
+        if count_values(&bytes, MAX_BODY_VALUES).is_none() {
+            return Err(
+                ScimError::too_many(format!("the request body holds more than {MAX_BODY_VALUES} JSON values")).into()
+            );
         }
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))?;
@@ -49,8 +57,11 @@ const DRAIN_LIMIT: usize = 4 * MAX_PAYLOAD;
 
 /// Reads a body of at most `MAX_PAYLOAD` bytes. A larger body is a 413.
 async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
+    // The announced length, when it is within the limit, is allocated once (growing by doubling
+    // would hold up to twice the body).
+    let hint = usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).unwrap_or(0);
+    let mut buf: Vec<u8> = Vec::with_capacity(if hint <= MAX_PAYLOAD { hint } else { 0 });
     let mut stream = body.into_data_stream();
-    let mut buf: Vec<u8> = Vec::new();
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;

@@ -42,6 +42,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Runs a read's work once more when it lost its database connection (PostgreSQL terminated the
+/// backend): the pool hands the second try another connection. Losing it twice is a 503 the
+/// client may retry, not a 500. For reads only: a write's lost `COMMIT` has an unknown outcome.
+pub(super) async fn read_again<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, ApiError>
+where
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    match f().await {
+        Err(ApiError::Internal(e)) if e.is_connection_lost() => {
+            tracing::warn!(error = ?e, "a read lost its database connection; reading again");
+            match f().await {
+                Err(ApiError::Internal(e)) if e.is_connection_lost() => {
+                    Err(StoreError::NotApplied(format!("the read lost its connection twice: {e:?}")).into())
+                }
+                r => r,
+            }
+        }
+        r => r,
+    }
+}
+
 /// A SCIM JSON response.
 pub fn scim_response(status: StatusCode, body: &serde_json::Value) -> Response {
     scim_json(status, body.to_string().into_bytes())

@@ -14,7 +14,7 @@ use super::{ApiError, AppState};
 use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
 use crate::scim::resource::{projection_from_query, ListParams, Ref};
-use crate::scim::schema::{normalize, Kind, ResourceSchema};
+use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{now, MemberChange, MemberRef, StoreError, Tenant};
 
@@ -169,7 +169,7 @@ pub async fn patch_group(
         let before = cur.doc_value()?;
         let mut doc = before.clone();
         let member_ops = apply_patch(&mut doc, &ops, &schema, &schema)?;
-        let doc = normalize(Kind::Group, doc)?;
+        let doc = normalize_change(Kind::Group, doc, &before)?;
         let changes = member_changes(&state, &tenant, &base, &id, member_ops).await?;
         let doc_changed = doc != before;
         // Only a change to the group's own attributes needs the version it read; member changes

@@ -304,7 +304,17 @@ pub(super) async fn list_kind(
     kind: Kind,
     p: ListParams,
 ) -> Result<Response, ApiError> {
-    let (total, page) = select(store, tenant.id, base, kind, &p).await?;
+    super::error::read_again(|| list_kind_once(store, tenant, base, kind, &p)).await
+}
+
+async fn list_kind_once(
+    store: &Store,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    p: &ListParams,
+) -> Result<Response, ApiError> {
+    let (total, page) = select(store, tenant.id, base, kind, p).await?;
     let resources = render_many(store, tenant.id, base, kind, &page, &p.projection).await?;
     Ok(scim_json(StatusCode::OK, list_response(total, p.start_index, &resources)))
 }

@@ -11,7 +11,7 @@ use super::list::{list_kind, render_many};
 use super::{ApiError, AppState};
 use crate::scim::patch::{apply_patch, parse_patch};
 use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
-use crate::scim::schema::{normalize, Kind, ResourceSchema};
+use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{now, Intent, StoreError, StoredResource, Tenant};
 
@@ -57,6 +57,18 @@ pub(super) async fn get_one(
     cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
+    super::error::read_again(|| get_one_once(state, tenant, base, kind, id, &proj, cond)).await
+}
+
+async fn get_one_once(
+    state: &AppState,
+    tenant: &Tenant,
+    base: &str,
+    kind: Kind,
+    id: &str,
+    proj: &Projection,
+    cond: &Conditions,
+) -> Result<Response, ApiError> {
     // A user's groups come with its row when they are wanted (one read).
     let r = match kind {
         Kind::User if proj.wants(kind, "groups") => state.store.get_user_and_groups(tenant.id, id).await?,
@@ -70,7 +82,7 @@ pub(super) async fn get_one(
         }
         return Ok(res);
     }
-    respond_one(state, tenant, base, kind, &r, &proj, StatusCode::OK).await
+    respond_one(state, tenant, base, kind, &r, proj, StatusCode::OK).await
 }
 
 pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {
@@ -116,6 +128,8 @@ pub async fn create_user(
     let id = crate::store::new_resource_id();
     let now = now();
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
+    // Not held while the answer is rendered (a body may be 16 MiB).
+    drop(doc);
     state.pushed(tenant.id);
     // A user just created belongs to no group: nothing more to read.
     let r = StoredResource { groups: Some(Vec::new()), ..r };
@@ -173,7 +187,7 @@ pub async fn patch_user(
         let before = cur.doc_value()?;
         let mut doc = before.clone();
         apply_patch(&mut doc, &ops, &schema, &schema)?;
-        let doc = normalize(Kind::User, doc)?;
+        let doc = normalize_change(Kind::User, doc, &before)?;
         if doc == before {
             return respond_one(&state, &tenant, &base, Kind::User, &cur, &proj, StatusCode::OK).await;
         }

@@ -627,11 +627,22 @@ impl Ctx<'_> {
             }
             if is_add {
                 let arr = self.array_mut(c, attr)?;
+                // A User's multi-valued attribute holds at most `MAX_MULTI_VALUES` (or what it
+                // held before): refused here, as soon as it is past that, rather than after
+                // 100,000 values were added and normalised.
+                let cap = super::validate::MAX_MULTI_VALUES.max(arr.len());
                 let mut touched = Vec::new();
                 let mut seen = super::distinct::Seen::of(arr);
                 for item in items {
                     if seen.push(arr, item) {
                         touched.push(arr.len() - 1);
+                        if arr.len() > cap && !self.schema.is_group() {
+                            return Err(ScimError::too_many(format!(
+                                "{} would hold more than {cap} values; a user may have at most {}",
+                                attr.name,
+                                super::validate::MAX_MULTI_VALUES
+                            )));
+                        }
                     }
                 }
                 let empty = arr.is_empty();

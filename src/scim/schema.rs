@@ -598,6 +598,75 @@ fn normalize_object(
 /// `invalidSyntax` when the body is not an object or `schemas` is malformed, `invalidValue` when an
 /// attribute has the wrong type or a required attribute is missing.
 pub fn normalize(kind: Kind, body: Value) -> Result<Value, ScimError> {
+    let doc = normalize_unchecked(kind, body)?;
+    check_limits(kind, &doc, None)?;
+    Ok(doc)
+}
+
+/// [`normalize`] for a document a PATCH made of `before` (the stored document): the limits of
+/// [`super::validate`] apply to what the PATCH changed, so that a value stored before a limit
+/// existed does not block an unrelated change (a deactivation).
+///
+/// # Errors
+/// As [`normalize`].
+pub fn normalize_change(kind: Kind, doc: Value, before: &Value) -> Result<Value, ScimError> {
+    let doc = normalize_unchecked(kind, doc)?;
+    check_limits(kind, &doc, Some(before))?;
+    Ok(doc)
+}
+
+/// The limits on what a stored document may hold (see [`super::validate`]): sign-in identities
+/// (`userName`, `emails.value`), the other indexed strings (`externalId`, a Group's
+/// `displayName`) and the number of values of a User's multi-valued attributes. With `before`,
+/// only values that differ from it are checked, and a multi-valued attribute only when it grew.
+fn check_limits(kind: Kind, doc: &Value, before: Option<&Value>) -> Result<(), ScimError> {
+    use super::validate::{check_identity, indexed_fits, MAX_INDEXED_CHARS, MAX_MULTI_VALUES};
+    let changed = |k: &str| before.is_none_or(|b| b.get(k) != doc.get(k));
+    let indexed = |k: &str| -> Result<(), ScimError> {
+        match doc.get(k).and_then(Value::as_str) {
+            Some(v) if changed(k) && !indexed_fits(v) => {
+                Err(ScimError::invalid_value(format!("{k} is longer than {MAX_INDEXED_CHARS} characters")))
+            }
+            _ => Ok(()),
+        }
+    };
+    indexed("externalId")?;
+    if kind == Kind::Group {
+        return indexed("displayName");
+    }
+    if let Some(v) = doc.get("userName").and_then(Value::as_str) {
+        if changed("userName") {
+            check_identity(v).map_err(|e| ScimError::invalid_value(format!("userName {e}")))?;
+        }
+    }
+    let values = |d: Option<&Value>, k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_array).map_or(0, Vec::len);
+    for at in USER_ATTRS.iter().filter(|a| a.multi) {
+        let n = values(Some(doc), at.name);
+        if n > MAX_MULTI_VALUES && (before.is_none() || n > values(before, at.name)) {
+            return Err(ScimError::too_many(format!(
+                "{} holds {n} values; a user may have at most {MAX_MULTI_VALUES}",
+                at.name
+            )));
+        }
+    }
+    if let Some(emails) = doc.get("emails").and_then(Value::as_array) {
+        let email_values = |d: &Value| -> std::collections::HashSet<String> {
+            d.get("emails")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|e| e.get("value")?.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let old = before.map(email_values).unwrap_or_default();
+        for v in emails.iter().filter_map(|e| e.get("value")?.as_str()) {
+            if !old.contains(v) {
+                check_identity(v).map_err(|e| ScimError::invalid_value(format!("emails.value {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn normalize_unchecked(kind: Kind, body: Value) -> Result<Value, ScimError> {
     let Value::Object(obj) = body else {
         return Err(ScimError::invalid_syntax("the request body must be a JSON object"));
     };

@@ -1369,7 +1369,7 @@ fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
         .arg(tenant_id)
         .arg(&c.user_id)
         .arg(&a.email)
-        .arg(a.email.to_lowercase())
+        .arg(crate::scim::validate::identity_key(&a.email))
         .arg(&a.display_name)
         .arg(&a.contact_email)
         .arg(a.status.as_str())
@@ -1379,8 +1379,11 @@ fn cas_stmt(tenant_id: i64, c: &Change, now: &str) -> Stmt {
         .arg(&a.purge_after)
         .arg(now),
         Some(v) => {
-            let email_lc =
-                if a.status == Status::Purged { format!("purged:{}", c.user_id) } else { a.email.to_lowercase() };
+            let email_lc = if a.status == Status::Purged {
+                format!("purged:{}", c.user_id)
+            } else {
+                crate::scim::validate::identity_key(&a.email)
+            };
             Stmt::new(
                 "UPDATE users SET email = $1, email_lc = $2, display_name = $3, contact_email = $4, status = $5, \
                  managed_by = $6, scim_id = $7, external_id = $8, purge_after = $9, version = version + 1, \

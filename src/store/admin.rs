@@ -366,7 +366,7 @@ impl Store {
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<AdminUser>, StoreError> {
-        let email_lc = email.map(str::to_lowercase);
+        let email_lc = email.map(crate::scim::validate::identity_key);
         let which = Which::Page { email_lc: email_lc.as_deref(), after, limit: limit.max(1) };
         self.admin_users(tenant_id, which).await
     }
@@ -458,7 +458,7 @@ impl Store {
         .bind(tenant_id)
         .bind(&id)
         .bind(&u.email)
-        .bind(u.email.to_lowercase())
+        .bind(crate::scim::validate::identity_key(&u.email))
         .bind(&u.display_name)
         .bind(&u.contact_email)
         .bind(&now)

@@ -117,31 +117,36 @@ impl Builder {
     /// (`None`: the SQL is the whole filter). `None` when nothing can be expressed.
     fn translate(&mut self, f: &Filter) -> Option<(String, Option<Filter>)> {
         match f {
-            Filter::And(a, b) => {
-                let mark = self.args.len();
-                let ta = self.translate(a);
-                let tb = self.translate(b);
-                match (ta, tb) {
-                    (Some((sa, ra)), Some((sb, rb))) => Some((format!("({sa}) AND ({sb})"), and(ra, rb))),
-                    (Some((s, r)), None) => Some((s, and(r, Some((**b).clone())))),
-                    (None, Some((s, r))) => Some((s, and(Some((**a).clone()), r))),
-                    (None, None) => {
-                        self.args.truncate(mark);
-                        None
+            // A chain of `and`s or `or`s (the parser's left-deep tree: 1,000 comparisons are a
+            // tree 1,000 deep, past SQLite's expression depth limit) becomes a balanced one.
+            Filter::And(..) => {
+                let mut sqls = Vec::new();
+                let mut residual = None;
+                for part in chain(f, false) {
+                    match self.translate(part) {
+                        Some((sql, r)) => {
+                            sqls.push(sql);
+                            residual = and(residual, r);
+                        }
+                        None => residual = and(residual, Some(part.clone())),
                     }
                 }
+                (!sqls.is_empty()).then(|| (balanced(&sqls, "AND"), residual))
             }
-            Filter::Or(a, b) => {
+            Filter::Or(..) => {
                 let mark = self.args.len();
-                match (self.translate(a), self.translate(b)) {
-                    (Some((sa, None)), Some((sb, None))) => Some((format!("({sa}) OR ({sb})"), None)),
-                    (Some((sa, _)), Some((sb, _))) => Some((format!("({sa}) OR ({sb})"), Some(f.clone()))),
-                    _ => {
+                let mut sqls = Vec::new();
+                let mut exact = true;
+                for part in chain(f, true) {
+                    let Some((sql, r)) = self.translate(part) else {
                         // An untranslatable side of an `or` cannot narrow anything.
                         self.args.truncate(mark);
-                        None
-                    }
+                        return None;
+                    };
+                    exact &= r.is_none();
+                    sqls.push(sql);
                 }
+                Some((balanced(&sqls, "OR"), (!exact).then(|| f.clone())))
             }
             Filter::Compare { path, op: CompareOp::Eq, value } => {
                 let s = value.as_str()?;
@@ -171,12 +176,12 @@ impl Builder {
         let value_sub = sub.is_none() || sub.is_some_and(|s| eq(s, "value"));
         match self.kind {
             Kind::User if eq(name, "userName") && sub.is_none() => {
-                let p = self.arg(Arg::Str(v.to_lowercase()));
+                let p = self.arg(Arg::Str(crate::scim::validate::identity_key(v)));
                 self.key = true;
                 Some(format!("user_name_lc = {p}"))
             }
             Kind::User if eq(name, "emails") && value_sub => {
-                let p = self.arg(Arg::Str(v.to_lowercase()));
+                let p = self.arg(Arg::Str(crate::scim::validate::identity_key(v)));
                 Some(format!("id IN (SELECT user_id FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = {p})"))
             }
             Kind::User if eq(name, "groups") && value_sub => {
@@ -207,6 +212,31 @@ impl Builder {
                 Some(format!("id = {p}"))
             }
             _ => None,
+        }
+    }
+}
+
+/// The operands of a chain of `or`s (`or`) or of `and`s, in order, however the chain nests.
+fn chain(f: &Filter, or: bool) -> Vec<&Filter> {
+    let mut out = Vec::new();
+    let mut stack = vec![f];
+    while let Some(g) = stack.pop() {
+        match g {
+            Filter::Or(a, b) if or => stack.extend([&**b, &**a]),
+            Filter::And(a, b) if !or => stack.extend([&**b, &**a]),
+            _ => out.push(g),
+        }
+    }
+    out
+}
+
+/// SQL conditions joined by `op` as a balanced tree: 1,000 of them nest 10 deep.
+fn balanced(parts: &[String], op: &str) -> String {
+    match parts {
+        [one] => one.clone(),
+        _ => {
+            let (l, r) = parts.split_at(parts.len() / 2);
+            format!("({}) {op} ({})", balanced(l, op), balanced(r, op))
         }
     }
 }

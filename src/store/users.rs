@@ -37,7 +37,22 @@ const POINT_USERS: usize = 50;
 
 const INSERT_USER_SQL: &str = "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, \
     display_name, active, doc, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) \
-    RETURNING seq, id, doc, version, created_at, updated_at";
+    RETURNING seq, version, created_at, updated_at";
+/// The user an `INSERT_USER_SQL` created, from what it returned (`seq`, `version`, `created_at`,
+/// `updated_at`) and the document text it bound: a `RETURNING doc` held two more copies of a
+/// document that may be 16 MiB.
+fn created(
+    id: String,
+    doc: String,
+    (seq, version, created_at, updated_at): (i64, i64, String, String),
+) -> StoredResource {
+    StoredResource { seq, id, doc, version, created_at, updated_at, groups: None }
+}
+
+fn created_cols(row: &sqlx::any::AnyRow) -> Result<(i64, i64, String, String), sqlx::Error> {
+    Ok((row.try_get("seq")?, row.try_get("version")?, row.try_get("created_at")?, row.try_get("updated_at")?))
+}
+
 const INSERT_EMAIL_SQL: &str = "INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES ($1, $2, $3)";
 
 /// The indexed columns of a user document.
@@ -54,7 +69,12 @@ fn cols(doc: &Value) -> UserCols {
     let mut emails: Vec<String> = doc
         .get("emails")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|e| e.get("value").and_then(Value::as_str)).map(str::to_lowercase).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("value").and_then(Value::as_str))
+                .map(crate::scim::validate::identity_key)
+                .collect()
+        })
         .unwrap_or_default();
     emails.sort();
     emails.dedup();
@@ -128,7 +148,7 @@ impl Store {
             // userName), comes first and writes nothing when it fails.
             return b
                 .write_unguarded(move |conn| {
-                    let stored = conn
+                    let cols = conn
                         .prepare_cached(INSERT_USER_SQL)
                         .and_then(|mut st| {
                             st.query_row(
@@ -136,14 +156,14 @@ impl Store {
                                     intent.tenant_id,
                                     id,
                                     c.user_name,
-                                    c.user_name.to_lowercase(),
+                                    crate::scim::validate::identity_key(&c.user_name),
                                     c.external_id,
                                     c.display_name,
                                     c.active,
                                     doc,
                                     intent.now
                                 ],
-                                reader::resource,
+                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                             )
                         })
                         .map_err(|e| sqlite_err(e, Some("userName")))?;
@@ -155,14 +175,14 @@ impl Store {
                         record_intent_sqlite(conn, &intent, "User", &id, "create")
                     };
                     more().map_err(|e| sqlite_err(e, None))?;
-                    Ok(stored)
+                    Ok(created(id, doc, cols))
                 })
                 .await;
         }
         if let Some(b) = &self.pg_batch {
             // PostgreSQL: one job of the batch writer, committed with the pushes around it.
             let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
-            let order = Order::Create(intent.tenant_id, c.user_name.to_lowercase());
+            let order = Order::Create(intent.tenant_id, crate::scim::validate::identity_key(&c.user_name));
             return b
                 .write(order, move |conn, journal| {
                     Box::pin(async move {
@@ -170,42 +190,43 @@ impl Store {
                             .bind(intent.tenant_id)
                             .bind(&id)
                             .bind(&c.user_name)
-                            .bind(c.user_name.to_lowercase())
+                            .bind(crate::scim::validate::identity_key(&c.user_name))
                             .bind(&c.external_id)
                             .bind(&c.display_name)
                             .bind(c.active)
-                            .bind(doc)
+                            .bind(&doc)
                             .bind(&intent.now)
                             .fetch_one(&mut *conn)
                             .await
                             .map_err(unique_user)?;
-                        let stored = StoredResource::from_row(&row)?;
+                        let cols = created_cols(&row)?;
                         write_emails(conn, intent.tenant_id, &id, &c.emails, false).await?;
                         journal.intent(&intent, "User", &id, "create");
-                        Ok(stored)
+                        Ok(created(id, doc, cols))
                     })
                 })
                 .await;
         }
+        let text = doc.to_string();
         let mut w = self.begin_write().await?;
         let row = sqlx::query(INSERT_USER_SQL)
             .bind(intent.tenant_id)
             .bind(id)
             .bind(&c.user_name)
-            .bind(c.user_name.to_lowercase())
+            .bind(crate::scim::validate::identity_key(&c.user_name))
             .bind(&c.external_id)
             .bind(&c.display_name)
             .bind(c.active)
-            .bind(doc.to_string())
+            .bind(&text)
             .bind(intent.now)
             .fetch_one(&mut *w.tx)
             .await
             .map_err(unique_user)?;
-        let stored = StoredResource::from_row(&row)?;
+        let cols = created_cols(&row)?;
         write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
         record_intent(&mut w, intent, "User", id, "create").await?;
         w.commit().await?;
-        Ok(stored)
+        Ok(created(id.to_string(), text, cols))
     }
 
     /// One user.
@@ -299,7 +320,7 @@ impl Store {
              RETURNING {COLS}"
         ))
         .bind(&c.user_name)
-        .bind(c.user_name.to_lowercase())
+        .bind(crate::scim::validate::identity_key(&c.user_name))
         .bind(&c.external_id)
         .bind(&c.display_name)
         .bind(c.active)

@@ -262,3 +262,33 @@ admin_test!(
         assert_eq!(emails(&later), ["a.b@acme.com", "aa@acme.com", "ab@acme.com", "Mid@acme.com", "zed@acme.com"]);
     }
 );
+
+admin_test!(
+    async fn hostile_emails_are_refused_as_the_scim_api_refuses_them(app) {
+        let u = invite(&app, "jos\u{E9}@acme.com", None).await;
+        let hostile = [
+            "u@acme.example\nBcc: x@evil.example".to_string(),
+            "u@acme\t.example".to_string(),
+            "u@acme.example\u{202E}lpmaxe".to_string(),
+            "u\u{200B}@acme.example".to_string(),
+            " u@acme.example ".to_string(),
+            format!("{}@acme.example", "u".repeat(1_000_000)),
+        ];
+        for v in &hostile {
+            let msg = app.post("/tenants/acme/users", &json!({"email": v})).await.expect_error(400);
+            assert!(msg.starts_with("email ") && msg.len() < 200, "{msg}");
+            let body = json!({"email": "ok@acme.com", "contact_email": v});
+            let msg = app.post("/tenants/acme/users", &body).await.expect_error(400);
+            assert!(msg.contains("contact_email"), "{msg}");
+            let msg = app.patch(&path(&u), &json!({"contact_email": v})).await.expect_error(400);
+            assert!(msg.contains("contact_email"), "{msg}");
+        }
+        // The NFD twin of a sign-in email is the same sign-in email.
+        app.post("/tenants/acme/users", &json!({"email": "JOSE\u{301}@acme.com"})).await.expect_error(409);
+        let found = app.user_by_email("jose\u{301}@ACME.com").await.expect("found by the NFD form");
+        assert_eq!(found["id"], u["id"]);
+        let users = app.get("/tenants/acme/users").await.expect(200)["users"].as_array().unwrap().len();
+        assert_eq!(users, 1, "nothing stored by a refused request");
+        assert_eq!(app.get(&path(&u)).await.expect(200)["contact_email"], u["contact_email"]);
+    }
+);

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use futures_util::future::join_all;
 use serde_json::json;
 
+use crate::helpers::Backend;
 use crate::scim_test;
 use crate::support::*;
 
@@ -290,5 +291,59 @@ scim_test!(
             let members = member_ids(&app.get_ok(&group_path(&parent)).await);
             assert_eq!(members, set([id_of(&stays[0])]), "round {round}: a deleted member is still listed");
         }
+    }
+);
+
+scim_test!(
+    async fn reads_that_lose_their_connection_are_read_again_never_a_500(app) {
+        // PostgreSQL only: its backends terminated (pg_terminate_backend) under the reads.
+        if app.backend == Backend::Sqlite {
+            return;
+        }
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            ids.push(id_of(&app.create_user(&format!("r{i}@acme.example")).await));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killer = {
+            let (url, stop) = (app.db_url.clone(), stop.clone());
+            tokio::spawn(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+                let mut killed = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = sqlx::query_scalar::<_, i64>(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    )
+                    .fetch_one(&mut c)
+                    .await;
+                    let Ok(n) = n else { break };
+                    killed += n;
+                    tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                }
+                killed
+            })
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut i = 0;
+        while std::time::Instant::now() < until {
+            let id = &ids[i % ids.len()];
+            let path = match i % 3 {
+                0 => format!("/Users/{id}"),
+                1 => format!("/Users?{}", filter_q(&format!("userName eq \"r{}@acme.example\"", i % 10))),
+                _ => "/Users?count=5".to_string(),
+            };
+            let r = app.get(&path).await;
+            *counts.entry(r.status.as_u16()).or_insert(0) += 1;
+            assert!(matches!(r.status.as_u16(), 200 | 503), "GET {path}: {} {}", r.status, r.body);
+            i += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let killed = killer.await.expect("killer");
+        eprintln!("answers {counts:?}; backends terminated: {killed}");
+        assert!(killed > 0, "no backend was terminated");
+        assert!(counts.get(&200).copied().unwrap_or(0) > 0, "{counts:?}");
     }
 );

@@ -42,6 +42,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub backend: Backend,
+    /// The database's URL.
+    pub db_url: String,
     server: tokio::task::JoinHandle<()>,
     _db: FreshDb,
 }
@@ -65,6 +67,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             backend,
+            db_url: db.url.clone(),
             server,
             _db: db,
         })

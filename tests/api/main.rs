@@ -18,3 +18,4 @@ mod patch;
 mod smoke;
 mod tenancy;
 mod users;
+mod validation;
