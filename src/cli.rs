@@ -45,10 +45,19 @@ pub enum Command {
     /// Create the database if there is none and apply pending migrations, then exit (`serve`
     /// does this at start too; other commands need a database that exists).
     Migrate,
+    /// Copy a SQLite database, consistent, while the service runs (SQLite's `VACUUM INTO`);
+    /// for PostgreSQL use pg_dump.
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     /// Show what a reconcile would do for a tenant (the diff report).
     Plan {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
+        /// How to print the report.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Diff a SCIM ListResponse snapshot (e.g. desired-state/examples/acme-okta.json) against
@@ -67,6 +76,7 @@ pub enum Command {
     },
     /// Reconcile a tenant now (the whole tenant) and print the report.
     Reconcile {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
         /// Show the plan, apply nothing.
@@ -76,6 +86,7 @@ pub enum Command {
         #[arg(long)]
         approve: Option<String>,
         /// `json` prints the run (run_id, status, applied, held, waiting, stale) with its report.
+        /// How to print the report.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Exit 0 when there was nothing to do, 2 when changes were applied, 3 when the safety
@@ -85,24 +96,30 @@ pub enum Command {
     },
     /// Apply a held plan exactly as shown: the whole-tenant plan with this fingerprint.
     Approve {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
         /// The plan's fingerprint (`plan`, `safety`, or the held run's log line show it).
         fingerprint: String,
+        /// How to print the report.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// Let what the safety valve holds through, once; says how many changes it applied.
     Release {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
     },
     /// A tenant's recent controller runs, newest first.
     Runs {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
+        /// How many runs to show (at most 1,000).
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// How to print the report.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -123,12 +140,13 @@ pub enum Command {
 /// `safety` options: an absent one keeps its value.
 #[derive(Debug, clap::Args)]
 pub struct SafetyArgs {
+    /// The tenant (its slug).
     #[arg(long)]
     pub tenant: String,
     /// Hold when destructive changes exceed this share of the tenant's SCIM users (0-100).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub percent: Option<u32>,
-    /// ... and are at least this many.
+    /// Hold only when the destructive changes are also at least this many users.
     #[arg(long)]
     pub min_users: Option<u64>,
     /// Judge a burst of destructive pushes once none has come for this long (seconds).
@@ -260,7 +278,9 @@ pub enum Format {
 pub enum TenantCommand {
     /// Create a tenant.
     Create {
+        /// 1-63 lowercase letters, digits or '-'.
         slug: String,
+        /// The tenant's plan; only Enterprise tenants may use SCIM.
         #[arg(long, value_enum, default_value = "enterprise")]
         tier: Tier,
     },
@@ -268,7 +288,9 @@ pub enum TenantCommand {
     List,
     /// Move a tenant to another tier (only Enterprise tenants may use SCIM).
     SetTier {
+        /// The tenant's slug.
         slug: String,
+        /// The new tier.
         #[arg(value_enum)]
         tier: Tier,
     },
@@ -278,17 +300,20 @@ pub enum TenantCommand {
 pub enum TokenCommand {
     /// Issue a SCIM token; the secret is printed once, alone on the last line.
     Create {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
     },
     /// List a tenant's tokens (never their secrets).
     List {
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
     },
     /// Revoke a tenant's token by id (a token of another tenant is refused).
     Revoke {
         /// The tenant the token belongs to.
+        /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
         /// The token's id (`token list` shows it).
@@ -456,6 +481,23 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve(store, &database_url, *args, webhook).await.map(|()| 0),
         Command::Migrate => {
             println!("database {} is migrated to this version", crate::store::redact_url(&database_url));
+            store.close().await;
+            Ok(0)
+        }
+        Command::Backup { to } => {
+            anyhow::ensure!(
+                store.backend() == crate::store::Backend::Sqlite,
+                "backup copies a SQLite database; back PostgreSQL up with pg_dump"
+            );
+            anyhow::ensure!(!to.exists(), "{} exists; backup writes a new file", to.display());
+            let path = to.to_str().context("the backup path is not UTF-8")?;
+            sqlx::query("VACUUM INTO $1")
+                .bind(path)
+                .execute(store.pool())
+                .await
+                .with_context(|| format!("writing the backup {}", to.display()))?;
+            let bytes = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+            println!("backed up {} to {} ({bytes} bytes)", crate::store::redact_url(&database_url), to.display());
             store.close().await;
             Ok(0)
         }

@@ -62,6 +62,35 @@ fn only_serve_and_migrate_create_a_database() {
 }
 
 #[test]
+fn backup_copies_a_running_sqlite_database() {
+    let (dir, db) = db();
+    let mut served = Served::start(&db, None);
+    let url = format!("http://{}/v1/auth/scim/v2/Users", served.addr);
+    let token = served.token.clone();
+    rt().block_on(async move {
+        let c = reqwest::Client::new();
+        for i in 0..5 {
+            let body = serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("b{i}@acme.example"),
+            });
+            assert_eq!(c.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().status().as_u16(), 201);
+        }
+    });
+    let to = dir.path().join("copy.db");
+    let (ok, out, err) = run(&db, &["backup", "--to", to.to_str().unwrap()]);
+    assert!(ok && out.contains("backed up"), "{out}{err}");
+    served.stop();
+    // The copy is a database of its own with every acknowledged push.
+    let conn = rusqlite::Connection::open(&to).unwrap();
+    let users: i64 = conn.query_row("SELECT COUNT(*) FROM scim_users", [], |r| r.get(0)).unwrap();
+    assert_eq!(users, 5);
+    let (ok, list, _) = run(&format!("sqlite://{}", to.display()), &["tenant", "list"]);
+    assert!(ok && list.contains("default"), "{list}");
+    let (ok, _, err) = run(&db, &["backup", "--to", to.to_str().unwrap()]);
+    assert!(!ok && err.contains("exists"), "{err}");
+}
+
+#[test]
 fn the_tier_changes_through_the_admin_api_and_gates_scim_at_once() {
     let (_dir, db) = db();
     let mut served = Served::start(&db, Some("admintoken"));
