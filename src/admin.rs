@@ -55,7 +55,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/tenants", get(tenants::list).post(tenants::create))
-        .route(T, get(tenants::get).patch(tenants::patch))
+        .route(T, get(tenants::get).patch(tenants::patch).delete(tenants::delete))
         .route(&format!("{T}/scim-tokens"), get(tenants::list_tokens).post(tenants::create_token))
         .route(&format!("{T}/scim-tokens/{{id}}"), axum::routing::delete(tenants::revoke_token))
         .route(&format!("{T}/group-bindings"), get(bindings::get).put(bindings::put))

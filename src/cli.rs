@@ -286,6 +286,16 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Offboard a tenant: revoke its tokens, delete its SCIM users and groups, disable the users
+    /// created by hand, soft-delete every provisioned user (purged after the grace period). The
+    /// tenant stays listed as deleted, with its audit log.
+    Delete {
+        /// The tenant's slug.
+        slug: String,
+        /// Confirm: without it nothing is done and what would be removed is shown.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Move a tenant to another tier (only Enterprise tenants may use SCIM).
     SetTier {
         /// The tenant's slug.
@@ -625,6 +635,34 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("tenant {} is on the {} tier", t.slug, t.tier.as_str());
             Ok(0)
         }
+        Command::Tenant { command: TenantCommand::Delete { slug, yes } } => {
+            let t = tenant(slug).await?;
+            if !yes {
+                let (users, groups, manual) = store.offboarding_work(t.id).await?;
+                println!(
+                    "tenant {} has {} SCIM users, {} SCIM groups and {} active users created by hand; \
+                     `tenant delete {} --yes` revokes its tokens, soft-deletes every user (purged after the grace \
+                     period) and disables those created by hand",
+                    t.slug,
+                    users.len(),
+                    groups.len(),
+                    manual.len(),
+                    t.slug
+                );
+                return Ok(1);
+            }
+            let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let controller = Controller::new(store.clone());
+            let o = controller.offboard(&t, &format!("cli:{who}")).await;
+            controller.release_leases().await;
+            let o = o.with_context(|| format!("offboarding tenant {} (run it again to finish)", t.slug))?;
+            println!(
+                "tenant {} deleted: tokens revoked; {} SCIM users and {} groups removed; {} users soft-deleted \
+                 (purged after the grace period); {} users created by hand disabled",
+                t.slug, o.scim_users, o.scim_groups, o.deleted, o.disabled
+            );
+            Ok(0)
+        }
         Command::Tenant { command: TenantCommand::List } => {
             println!("{:<24} {:<11} {:<9} {:<26} last run", "slug", "tier", "state", "held");
             for t in store.list_tenants().await? {
@@ -637,7 +675,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     || "-".to_string(),
                     |r| format!("{} {} ({})", r.finished_at.as_deref().unwrap_or("running"), r.status, r.trigger),
                 );
-                println!("{:<24} {:<11} {:<9} {:<26} {last}", t.slug, t.tier.as_str(), st.state, held);
+                let state = if t.deleted_at.is_some() { "deleted" } else { st.state };
+                println!("{:<24} {:<11} {:<9} {:<26} {last}", t.slug, t.tier.as_str(), state, held);
             }
             Ok(0)
         }

@@ -85,6 +85,18 @@ pub enum ControllerError {
     AlreadyApplied { fingerprint: String, run_id: String, at: String },
 }
 
+/// What `Controller::offboard` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Offboarded {
+    /// SCIM users and groups deleted from the desired state.
+    pub scim_users: usize,
+    pub scim_groups: usize,
+    /// Users created by hand, disabled.
+    pub disabled: usize,
+    /// Moonborn users soft-deleted by the run (purged after the grace period).
+    pub deleted: u64,
+}
+
 /// What a person allowed a run to apply beyond what the safety valve lets through.
 #[derive(Debug, Clone, Copy)]
 pub enum Approval<'a> {
@@ -874,6 +886,50 @@ impl Controller {
             self.forget_lease(tenant.id);
         }
         result
+    }
+
+    /// Offboards a tenant (`tenant delete`, `DELETE /v1/admin/tenants/{slug}`): marks it deleted
+    /// and revokes its tokens (SCIM answers 401 from then on), deletes its SCIM users and groups
+    /// from the desired state as an IdP's DELETEs would (journaled, one at a time), disables the
+    /// users created by hand in Moonborn (their sessions end), then runs the whole tenant: every
+    /// SCIM-provisioned user is soft-deleted, and purged by the purge schedule after the grace
+    /// period. The operator's confirmation stands for the safety valve's approval: what it holds
+    /// is released. Running it again after an interruption finishes the work.
+    ///
+    /// # Errors
+    /// As `reconcile`; `Busy` when another process runs the tenant (run it again).
+    pub async fn offboard(&self, tenant: &Tenant, actor: &str) -> Result<Offboarded, ControllerError> {
+        self.store.mark_tenant_deleted(tenant.id, actor).await?;
+        let (users, groups, manual) = self.store.offboarding_work(tenant.id).await?;
+        let now = plan::fmt_time(Utc::now());
+        let request_id = format!("offboard-{}", uuid::Uuid::new_v4());
+        let intent = crate::store::Intent { tenant_id: tenant.id, request_id: &request_id, now: &now };
+        for id in &groups {
+            match self.store.delete_group(&intent, id, None).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for id in &users {
+            match self.store.delete_user(&intent, id, None).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut disabled = 0;
+        let edit = crate::store::UserEdit { status: Some(Status::Disabled), ..Default::default() };
+        for id in &manual {
+            match self.store.edit_user(tenant.id, id, &edit).await {
+                Ok(()) => disabled += 1,
+                Err(crate::store::HandError::Store(e)) => return Err(e.into()),
+                // Gone or changed meanwhile: nothing to disable.
+                Err(_) => {}
+            }
+        }
+        let o = self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::None).await?;
+        let released = if o.skipped_held > 0 { self.release(tenant).await? } else { None };
+        let deleted = o.applied_destructive + released.as_ref().map_or(0, |r| r.applied_destructive);
+        Ok(Offboarded { scim_users: users.len(), scim_groups: groups.len(), disabled, deleted })
     }
 
     /// An operator's release: what the safety valve holds is applied, once, by a whole-tenant

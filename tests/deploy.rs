@@ -50,6 +50,18 @@ fn only_serve_and_migrate_create_a_database() {
     assert!(list.lines().any(|l| l.starts_with("acme") && l.contains(" pro ")), "{list}");
     let (ok, _, err) = run(&url, &["tenant", "set-tier", "nope", "pro"]);
     assert!(!ok && err.contains("tenant not found"), "{err}");
+    // Offboarding asks for --yes, then revokes the tenant's tokens.
+    assert!(run(&url, &["token", "create", "--tenant", "acme"]).0);
+    let (ok, out, _) = run(&url, &["tenant", "delete", "acme"]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    let (_, tokens, _) = run(&url, &["token", "list", "--tenant", "acme"]);
+    assert!(tokens.lines().nth(1).unwrap().trim_end().ends_with(" no"), "still live without --yes: {tokens}");
+    let (ok, out, err) = run(&url, &["tenant", "delete", "acme", "--yes"]);
+    assert!(ok && out.contains("tenant acme deleted: tokens revoked"), "{out}{err}");
+    let (_, tokens, _) = run(&url, &["token", "list", "--tenant", "acme"]);
+    assert!(!tokens.lines().nth(1).unwrap().trim_end().ends_with(" no"), "revoked: {tokens}");
+    let (_, list, _) = run(&url, &["tenant", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("acme") && l.contains(" deleted ")), "{list}");
     // `serve` creates its database, and says where.
     let fresh = dir.path().join("fresh.db");
     let mut served =

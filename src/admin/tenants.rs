@@ -56,6 +56,23 @@ pub async fn patch(
     Ok(Json(with_status(&s, t).await?))
 }
 
+/// `DELETE /tenants/{slug}?confirm={slug}` → 200 with what was done: the tenant is offboarded
+/// (`Controller::offboard`). Without `confirm` naming the tenant: 400, nothing done.
+pub async fn delete(
+    TenantCtx(t): TenantCtx,
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, AdminError> {
+    if q.get("confirm") != Some(&t.slug) {
+        return Err(AdminError::bad_request(format!(
+            "deleting a tenant revokes its tokens and soft-deletes every user: confirm with ?confirm={}",
+            t.slug
+        )));
+    }
+    let o = s.controller.offboard(&t, "operator").await?;
+    Ok(Json(json!({"tenant": t.slug, "deleted": true, "offboarded": o})))
+}
+
 /// A tenant with its state at a glance (`status`: see `TenantStatus`).
 async fn with_status(s: &AppState, t: Tenant) -> Result<Value, AdminError> {
     let status = s.store.tenant_status(t.id).await?;

@@ -45,6 +45,8 @@ pub struct Tenant {
     pub tier: Tier,
     pub generation: i64,
     pub created_at: String,
+    /// When the tenant was deleted (offboarded); it keeps its audit and its users' grace period.
+    pub deleted_at: Option<String>,
 }
 
 impl Tenant {
@@ -56,6 +58,7 @@ impl Tenant {
             tier: Tier::parse(&tier).ok_or_else(|| StoreError::Invalid(format!("unknown tier {tier}")))?,
             generation: r.try_get("generation")?,
             created_at: r.try_get("created_at")?,
+            deleted_at: r.try_get("deleted_at")?,
         })
     }
 }
@@ -88,7 +91,7 @@ fn valid_slug(slug: &str) -> bool {
         && !slug.starts_with('-')
 }
 
-const TENANT_COLS: &str = "id, slug, tier, generation, created_at";
+const TENANT_COLS: &str = "id, slug, tier, generation, created_at, deleted_at";
 
 impl Store {
     /// Creates a tenant.
@@ -157,6 +160,9 @@ impl Store {
     /// `NotFound` for an unknown tenant.
     pub async fn create_token(&self, tenant_slug: &str) -> Result<(TokenInfo, String), StoreError> {
         let tenant = self.tenant(tenant_slug).await?;
+        if tenant.deleted_at.is_some() {
+            return Err(StoreError::Invalid(format!("tenant {tenant_slug} is deleted")));
+        }
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
@@ -244,9 +250,10 @@ impl Store {
             }
         }
         let row = sqlx::query(
-            "SELECT t.id AS token_id, t.secret_hash, t.last_used_at, n.id, n.slug, n.tier, n.generation, n.created_at \
+            "SELECT t.id AS token_id, t.secret_hash, t.last_used_at, n.id, n.slug, n.tier, n.generation, n.created_at, \
+             n.deleted_at \
              FROM scim_tokens t JOIN tenants n ON n.id = t.tenant_id \
-             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL AND n.deleted_at IS NULL",
         )
         .bind(&hash)
         .fetch_optional(&self.pool)
@@ -289,6 +296,9 @@ impl Store {
     /// `NotFound` for an unknown tenant.
     pub async fn set_tier(&self, slug: &str, tier: Tier, actor: &str) -> Result<Tenant, StoreError> {
         let before = self.tenant(slug).await?;
+        if before.deleted_at.is_some() {
+            return Err(StoreError::Invalid(format!("tenant {slug} is deleted")));
+        }
         let mut w = self.begin_write().await?;
         let row = sqlx::query(&format!("UPDATE tenants SET tier = $1 WHERE id = $2 RETURNING {TENANT_COLS}"))
             .bind(tier.as_str())
@@ -306,6 +316,69 @@ impl Store {
         w.commit().await?;
         self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (c, _)| c.id != t.id);
         Ok(t)
+    }
+
+    /// Starts offboarding a tenant: marks it deleted and revokes every token of it, in one
+    /// transaction (audited as `tenant_delete`). Its SCIM resources are then deleted and its
+    /// users soft-deleted by `controller::Controller::offboard`. Returns whether this call
+    /// marked it (false: it was deleted already).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_tenant_deleted(&self, tenant_id: i64, actor: &str) -> Result<bool, StoreError> {
+        let now = now();
+        let mut w = self.begin_write().await?;
+        let n = sqlx::query("UPDATE tenants SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+            .bind(&now)
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        let revoked = sqlx::query("UPDATE scim_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND revoked_at IS NULL")
+            .bind(&now)
+            .bind(tenant_id)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            let after = serde_json::json!({"deleted_at": now, "tokens_revoked": revoked});
+            super::exec::exec_sqlx(
+                &mut w.tx,
+                &super::actual::audit_stmt(tenant_id, None, actor, "tenant_delete", None, None, Some(&after), &now),
+            )
+            .await?;
+        }
+        w.commit().await?;
+        self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (c, _)| c.id != tenant_id);
+        Ok(n > 0)
+    }
+
+    /// The ids of a tenant's SCIM users and groups (desired state), and of its Moonborn users
+    /// created by hand that are still active: what offboarding removes.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn offboarding_work(
+        &self,
+        tenant_id: i64,
+    ) -> Result<(Vec<String>, Vec<String>, Vec<String>), StoreError> {
+        let ids = |sql: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&pool).await?;
+                rows.iter()
+                    .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        };
+        Ok((
+            ids("SELECT id FROM scim_users WHERE tenant_id = $1 ORDER BY id").await?,
+            ids("SELECT id FROM scim_groups WHERE tenant_id = $1 ORDER BY id").await?,
+            ids(
+                "SELECT id FROM users WHERE tenant_id = $1 AND managed_by = 'manual' AND status = 'active' ORDER BY id",
+            )
+            .await?,
+        ))
     }
 
     /// Counts tenants (the first `serve` on an empty database creates one).

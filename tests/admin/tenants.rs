@@ -98,3 +98,47 @@ admin_test!(
         assert_eq!(r.status.as_u16(), 401);
     }
 );
+
+admin_test!(
+    async fn a_tenant_is_offboarded_through_the_controller(app) {
+        // 15 SCIM users (over the valve's threshold: the confirmation releases it), a group, a
+        // user invited by hand.
+        let mut ids = Vec::new();
+        for i in 0..15 {
+            ids.push(app.scim_user(&format!("u{i}@acme.example")).await["id"].as_str().unwrap().to_string());
+        }
+        app.scim_group("staff", &[ids[0].as_str()]).await;
+        let body = json!({"email": "hand@acme.example", "display_name": "By Hand"});
+        app.post("/tenants/acme/users", &body).await.expect(201);
+        app.wait_user("u14@acme.example", "the last push applied", |u| u["status"] == "active").await;
+
+        let msg = app.delete("/tenants/acme").await.expect_error(400);
+        assert!(msg.contains("confirm=acme"), "{msg}");
+        app.delete("/tenants/acme?confirm=other").await.expect_error(400);
+        // Nothing happened yet.
+        app.scim(Method::GET, "/Users?count=1", None).await.expect(200);
+
+        let done = app.delete("/tenants/acme?confirm=acme").await.expect(200).clone();
+        let o = &done["offboarded"];
+        assert_eq!((o["scim_users"].as_u64(), o["scim_groups"].as_u64(), o["disabled"].as_u64()), (Some(15), Some(1), Some(1)), "{done}");
+        assert_eq!(o["deleted"].as_u64(), Some(15), "every provisioned user soft-deleted at once: {done}");
+        // The IdP is shut out; the tenant stays listed as deleted, with its users' grace period.
+        let r = app.scim(Method::GET, "/Users?count=1", None).await;
+        assert_eq!(r.status, 401, "{}", r.text);
+        let t = app.get("/tenants/acme").await.expect(200).clone();
+        assert!(t["deleted_at"].is_string(), "{t}");
+        for i in 0..15 {
+            let u = app.user_by_email(&format!("u{i}@acme.example")).await.expect("kept until purged");
+            assert_eq!(u["status"], "deleted", "{u}");
+            assert!(u["purge_after"].is_string(), "{u}");
+        }
+        assert_eq!(app.user_by_email("hand@acme.example").await.unwrap()["status"], "disabled");
+        let tokens = app.get("/tenants/acme/scim-tokens").await.expect(200)["tokens"].as_array().unwrap().clone();
+        assert!(tokens.iter().all(|k| k["revoked_at"].is_string()), "{tokens:?}");
+        app.post_empty("/tenants/acme/scim-tokens").await.expect_error(400);
+        app.patch("/tenants/acme", &json!({"tier": "pro"})).await.expect_error(400);
+        // Again: nothing more to do, and said so.
+        let again = app.delete("/tenants/acme?confirm=acme").await.expect(200).clone();
+        assert_eq!(again["offboarded"]["deleted"].as_u64(), Some(0), "{again}");
+    }
+);
