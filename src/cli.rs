@@ -357,9 +357,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn not_found(what: &str) -> impl Fn(StoreError) -> anyhow::Error + '_ {
+/// A store error of a command about tenant `slug` of database `db`: a tenant that is not there
+/// is named, with the database looked in (a wrong `--database-url` is the usual cause).
+fn no_tenant<'a>(slug: &'a str, db: &'a str) -> impl Fn(StoreError) -> anyhow::Error + 'a {
     move |e| match e {
-        StoreError::NotFound => anyhow::anyhow!("{what} not found"),
+        StoreError::NotFound => {
+            anyhow::anyhow!("no tenant {slug:?} in the database {} (`tenant list` shows them)", crate::store::redact_url(db))
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -483,9 +487,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         let shown = std::fs::canonicalize(&f).unwrap_or(f);
         tracing::info!(file = %shown.display(), "created a new SQLite database");
     }
+    let db = database_url.clone();
     let tenant = |slug: String| {
-        let store = store.clone();
-        async move { store.tenant(&slug).await.map_err(not_found("tenant")) }
+        let (store, db) = (store.clone(), db.clone());
+        async move { store.tenant(&slug).await.map_err(no_tenant(&slug, &db)) }
     };
     match cli.command {
         Command::Serve(args) => serve(store, &database_url, *args, webhook).await.map(|()| 0),
@@ -631,7 +636,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Tenant { command: TenantCommand::SetTier { slug, tier } } => {
             let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            let t = store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(not_found("tenant"))?;
+            let t = store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(no_tenant(&slug, &database_url))?;
             println!("tenant {} is on the {} tier", t.slug, t.tier.as_str());
             Ok(0)
         }
@@ -681,14 +686,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Token { command: TokenCommand::Create { tenant } } => {
-            let (info, secret) = store.create_token(&tenant).await.map_err(not_found("tenant"))?;
+            let (info, secret) = store.create_token(&tenant).await.map_err(no_tenant(&tenant, &database_url))?;
             println!("token {} for tenant {tenant} (shown once; store it now):", info.id);
             println!("{secret}");
             Ok(0)
         }
         Command::Token { command: TokenCommand::List { tenant } } => {
             println!("{:<36} {:<14} {:<24} {:<24} revoked", "id", "prefix", "created", "last used");
-            for t in store.list_tokens(&tenant).await.map_err(not_found("tenant"))? {
+            for t in store.list_tokens(&tenant).await.map_err(no_tenant(&tenant, &database_url))? {
                 println!(
                     "{:<36} {:<14} {:<24} {:<24} {}",
                     t.id,

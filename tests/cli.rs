@@ -46,7 +46,7 @@ fn tenants_and_tokens() {
     assert!(!listed.lines().nth(1).unwrap().trim_end().ends_with(" no"), "{listed}");
     assert!(!run(&db, &["token", "revoke", "--tenant", "acme", &id]).0, "revoking twice fails");
     let (ok, _, err) = run(&db, &["token", "create", "--tenant", "nope"]);
-    assert!(!ok && err.contains("tenant not found"), "{err}");
+    assert!(!ok && err.contains("no tenant \"nope\" in the database sqlite://"), "{err}");
 }
 
 #[test]

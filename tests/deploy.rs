@@ -49,7 +49,7 @@ fn only_serve_and_migrate_create_a_database() {
     let (_, list, _) = run(&url, &["tenant", "list"]);
     assert!(list.lines().any(|l| l.starts_with("acme") && l.contains(" pro ")), "{list}");
     let (ok, _, err) = run(&url, &["tenant", "set-tier", "nope", "pro"]);
-    assert!(!ok && err.contains("tenant not found"), "{err}");
+    assert!(!ok && err.contains("no tenant \"nope\" in the database sqlite://"), "{err}");
     // Offboarding asks for --yes, then revokes the tenant's tokens.
     assert!(run(&url, &["token", "create", "--tenant", "acme"]).0);
     let (ok, out, _) = run(&url, &["tenant", "delete", "acme"]);
