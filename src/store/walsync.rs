@@ -35,49 +35,54 @@ impl WalSync {
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         tokio::spawn(async move {
+            // The WAL, opened once and kept: opening it for every fsync failed (and stopped the
+            // process) whenever the process was out of descriptors.
+            let mut file: Option<std::fs::File> = None;
             while let Some(first) = rx.recv().await {
                 let mut waiting = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     waiting.push(more);
                 }
-                let path = wal.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    // The WAL may have been reset or recreated since: open it each time.
-                    match std::fs::OpenOptions::new().write(true).open(&path) {
-                        Ok(f) => {
-                            let t = std::time::Instant::now();
-                            let r = f.sync_data();
-                            let took = t.elapsed();
-                            METRICS.wal_fsync.observe(took.as_secs_f64());
-                            if took >= SLOW_DISK {
-                                // Every acknowledgement waiting for it was held as long (etcd
-                                // warns of a slow fdatasync the same way).
-                                tracing::warn!(ms = took.as_millis() as u64, "slow fsync of the SQLite WAL");
-                            }
-                            r
-                        }
-                        // No WAL file: every committed frame is already in the database file.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(e),
-                    }
+                let (path, held) = (wal.clone(), file.take());
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut held = held;
+                    let r = sync_wal(&path, &mut held);
+                    (r, held)
                 })
                 .await;
-                let Ok(result) = result else {
+                let Ok((result, held)) = done else {
                     // The runtime is shutting down: nobody is left to acknowledge.
                     for w in waiting {
                         let _ = w.send(Err(std::io::Error::other("shutting down")));
                     }
                     return;
                 };
-                if let Err(e) = &result {
-                    // A failed fsync leaves committed frames whose durability is unknown, and
-                    // Linux may drop the failed pages, so a later fsync would "succeed" over a
-                    // hole. Acknowledging anything more would be a lie: stop, as PostgreSQL does.
-                    tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; stopping");
-                    std::process::abort();
-                }
-                for w in waiting {
-                    let _ = w.send(Ok(()));
+                file = held;
+                match result {
+                    Ok(()) => {
+                        for w in waiting {
+                            let _ = w.send(Ok(()));
+                        }
+                    }
+                    Err(Failure::Open(e)) => {
+                        // Not a lost fsync: nothing failed to reach the disk, it is only not
+                        // flushed yet, and the next fsync that opens the file covers these
+                        // frames too. The waiters are told their commit is not confirmed (out
+                        // of files or memory: a 503 that says so).
+                        tracing::warn!(error = %e, wal = %wal.display(), "cannot open the SQLite WAL to fsync it");
+                        for w in waiting {
+                            let _ = w.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        }
+                    }
+                    Err(Failure::Fsync(e)) => {
+                        // A failed fsync leaves committed frames whose durability is unknown,
+                        // and Linux may drop the failed pages, so a later fsync would "succeed"
+                        // over a hole. Acknowledging anything more would be a lie: stop, as
+                        // PostgreSQL does. (Whatever the error: ENOSPC or EIO from fsync means
+                        // written pages did not reach the disk.)
+                        tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; stopping");
+                        std::process::abort();
+                    }
                 }
             }
         });
@@ -93,6 +98,54 @@ impl WalSync {
         self.tx.send(tx).map_err(|_| std::io::Error::other("the WAL syncer stopped"))?;
         rx.await.map_err(|_| std::io::Error::other("the WAL syncer stopped"))?
     }
+}
+
+/// Why a WAL sync failed.
+#[derive(Debug)]
+enum Failure {
+    /// The WAL could not be opened (out of descriptors or memory, a permission): nothing was
+    /// flushed, nothing was lost.
+    Open(std::io::Error),
+    /// `fdatasync` itself failed: written pages may be lost.
+    Fsync(std::io::Error),
+}
+
+/// Flushes the WAL at `path` through `held`, the handle kept from the last sync, opened (again)
+/// when there is none or the file at `path` is no longer the one held (removed and created
+/// again: SQLite deletes the WAL when the last connection to the database closes). SQLite's
+/// checkpoints truncate the WAL in place (`journal_size_limit`), which keeps the handle valid.
+fn sync_wal(path: &std::path::Path, held: &mut Option<std::fs::File>) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt as _;
+    // `stat` takes no descriptor.
+    let now = match std::fs::metadata(path) {
+        Ok(m) => (m.dev(), m.ino()),
+        // No WAL file: every committed frame is already in the database file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            *held = None;
+            return Ok(());
+        }
+        Err(e) => return Err(Failure::Open(e)),
+    };
+    let same = held.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| (m.dev(), m.ino()) == now);
+    if !same {
+        *held = None;
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(f) => *held = Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Failure::Open(e)),
+        }
+    }
+    let Some(f) = held.as_ref() else { return Ok(()) };
+    let t = std::time::Instant::now();
+    let r = f.sync_data();
+    let took = t.elapsed();
+    METRICS.wal_fsync.observe(took.as_secs_f64());
+    if took >= SLOW_DISK {
+        // Every acknowledgement waiting for it was held as long (etcd warns of a slow
+        // fdatasync the same way).
+        tracing::warn!(ms = took.as_millis() as u64, "slow fsync of the SQLite WAL");
+    }
+    r.map_err(Failure::Fsync)
 }
 
 /// How often the checkpointer copies the WAL into the database file.
