@@ -71,7 +71,12 @@ impl WalSync {
                         // of files or memory: a 503 that says so).
                         tracing::warn!(error = %e, wal = %wal.display(), "cannot open the SQLite WAL to fsync it");
                         for w in waiting {
-                            let _ = w.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                            // The OS error itself: callers tell a shortage by its code.
+                            let e = match e.raw_os_error() {
+                                Some(code) => std::io::Error::from_raw_os_error(code),
+                                None => std::io::Error::new(e.kind(), e.to_string()),
+                            };
+                            let _ = w.send(Err(e));
                         }
                     }
                     Err(Failure::Fsync(e)) => {
@@ -241,4 +246,92 @@ pub fn start_checkpointer(
         }
     })?;
     Ok(alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the environment of the child that runs the scenario under a low open-file limit.
+    const CHILD: &str = "MOONBORN_WALSYNC_EMFILE_CHILD";
+    const SURVIVED: &str = "walsync child: survived";
+
+    /// Opens `/dev/null` until the process is out of descriptors; the files taken.
+    fn take_every_descriptor() -> Vec<std::fs::File> {
+        let mut taken = Vec::new();
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => taken.push(f),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    return taken;
+                }
+            }
+        }
+    }
+
+    /// The child's part: commits, then syncs while the process has no descriptor left.
+    fn out_of_descriptors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("w.db");
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t (k INTEGER);")
+            .expect("schema");
+        let insert = || conn.execute("INSERT INTO t (k) VALUES (1)", []).expect("insert");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let wal = WalSync::start(db.clone());
+            insert();
+            wal.sync().await.expect("a sync with descriptors to spare");
+            // Out of descriptors: the kept handle still syncs.
+            let taken = take_every_descriptor();
+            insert();
+            wal.sync().await.expect("a sync out of descriptors, through the kept handle");
+            drop(taken);
+            // The WAL gone (the handle is let go), then back: it must be opened again, which
+            // fails while out of descriptors; the waiter gets the error, the process goes on.
+            let wal_path = dir.path().join("w.db-wal");
+            let away = dir.path().join("away");
+            std::fs::rename(&wal_path, &away).expect("move the WAL away");
+            wal.sync().await.expect("no WAL: nothing to sync");
+            std::fs::rename(&away, &wal_path).expect("move the WAL back");
+            let taken = take_every_descriptor();
+            let e = wal.sync().await.expect_err("the new WAL cannot be opened");
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+            assert_eq!(crate::store::Shortage::of_io(&e), Some(crate::store::Shortage::OpenFiles));
+            drop(taken);
+            wal.sync().await.expect("a sync once descriptors are back");
+        });
+        println!("{SURVIVED}");
+    }
+
+    /// The WAL syncer of a process out of descriptors (`EMFILE`: idle sockets took them) keeps
+    /// syncing through the handle it holds, and when it must open the WAL again and cannot, it
+    /// fails that sync without stopping the process: failing to open a file loses no write. Run
+    /// in a child of this test binary under `prlimit --nofile=64:64`, so that exhausting its
+    /// descriptors disturbs no other test.
+    #[test]
+    fn the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort() {
+        if std::env::var_os(CHILD).is_some() {
+            return out_of_descriptors();
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("prlimit")
+            .args(["--nofile=64:64", "--"])
+            .arg(exe)
+            .args(["--exact", "store::walsync::tests::the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                println!("SKIPPED: cannot run prlimit: {e}");
+                return;
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stdout.contains(SURVIVED), "the child: {}\n{stdout}\n{stderr}", out.status);
+    }
 }
