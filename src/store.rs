@@ -555,6 +555,28 @@ impl Store {
             Backend::Sqlite => {
                 pool_opts
                     .max_connections(8)
+                    // A write transaction whose COMMIT or statement ran out of disk is rolled
+                    // back by SQLite itself; the ROLLBACK sqlx then sends fails, and sqlx still
+                    // counts the connection as inside a transaction. Reused, it ran the next
+                    // transaction as a savepoint: one that failed was undone with `ROLLBACK TO`,
+                    // which leaves SQLite's transaction open, and the idle connection kept the
+                    // database's write lock — every later write waited out its busy timeout,
+                    // until a restart. Such a connection is closed instead (closing rolls back).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            if !sqlx::Connection::is_in_transaction(conn) {
+                                return Ok(true);
+                            }
+                            // A transaction dropped without its commit: its ROLLBACK is queued
+                            // on the connection ahead of this round trip.
+                            sqlx::Connection::ping(conn).await?;
+                            let stuck = sqlx::Connection::is_in_transaction(conn);
+                            if stuck {
+                                tracing::warn!("closing a SQLite connection left inside a failed transaction");
+                            }
+                            Ok(!stuck)
+                        })
+                    })
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(pragmas).await?;
