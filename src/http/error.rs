@@ -157,8 +157,8 @@ mod tests {
     }
 
     /// A write that failed transiently (and kept failing when run again) is a 503 the client
-    /// may retry after a second, in SCIM's error format; any other database error is a 500
-    /// without `Retry-After`.
+    /// may retry after a second, in SCIM's error format; a full disk is a 503 that says so,
+    /// to retry after 5 s; any other database error is a 500 without `Retry-After`.
     #[tokio::test]
     async fn a_transient_failure_is_503_with_retry_after() {
         let (status, retry, body) = answer(StoreError::NotApplied("its batch did not commit".into())).await;
@@ -167,6 +167,11 @@ mod tests {
         assert_eq!(body["status"], "503");
         assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
         assert!(!body["detail"].as_str().unwrap().contains("batch"), "internals leaked: {body}");
+        let full = StoreError::Exhausted { what: crate::store::Shortage::Disk, maybe_stored: false };
+        let (status, retry, body) = answer(full).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert!(body["detail"].as_str().unwrap().contains("disk is full"), "{body}");
         let (status, retry, body) = answer(StoreError::Db(sqlx::Error::PoolTimedOut)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(retry, None);
