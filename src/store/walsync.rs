@@ -4,6 +4,10 @@
 //! after the fsync that covers it, so "durable before 2xx" holds, and concurrent writers share
 //! one fsync instead of paying one each. (With `synchronous=NORMAL` in WAL mode SQLite itself
 //! syncs the WAL before every checkpoint and the database after it.)
+//!
+//! The WAL is opened once and kept (again only when it was removed and created anew), so a
+//! process out of descriptors still syncs. Only a failed `fdatasync` stops the process: a
+//! failure to open the file loses nothing, and its waiters get the error (a shortage: a 503).
 
 use std::path::PathBuf;
 
