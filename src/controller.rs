@@ -39,6 +39,10 @@ const LINKED_PAGE: i64 = 4 * BATCH;
 /// renews it every `LEASE_RENEW` so a crashed replica's tenants move within this time.
 const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// The longest wait before a failed run is tried again (100 ms doubling up to it). A failure
+/// that lasts (a full disk, a database that is down) costs one failed run per tenant per
+/// interval; a longer cap kept applying stopped for up to ~100 s after the fault had passed.
+const RETRY_CAP: Duration = Duration::from_secs(15);
 /// The window over which the safety valve adds up the controller's own deactivations and
 /// deletions (not those a person approved or released).
 const SAFETY_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
@@ -481,7 +485,7 @@ impl Controller {
                     );
                 }
                 Err(e) => {
-                    let delay = self.queue.failed(tenant_id, item, Duration::from_secs(300));
+                    let delay = self.queue.failed(tenant_id, item, RETRY_CAP);
                     tracing::warn!(tenant = %slug, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
                 }
             }

@@ -57,8 +57,66 @@ pub enum StoreError {
     /// running it again may succeed. `retrying` does, a few times.
     #[error("the write was not applied: {0}")]
     NotApplied(String),
+    /// The machine ran out of something the database needs (`Shortage`): the write failed
+    /// fast, and may succeed once the operator frees it. `maybe_stored`: it failed after its
+    /// commit (the fsync that would confirm it could not run), so whether it is stored is not
+    /// known; else nothing of it is stored. Not run again by `retrying`: a full disk stays full
+    /// for longer than a retry waits.
+    #[error("out of {what}")]
+    Exhausted { what: Shortage, maybe_stored: bool },
     #[error("database error")]
     Db(#[from] sqlx::Error),
+}
+
+/// A resource whose exhaustion fails a write without making its durability unknown (unlike an
+/// fsync that failed after the data was written, which stops the process: `walsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortage {
+    /// The database's file system is full (`ENOSPC`, `EDQUOT`, `SQLITE_FULL`).
+    Disk,
+    /// The process or the system is out of file descriptors (`EMFILE`, `ENFILE`).
+    OpenFiles,
+    /// Out of memory (`ENOMEM`, `SQLITE_NOMEM`).
+    Memory,
+}
+
+impl std::fmt::Display for Shortage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Shortage::Disk => "disk space",
+            Shortage::OpenFiles => "open files",
+            Shortage::Memory => "memory",
+        })
+    }
+}
+
+impl Shortage {
+    /// The shortage an OS error reports, if it is one.
+    pub fn of_io(e: &std::io::Error) -> Option<Shortage> {
+        match e.raw_os_error()? {
+            libc::ENOSPC | libc::EDQUOT => Some(Shortage::Disk),
+            libc::EMFILE | libc::ENFILE => Some(Shortage::OpenFiles),
+            libc::ENOMEM => Some(Shortage::Memory),
+            _ => None,
+        }
+    }
+
+    /// The shortage a SQLite result code (primary or extended) reports, if it is one.
+    pub fn of_sqlite_code(code: i32) -> Option<Shortage> {
+        match code & 0xff {
+            13 => Some(Shortage::Disk),  // SQLITE_FULL
+            7 => Some(Shortage::Memory), // SQLITE_NOMEM
+            _ => None,
+        }
+    }
+
+    /// The shortage a rusqlite error reports, if it is one.
+    pub fn of_rusqlite(e: &rusqlite::Error) -> Option<Shortage> {
+        match e {
+            rusqlite::Error::SqliteFailure(f, _) => Shortage::of_sqlite_code(f.extended_code),
+            _ => None,
+        }
+    }
 }
 
 impl StoreError {
@@ -86,6 +144,29 @@ impl StoreError {
                 .as_database_error()
                 .and_then(|d| d.code())
                 .is_some_and(|c| matches!(c.as_ref(), "57P01" | "57P02" | "57P03") || c.starts_with("08")),
+        }
+    }
+
+    /// The shortage behind this error, if one is: `Exhausted`, or a database error that reports
+    /// one (SQLite's `SQLITE_FULL` through sqlx, an OS error).
+    pub fn shortage(&self) -> Option<Shortage> {
+        match self {
+            StoreError::Exhausted { what, .. } => Some(*what),
+            StoreError::Db(sqlx::Error::Io(e)) => Shortage::of_io(e),
+            StoreError::Db(e) => {
+                let d = e.as_database_error()?;
+                let code = d.code()?;
+                match code.as_ref() {
+                    // PostgreSQL's disk_full, out_of_memory.
+                    "53100" => Some(Shortage::Disk),
+                    "53200" => Some(Shortage::Memory),
+                    c if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                        c.parse::<i32>().ok().and_then(Shortage::of_sqlite_code)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
         }
     }
 
@@ -474,6 +555,28 @@ impl Store {
             Backend::Sqlite => {
                 pool_opts
                     .max_connections(8)
+                    // A write transaction whose COMMIT or statement ran out of disk is rolled
+                    // back by SQLite itself; the ROLLBACK sqlx then sends fails, and sqlx still
+                    // counts the connection as inside a transaction. Reused, it ran the next
+                    // transaction as a savepoint: one that failed was undone with `ROLLBACK TO`,
+                    // which leaves SQLite's transaction open, and the idle connection kept the
+                    // database's write lock — every later write waited out its busy timeout,
+                    // until a restart. Such a connection is closed instead (closing rolls back).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            if !sqlx::Connection::is_in_transaction(conn) {
+                                return Ok(true);
+                            }
+                            // A transaction dropped without its commit: its ROLLBACK is queued
+                            // on the connection ahead of this round trip.
+                            sqlx::Connection::ping(conn).await?;
+                            let stuck = sqlx::Connection::is_in_transaction(conn);
+                            if stuck {
+                                tracing::warn!("closing a SQLite connection left inside a failed transaction");
+                            }
+                            Ok(!stuck)
+                        })
+                    })
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             conn.execute(pragmas).await?;
@@ -617,7 +720,11 @@ impl WriteTx<'_> {
         tx.commit().await?;
         drop(guard);
         if let Some(s) = wal_sync {
-            s.sync().await.map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            // Committed but not confirmed durable: a shortage says so (503), else a 500.
+            s.sync().await.map_err(|e| match Shortage::of_io(&e) {
+                Some(what) => StoreError::Exhausted { what, maybe_stored: true },
+                None => StoreError::Db(sqlx::Error::Io(e)),
+            })?;
         }
         Ok(())
     }

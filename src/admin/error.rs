@@ -61,6 +61,10 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
+            e if e.shortage().is_some() => {
+                tracing::warn!(error = %e, "admin request failed: the machine ran out of a resource");
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the service is {e}; try again later"))
+            }
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "admin request not applied: a transient database failure");
                 AdminError::new(
@@ -75,6 +79,7 @@ impl From<StoreError> for AdminError {
             StoreError::UnknownMember(_) | StoreError::Invalid(_) => AdminError::bad_request(e.to_string()),
             StoreError::Db(db) => AdminError::internal(db),
             StoreError::NotApplied(m) => AdminError::internal(m),
+            e @ StoreError::Exhausted { .. } => AdminError::internal(e),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::scim::ScimError;
-use crate::store::StoreError;
+use crate::store::{Shortage, StoreError};
 
 /// An error a SCIM handler returns.
 #[derive(Debug, thiserror::Error)]
@@ -14,10 +14,19 @@ pub enum ApiError {
     Scim(#[from] ScimError),
     #[error("internal error")]
     Internal(#[source] StoreError),
+    /// The machine ran out of something (disk, files, memory): a 503 that says which.
+    #[error("{}", .0.detail)]
+    Shortage(ScimError),
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let Some(what) = e.shortage() {
+            return ApiError::Shortage(unavailable(
+                what,
+                matches!(e, StoreError::Exhausted { maybe_stored: true, .. }),
+            ));
+        }
         match e {
             // Tried a few times already (`store::retrying`); the client may try again.
             e if e.is_transient() => {
@@ -37,9 +46,30 @@ impl From<StoreError> for ApiError {
                 ApiError::Scim(ScimError::invalid_value(format!("member {id} does not exist")))
             }
             StoreError::Invalid(msg) => ApiError::Scim(ScimError::invalid_value(msg)),
-            e @ (StoreError::Db(_) | StoreError::NotApplied(_)) => ApiError::Internal(e),
+            e @ (StoreError::Db(_) | StoreError::NotApplied(_) | StoreError::Exhausted { .. }) => ApiError::Internal(e),
         }
     }
+}
+
+/// How long a client is asked to wait after a 503 for a resource the service ran out of: the
+/// operator has to free it, which takes longer than a passing failure.
+const SHORTAGE_RETRY_AFTER: &str = "5";
+
+/// The 503 for a write (or read) that failed because the machine ran out of `what`: it says
+/// which, and whether the write may be stored anyway (it failed after its commit).
+fn unavailable(what: Shortage, maybe_stored: bool) -> ScimError {
+    let why = match what {
+        Shortage::Disk => "the service's disk is full",
+        Shortage::OpenFiles => "the service ran out of open files",
+        Shortage::Memory => "the service ran out of memory",
+    };
+    tracing::warn!(shortage = %what, maybe_stored, "request failed: {why}");
+    let outcome = if maybe_stored {
+        "the request may or may not have been applied (read the resource before sending it again)"
+    } else {
+        "the request was not applied"
+    };
+    ScimError::new(503, format!("{why}; {outcome}; try again later"))
 }
 
 /// Runs a read's work once more when it lost its database connection (PostgreSQL terminated the
@@ -75,8 +105,9 @@ pub fn scim_json(status: StatusCode, body: Vec<u8>) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let shortage = matches!(self, ApiError::Shortage(_));
         let e = match self {
-            ApiError::Scim(e) => e,
+            ApiError::Scim(e) | ApiError::Shortage(e) => e,
             ApiError::Internal(e) => {
                 let source = match &e {
                     StoreError::Db(db) => db.to_string(),
@@ -90,7 +121,8 @@ impl IntoResponse for ApiError {
         let mut res = scim_response(status, &e.to_body());
         res.extensions_mut().insert(super::LogDetail(e.detail.clone()));
         if e.status == 503 {
-            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            let after = if shortage { SHORTAGE_RETRY_AFTER } else { "1" };
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(after));
         }
         if e.status == 401 {
             res.headers_mut()
@@ -125,8 +157,8 @@ mod tests {
     }
 
     /// A write that failed transiently (and kept failing when run again) is a 503 the client
-    /// may retry after a second, in SCIM's error format; any other database error is a 500
-    /// without `Retry-After`.
+    /// may retry after a second, in SCIM's error format; a full disk is a 503 that says so,
+    /// to retry after 5 s; any other database error is a 500 without `Retry-After`.
     #[tokio::test]
     async fn a_transient_failure_is_503_with_retry_after() {
         let (status, retry, body) = answer(StoreError::NotApplied("its batch did not commit".into())).await;
@@ -135,6 +167,11 @@ mod tests {
         assert_eq!(body["status"], "503");
         assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
         assert!(!body["detail"].as_str().unwrap().contains("batch"), "internals leaked: {body}");
+        let full = StoreError::Exhausted { what: crate::store::Shortage::Disk, maybe_stored: false };
+        let (status, retry, body) = answer(full).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert!(body["detail"].as_str().unwrap().contains("disk is full"), "{body}");
         let (status, retry, body) = answer(StoreError::Db(sqlx::Error::PoolTimedOut)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(retry, None);

@@ -36,6 +36,11 @@ pub(super) enum Failed {
     /// COMMIT failed without PostgreSQL's answer): its jobs get a database error, and are not
     /// run again.
     Unknown(Arc<str>),
+    /// The batch failed because the machine ran out of something (`Shortage`): answered
+    /// `Exhausted`, which fails fast rather than being run again. `maybe_stored` as in `Unknown`
+    /// (the fsync that would confirm the commit could not run: a descriptor was missing), else
+    /// nothing of the batch is stored.
+    Short(super::Shortage, bool),
 }
 
 impl Failed {
@@ -46,10 +51,14 @@ impl Failed {
             Failed::Unknown(e) => {
                 Err(StoreError::Db(sqlx::Error::Protocol(format!("its batch's commit was not confirmed: {e}"))))
             }
+            Failed::Short(what, maybe_stored) => Err(StoreError::Exhausted { what, maybe_stored }),
         }
     }
 }
-type RunJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+/// What a job that ran says: whether it succeeded, the shortage that failed it (if one did),
+/// and how to answer its caller.
+type Ran = (bool, Option<super::Shortage>, Deliver);
+type RunJob = Box<dyn FnOnce(&Connection) -> Ran + Send>;
 
 /// One caller's work: run on the writer's connection, it says whether it succeeded and how to
 /// answer its caller. `savepoint`: whether it runs in a savepoint of its own.
@@ -71,6 +80,10 @@ pub fn sqlite_err(e: rusqlite::Error, unique: Option<&'static str>) -> StoreErro
         if f.extended_code == 2067 || f.extended_code == 1555 {
             return StoreError::Conflict(what);
         }
+    }
+    if let Some(what) = super::Shortage::of_rusqlite(&e) {
+        // SQLite rolls back a statement that ran out of disk or memory: nothing of it is stored.
+        return StoreError::Exhausted { what, maybe_stored: false };
     }
     StoreError::Db(sqlx::Error::Protocol(format!("SQLite: {e}")))
 }
@@ -123,7 +136,10 @@ impl BatchWriter {
                         let failed = match failed {
                             Some(f) => Some(f),
                             // Committed, but perhaps not durable: not known to be stored or not.
-                            None => wal.sync().await.err().map(|e| Failed::Unknown(Arc::from(e.to_string()))),
+                            None => wal.sync().await.err().map(|e| match super::Shortage::of_io(&e) {
+                                Some(what) => Failed::Short(what, true),
+                                None => Failed::Unknown(Arc::from(e.to_string())),
+                            }),
                         };
                         for (i, d) in delivers.into_iter().enumerate() {
                             d(if culprit == Some(i) { None } else { failed.clone() });
@@ -177,10 +193,11 @@ impl BatchWriter {
                 // The caller went away (its request was cancelled) before the job ran: write
                 // nothing, as a dropped sqlx transaction would not have committed either.
                 let deliver: Deliver = Box::new(|_| {});
-                return (false, deliver);
+                return (false, None, deliver);
             }
             let r = f(c);
             let ok = r.is_ok();
+            let short = r.as_ref().err().and_then(StoreError::shortage);
             let deliver: Deliver = Box::new(move |failed: Option<Failed>| {
                 // A batch that did not commit answers every job so, a job's own error included
                 // (a 409 may have come from an earlier job's write that was rolled back) —
@@ -191,7 +208,7 @@ impl BatchWriter {
                 };
                 let _ = tx.send(r);
             });
-            (ok, deliver)
+            (ok, short, deliver)
         });
         self.jobs.send(Job { run, savepoint }).map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?;
         rx.await
@@ -239,9 +256,15 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
         // Nothing runs: every caller is answered with an error.
         tracing::error!(error = %e, jobs = jobs.len(), "SQLite batch writer: BEGIN failed");
         drop(jobs);
-        return (delivers, Some(Failed::RolledBack(Arc::from(e.to_string()))), None);
+        let failed = match super::Shortage::of_rusqlite(&e) {
+            Some(what) => Failed::Short(what, false),
+            None => Failed::RolledBack(Arc::from(e.to_string())),
+        };
+        return (delivers, Some(failed), None);
     }
     let mut failed: Option<Arc<str>> = None;
+    // A job that failed for want of disk or memory: then the batch's failure is that shortage.
+    let mut short = None;
     let mut culprit = None;
     for j in jobs {
         if failed.is_none() && conn.is_autocommit() {
@@ -262,7 +285,10 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
         // A panicking job is rolled back like a failed one (its caller gets an error) and does
         // not take the writer thread down with it.
         let (ok, d) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.run)(conn))) {
-            Ok((ok, d)) => (ok, Some(d)),
+            Ok((ok, s, d)) => {
+                short = short.or(s);
+                (ok, Some(d))
+            }
             Err(_) => (false, None),
         };
         let d_index = d.is_some().then_some(delivers.len());
@@ -277,6 +303,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
             let end =
                 if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
             if let Err(e) = end {
+                short = short.or(super::Shortage::of_rusqlite(&e));
                 failed = Some(Arc::from(e.to_string()));
             }
         } else if !ok && conn.total_changes() != changes_before {
@@ -306,6 +333,13 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
                     tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
                 }
             }
+            if let Some(what) = super::Shortage::of_rusqlite(&e) {
+                // Out of disk: the WAL append that ends with the commit frame came short, so
+                // the commit frame is not in the WAL (SQLite writes the frames in order, and one
+                // written partly fails its checksum on recovery); the next commit writes over
+                // them. Nothing of the batch is stored.
+                return (delivers, Some(Failed::Short(what, false)), None);
+            }
             // SQLite promises that a failed COMMIT stored nothing; but what fails a COMMIT is a
             // disk failing under it, and trusting it then is not worth running the batch again.
             return (delivers, Some(Failed::Unknown(Arc::from(e.to_string()))), None);
@@ -316,7 +350,11 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
             tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
         }
     }
-    (delivers, failed.map(Failed::RolledBack), culprit)
+    let failed = failed.map(|why| match short {
+        Some(what) => Failed::Short(what, false),
+        None => Failed::RolledBack(why),
+    });
+    (delivers, failed, culprit)
 }
 
 /// Runs one transaction-control statement, prepared once per connection (parsing them for

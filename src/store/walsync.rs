@@ -4,6 +4,10 @@
 //! after the fsync that covers it, so "durable before 2xx" holds, and concurrent writers share
 //! one fsync instead of paying one each. (With `synchronous=NORMAL` in WAL mode SQLite itself
 //! syncs the WAL before every checkpoint and the database after it.)
+//!
+//! The WAL is opened once and kept (again only when it was removed and created anew), so a
+//! process out of descriptors still syncs. Only a failed `fdatasync` stops the process: a
+//! failure to open the file loses nothing, and its waiters get the error (a shortage: a 503).
 
 use std::path::PathBuf;
 
@@ -35,49 +39,59 @@ impl WalSync {
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         tokio::spawn(async move {
+            // The WAL, opened once and kept: opening it for every fsync failed (and stopped the
+            // process) whenever the process was out of descriptors.
+            let mut file: Option<std::fs::File> = None;
             while let Some(first) = rx.recv().await {
                 let mut waiting = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     waiting.push(more);
                 }
-                let path = wal.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    // The WAL may have been reset or recreated since: open it each time.
-                    match std::fs::OpenOptions::new().write(true).open(&path) {
-                        Ok(f) => {
-                            let t = std::time::Instant::now();
-                            let r = f.sync_data();
-                            let took = t.elapsed();
-                            METRICS.wal_fsync.observe(took.as_secs_f64());
-                            if took >= SLOW_DISK {
-                                // Every acknowledgement waiting for it was held as long (etcd
-                                // warns of a slow fdatasync the same way).
-                                tracing::warn!(ms = took.as_millis() as u64, "slow fsync of the SQLite WAL");
-                            }
-                            r
-                        }
-                        // No WAL file: every committed frame is already in the database file.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(e),
-                    }
+                let (path, held) = (wal.clone(), file.take());
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut held = held;
+                    let r = sync_wal(&path, &mut held);
+                    (r, held)
                 })
                 .await;
-                let Ok(result) = result else {
+                let Ok((result, held)) = done else {
                     // The runtime is shutting down: nobody is left to acknowledge.
                     for w in waiting {
                         let _ = w.send(Err(std::io::Error::other("shutting down")));
                     }
                     return;
                 };
-                if let Err(e) = &result {
-                    // A failed fsync leaves committed frames whose durability is unknown, and
-                    // Linux may drop the failed pages, so a later fsync would "succeed" over a
-                    // hole. Acknowledging anything more would be a lie: stop, as PostgreSQL does.
-                    tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; stopping");
-                    std::process::abort();
-                }
-                for w in waiting {
-                    let _ = w.send(Ok(()));
+                file = held;
+                match result {
+                    Ok(()) => {
+                        for w in waiting {
+                            let _ = w.send(Ok(()));
+                        }
+                    }
+                    Err(Failure::Open(e)) => {
+                        // Not a lost fsync: nothing failed to reach the disk, it is only not
+                        // flushed yet, and the next fsync that opens the file covers these
+                        // frames too. The waiters are told their commit is not confirmed (out
+                        // of files or memory: a 503 that says so).
+                        tracing::warn!(error = %e, wal = %wal.display(), "cannot open the SQLite WAL to fsync it");
+                        for w in waiting {
+                            // The OS error itself: callers tell a shortage by its code.
+                            let e = match e.raw_os_error() {
+                                Some(code) => std::io::Error::from_raw_os_error(code),
+                                None => std::io::Error::new(e.kind(), e.to_string()),
+                            };
+                            let _ = w.send(Err(e));
+                        }
+                    }
+                    Err(Failure::Fsync(e)) => {
+                        // A failed fsync leaves committed frames whose durability is unknown,
+                        // and Linux may drop the failed pages, so a later fsync would "succeed"
+                        // over a hole. Acknowledging anything more would be a lie: stop, as
+                        // PostgreSQL does. (Whatever the error: ENOSPC or EIO from fsync means
+                        // written pages did not reach the disk.)
+                        tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; stopping");
+                        std::process::abort();
+                    }
                 }
             }
         });
@@ -93,6 +107,54 @@ impl WalSync {
         self.tx.send(tx).map_err(|_| std::io::Error::other("the WAL syncer stopped"))?;
         rx.await.map_err(|_| std::io::Error::other("the WAL syncer stopped"))?
     }
+}
+
+/// Why a WAL sync failed.
+#[derive(Debug)]
+enum Failure {
+    /// The WAL could not be opened (out of descriptors or memory, a permission): nothing was
+    /// flushed, nothing was lost.
+    Open(std::io::Error),
+    /// `fdatasync` itself failed: written pages may be lost.
+    Fsync(std::io::Error),
+}
+
+/// Flushes the WAL at `path` through `held`, the handle kept from the last sync, opened (again)
+/// when there is none or the file at `path` is no longer the one held (removed and created
+/// again: SQLite deletes the WAL when the last connection to the database closes). SQLite's
+/// checkpoints truncate the WAL in place (`journal_size_limit`), which keeps the handle valid.
+fn sync_wal(path: &std::path::Path, held: &mut Option<std::fs::File>) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt as _;
+    // `stat` takes no descriptor.
+    let now = match std::fs::metadata(path) {
+        Ok(m) => (m.dev(), m.ino()),
+        // No WAL file: every committed frame is already in the database file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            *held = None;
+            return Ok(());
+        }
+        Err(e) => return Err(Failure::Open(e)),
+    };
+    let same = held.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| (m.dev(), m.ino()) == now);
+    if !same {
+        *held = None;
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(f) => *held = Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Failure::Open(e)),
+        }
+    }
+    let Some(f) = held.as_ref() else { return Ok(()) };
+    let t = std::time::Instant::now();
+    let r = f.sync_data();
+    let took = t.elapsed();
+    METRICS.wal_fsync.observe(took.as_secs_f64());
+    if took >= SLOW_DISK {
+        // Every acknowledgement waiting for it was held as long (etcd warns of a slow
+        // fdatasync the same way).
+        tracing::warn!(ms = took.as_millis() as u64, "slow fsync of the SQLite WAL");
+    }
+    r.map_err(Failure::Fsync)
 }
 
 /// How often the checkpointer copies the WAL into the database file.
@@ -188,4 +250,92 @@ pub fn start_checkpointer(
         }
     })?;
     Ok(alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the environment of the child that runs the scenario under a low open-file limit.
+    const CHILD: &str = "MOONBORN_WALSYNC_EMFILE_CHILD";
+    const SURVIVED: &str = "walsync child: survived";
+
+    /// Opens `/dev/null` until the process is out of descriptors; the files taken.
+    fn take_every_descriptor() -> Vec<std::fs::File> {
+        let mut taken = Vec::new();
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => taken.push(f),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    return taken;
+                }
+            }
+        }
+    }
+
+    /// The child's part: commits, then syncs while the process has no descriptor left.
+    fn out_of_descriptors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("w.db");
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t (k INTEGER);")
+            .expect("schema");
+        let insert = || conn.execute("INSERT INTO t (k) VALUES (1)", []).expect("insert");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let wal = WalSync::start(db.clone());
+            insert();
+            wal.sync().await.expect("a sync with descriptors to spare");
+            // Out of descriptors: the kept handle still syncs.
+            let taken = take_every_descriptor();
+            insert();
+            wal.sync().await.expect("a sync out of descriptors, through the kept handle");
+            drop(taken);
+            // The WAL gone (the handle is let go), then back: it must be opened again, which
+            // fails while out of descriptors; the waiter gets the error, the process goes on.
+            let wal_path = dir.path().join("w.db-wal");
+            let away = dir.path().join("away");
+            std::fs::rename(&wal_path, &away).expect("move the WAL away");
+            wal.sync().await.expect("no WAL: nothing to sync");
+            std::fs::rename(&away, &wal_path).expect("move the WAL back");
+            let taken = take_every_descriptor();
+            let e = wal.sync().await.expect_err("the new WAL cannot be opened");
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+            assert_eq!(crate::store::Shortage::of_io(&e), Some(crate::store::Shortage::OpenFiles));
+            drop(taken);
+            wal.sync().await.expect("a sync once descriptors are back");
+        });
+        println!("{SURVIVED}");
+    }
+
+    /// The WAL syncer of a process out of descriptors (`EMFILE`: idle sockets took them) keeps
+    /// syncing through the handle it holds, and when it must open the WAL again and cannot, it
+    /// fails that sync without stopping the process: failing to open a file loses no write. Run
+    /// in a child of this test binary under `prlimit --nofile=64:64`, so that exhausting its
+    /// descriptors disturbs no other test.
+    #[test]
+    fn the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort() {
+        if std::env::var_os(CHILD).is_some() {
+            return out_of_descriptors();
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("prlimit")
+            .args(["--nofile=64:64", "--"])
+            .arg(exe)
+            .args(["--exact", "store::walsync::tests::the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                println!("SKIPPED: cannot run prlimit: {e}");
+                return;
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stdout.contains(SURVIVED), "the child: {}\n{stdout}\n{stderr}", out.status);
+    }
 }

@@ -113,3 +113,22 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+impl Served {
+    /// Reads the server's log from now on in a thread of its own (a server that logs much,
+    /// unread, would block on a full pipe); the returned text grows as it logs.
+    pub fn drain_log(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        use std::os::fd::AsFd;
+        let fd = self._pipes.1.get_ref().as_fd().try_clone_to_owned().expect("dup the log pipe");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(std::fs::File::from(fd)).lines().map_while(Result::ok) {
+                let mut l = out.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        log
+    }
+}
