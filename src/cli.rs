@@ -362,7 +362,10 @@ pub fn main() -> ExitCode {
 fn no_tenant<'a>(slug: &'a str, db: &'a str) -> impl Fn(StoreError) -> anyhow::Error + 'a {
     move |e| match e {
         StoreError::NotFound => {
-            anyhow::anyhow!("no tenant {slug:?} in the database {} (`tenant list` shows them)", crate::store::redact_url(db))
+            anyhow::anyhow!(
+                "no tenant {slug:?} in the database {} (`tenant list` shows them)",
+                crate::store::redact_url(db)
+            )
         }
         other => anyhow::Error::new(other),
     }
@@ -636,7 +639,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Tenant { command: TenantCommand::SetTier { slug, tier } } => {
             let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            let t = store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(no_tenant(&slug, &database_url))?;
+            let t =
+                store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(no_tenant(&slug, &database_url))?;
             println!("tenant {} is on the {} tier", t.slug, t.tier.as_str());
             Ok(0)
         }

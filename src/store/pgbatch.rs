@@ -19,7 +19,7 @@
 //! the tenants' locks, which it keeps to its commit, as a single push did.
 //!
 //! A batch holds many row locks at once, so every PostgreSQL write takes its locks in one
-//! order (README, Databases): the groups whose member rows it changes, in id order (a batch:
+//! order (docs/databases.md): the groups whose member rows it changes, in id order (a batch:
 //! all of them before its first job, `lock_groups`); then the members it checks, share-locked;
 //! a batch's member changes before its creates (`Order`); the tenants' rows last.
 
