@@ -44,8 +44,8 @@ async fn method_not_allowed(_: Operator) -> AdminError {
 }
 
 /// The process's metrics (Prometheus / OpenMetrics text); not JSON, unlike the rest of the API.
-async fn metrics(_: Operator) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::METRICS.encode())
+async fn metrics(_: Operator, axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    crate::http::metrics::scrape(&s.store).await
 }
 
 /// The admin routes (mounted under `/v1/admin` when an admin token is configured).

@@ -187,6 +187,14 @@ pub struct ServeArgs {
     /// from the file MOONBORN_ADMIN_TOKEN_FILE names).
     #[arg(long, env = "MOONBORN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Also serve `GET /metrics` (Prometheus, no auth, nothing else) on this address: a port
+    /// for a private network only.
+    #[arg(long, env = "MOONBORN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token that reads `GET /metrics` on the main listener and opens nothing else (or
+    /// read from the file MOONBORN_METRICS_TOKEN_FILE names).
+    #[arg(long, env = "MOONBORN_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Without it the
     /// service speaks plain HTTP (put a TLS proxy in front: see README, Deploy).
     #[arg(long, env = "MOONBORN_TLS_CERT", requires = "tls_key")]
@@ -757,6 +765,17 @@ async fn serve(
     if args.bench_ceiling {
         return serve_bench_ceiling(listener).await;
     }
+    // Bound with the main listener, so a taken port stops the start-up, and reported before
+    // the main address (the last line of start-up).
+    let metrics_listener = match args.metrics_listen {
+        Some(a) => {
+            let l = bind(a).with_context(|| format!("binding --metrics-listen {a}"))?;
+            let maddr = l.local_addr()?;
+            tracing::info!(metrics_addr = %maddr, "serving metrics (no auth) at http://{maddr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::http::serve::tls_config(cert, key)?),
         _ => None,
@@ -811,10 +830,15 @@ async fn serve(
     let origin = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     tracing::info!(%addr, backend = ?store.backend(), tls = tls.is_some(), "serving SCIM at {origin}{SCIM_BASE}");
     let admin_token = secret(args.admin_token, "MOONBORN_ADMIN_TOKEN")?;
+    let metrics_token = secret(args.metrics_token, "MOONBORN_METRICS_TOKEN")?.filter(|t| !t.is_empty());
     let opts = crate::http::HttpOptions { public_url, trusted_proxies, request_timeout, rate };
     let state = AppState::new(store.clone())
         .with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into))
+        .with_metrics_token(metrics_token.map(Into::into))
         .with_options(opts);
+    if state.metrics_token.is_some() {
+        tracing::info!("GET /metrics answers the --metrics-token");
+    }
     state.controller.set_origin(origin);
     state.controller.spawn(args.controller_workers, drift, purge);
     if store.backend() == crate::store::Backend::Postgres {
@@ -835,13 +859,24 @@ async fn serve(
     let app = router(state);
     // Shutdown: not ready at once, then `delay` of serving as usual, then the drain.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    // The metrics listener stops with the main one (it is scraped through the delay).
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     let signalled = async move {
         signal.await;
         stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(delay_secs = delay.as_secs_f64(), "not ready (/readyz answers 503); draining after the delay");
         tokio::time::sleep(delay).await;
+        let _ = stop_metrics.send(true);
         let _ = drain_tx.send(());
     };
+    if let Some(listener) = metrics_listener {
+        let mut stopped = metrics_stopped;
+        let opts = crate::http::serve::ServeOptions { tls: None, max_connections: 64, header_timeout };
+        let app = crate::http::metrics::listener_router(store.clone());
+        tokio::spawn(crate::http::serve::serve(listener, app, opts, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    }
     let serve_opts = crate::http::serve::ServeOptions { tls, max_connections, header_timeout };
     let server = crate::http::serve::serve(listener, app, serve_opts, signalled);
     let mut server = std::pin::pin!(server);

@@ -7,6 +7,7 @@ mod discovery;
 mod error;
 mod groups;
 mod list;
+pub mod metrics;
 pub mod serve;
 mod users;
 
@@ -39,6 +40,9 @@ pub struct AppInner {
     pub controller: Controller,
     /// The bearer token of the admin API; the admin API is disabled when unset.
     pub admin_token: Option<Arc<str>>,
+    /// The read-only bearer token of `GET /metrics`; that route is absent when unset. It opens
+    /// nothing else.
+    pub metrics_token: Option<Arc<str>>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on, while requests still
     /// in flight (and those a load balancer sends before it notices) are served.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -89,6 +93,7 @@ impl AppState {
             controller: Controller::new(store.clone()),
             store,
             admin_token: None,
+            metrics_token: None,
             stopping: Arc::default(),
             opts: HttpOptions::default(),
             limiter: None,
@@ -98,18 +103,25 @@ impl AppState {
     /// The same state with the admin API enabled under `token` (disabled with `None`).
     #[must_use]
     pub fn with_admin_token(self, token: Option<Arc<str>>) -> AppState {
-        let opts = self.opts.clone();
-        self.rebuild(token, opts)
+        let (metrics, opts) = (self.metrics_token.clone(), self.opts.clone());
+        self.rebuild(token, metrics, opts)
+    }
+
+    /// The same state with `GET /metrics` served to this bearer token (absent with `None`).
+    #[must_use]
+    pub fn with_metrics_token(self, token: Option<Arc<str>>) -> AppState {
+        let (admin, opts) = (self.admin_token.clone(), self.opts.clone());
+        self.rebuild(admin, token, opts)
     }
 
     /// The same state with these request options.
     #[must_use]
     pub fn with_options(self, opts: HttpOptions) -> AppState {
-        let token = self.admin_token.clone();
-        self.rebuild(token, opts)
+        let (admin, metrics) = (self.admin_token.clone(), self.metrics_token.clone());
+        self.rebuild(admin, metrics, opts)
     }
 
-    fn rebuild(self, admin_token: Option<Arc<str>>, opts: HttpOptions) -> AppState {
+    fn rebuild(self, admin_token: Option<Arc<str>>, metrics_token: Option<Arc<str>>, opts: HttpOptions) -> AppState {
         let limiter = opts.rate.map(|(per_sec, burst)| {
             governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst))
         });
@@ -117,6 +129,7 @@ impl AppState {
             store: self.store.clone(),
             controller: self.controller.clone(),
             admin_token,
+            metrics_token,
             stopping: self.stopping.clone(),
             opts,
             limiter,
@@ -247,6 +260,9 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new().nest(SCIM_BASE, scim);
     if state.admin_token.is_some() {
         app = app.nest("/v1/admin", crate::admin::router());
+    }
+    if state.metrics_token.is_some() {
+        app = app.route("/metrics", get(metrics::get_metrics));
     }
     app.route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

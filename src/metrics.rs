@@ -1,6 +1,8 @@
 //! Process metrics in the Prometheus / OpenMetrics text format, served at `GET /v1/admin/metrics`
-//! (admin token). One registry for the process: the writer, fsync and checkpoint threads record
-//! into it without a handle to the router's state.
+//! (admin token), `GET /metrics` (`--metrics-token`) and on `--metrics-listen` (no auth). One
+//! registry for the process: the writer, fsync and checkpoint threads record into it without a
+//! handle to the router's state. What is read at scrape time (the outbox's backlog, the
+//! `process_*` family from `/proc/self`) is handed to `scrape` or read by a collector then.
 //!
 //! Labels take only values from small fixed sets (no path or id), so the number of series stays
 //! bounded whatever the traffic. The one exception is `tenant_held_changes`, labelled by tenant
@@ -74,6 +76,23 @@ pub struct CheckpointLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of `moonborn_build_info`: the crate's version and, when the build had
+/// `MOONBORN_GIT_SHA` in its environment, the commit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub git_sha: Option<&'static str>,
+}
+
+/// The outbox at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OutboxStats {
+    /// Events not yet delivered.
+    pub backlog: i64,
+    /// Age of the oldest of them in seconds (0 when there is none).
+    pub oldest_age_secs: f64,
+}
+
 /// Labels of a webhook delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
@@ -96,6 +115,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
     pub tenants_held: Gauge,
     pub tenant_held_changes: Family<TenantLabel, Gauge>,
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The slugs that have a `tenant_held_changes` series (the gauge counts them).
     held: std::sync::Mutex<std::collections::BTreeSet<String>>,
     registry: Registry,
@@ -111,7 +132,10 @@ fn run_latency() -> Histogram {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("moonborn");
+        // The `process_*` collector's names carry no prefix; everything of ours is `moonborn_…`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(Process));
+        let registry = root.sub_registry_with_prefix("moonborn");
         let http_requests = Family::<RequestLabels, Counter>::default();
         let http_duration: Hist<ApiLabel> = Family::new_with_constructor(latency);
         let controller_runs = Family::<RunLabels, Counter>::default();
@@ -124,6 +148,26 @@ impl Metrics {
         let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
         let tenants_held = Gauge::default();
         let tenant_held_changes = Family::<TenantLabel, Gauge>::default();
+        let outbox_backlog = Gauge::default();
+        let outbox_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                git_sha: option_env!("MOONBORN_GIT_SHA").filter(|s| !s.is_empty()),
+            })
+            .set(1);
+        registry.register("build_info", "The running build: 1, labelled with its version (and git commit)", build_info);
+        registry.register(
+            "outbox_backlog",
+            "Outbox events not yet delivered (read at scrape time; they stay queued without --webhook-url)",
+            outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_oldest_undelivered_age_seconds",
+            "Age of the oldest outbox event not yet delivered (read at scrape time; 0 when there is none)",
+            outbox_oldest_age.clone(),
+        );
         registry.register(
             "tenants_held",
             "Tenants whose destructive changes the safety valve holds for an operator's approval",
@@ -197,8 +241,10 @@ impl Metrics {
             webhook_deliveries,
             tenants_held,
             tenant_held_changes,
+            outbox_backlog,
+            outbox_oldest_age,
             held: std::sync::Mutex::default(),
-            registry,
+            registry: root,
         }
     }
 
@@ -245,6 +291,99 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// `encode`, after recording what is read at scrape time (`None`: the outbox could not be
+    /// read; its gauges keep their last values).
+    pub fn scrape(&self, outbox: Option<OutboxStats>) -> String {
+        if let Some(o) = outbox {
+            self.outbox_backlog.set(o.backlog);
+            self.outbox_oldest_age.set(o.oldest_age_secs.max(0.0));
+        }
+        self.encode()
+    }
+}
+
+/// The `process_*` metrics every Prometheus client library exports (names without the
+/// `moonborn_` prefix, so the usual dashboards work), read from `/proc/self` at each scrape;
+/// absent where `/proc` is not (not Linux).
+#[derive(Debug)]
+struct Process;
+
+impl prometheus_client::collector::Collector for Process {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(p) = proc_self::read() else { return Ok(()) };
+        let mut plain = |name: &str, help: &str, t: MetricType, v: f64| -> Result<(), std::fmt::Error> {
+            let mut m = enc.encode_descriptor(name, help, None, t)?;
+            match t {
+                MetricType::Counter => m.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(&v, None),
+                _ => m.encode_gauge(&v),
+            }
+        };
+        plain(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            MetricType::Counter,
+            p.cpu_secs,
+        )?;
+        plain("process_resident_memory_bytes", "Resident memory size in bytes", MetricType::Gauge, p.rss_bytes)?;
+        plain("process_open_fds", "Number of open file descriptors", MetricType::Gauge, p.open_fds)?;
+        if let Some(max) = p.max_fds {
+            plain("process_max_fds", "Maximum number of open file descriptors", MetricType::Gauge, max)?;
+        }
+        if let Some(start) = p.start_time {
+            plain(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                MetricType::Gauge,
+                start,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Readings of `/proc/self` (Linux).
+mod proc_self {
+    /// One reading.
+    pub struct Reading {
+        pub cpu_secs: f64,
+        pub rss_bytes: f64,
+        pub open_fds: f64,
+        pub max_fds: Option<f64>,
+        pub start_time: Option<f64>,
+    }
+
+    /// `None` where there is no `/proc/self/stat`.
+    pub fn read() -> Option<Reading> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let (ticks, page) = sysconf();
+        // Fields after the command name (which may hold spaces and parentheses): field 3 (state)
+        // is [0], utime (14) [11], stime (15) [12], starttime (22) [19], rss (24) [21].
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        let cpu_secs = (num(11)? + num(12)?) / ticks;
+        let rss_bytes = num(21)? * page;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<f64>().ok()));
+        let start_time = boot.zip(num(19)).map(|(b, s)| b + s / ticks);
+        // The directory's own descriptor, open while it is read, is not counted.
+        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count().saturating_sub(1) as f64).unwrap_or(0.0);
+        let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+            line["Max open files".len()..].split_whitespace().next()?.parse::<f64>().ok()
+        });
+        Some(Reading { cpu_secs, rss_bytes, open_fds, max_fds, start_time })
+    }
+
+    /// Clock ticks per second and the page size.
+    #[allow(unsafe_code)]
+    fn sysconf() -> (f64, f64) {
+        // SAFETY: sysconf reads a configuration value; no memory is passed.
+        let (t, p) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        (if t > 0 { t as f64 } else { 100.0 }, if p > 0 { p as f64 } else { 4096.0 })
     }
 }
 

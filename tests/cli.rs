@@ -303,7 +303,10 @@ const PASSWORD: &str = "hunter2-never-printed";
 
 fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("MOONBORN_DATABASE_URL").env_remove("MOONBORN_ADMIN_TOKEN");
+    c.args(args)
+        .env_remove("MOONBORN_DATABASE_URL")
+        .env_remove("MOONBORN_ADMIN_TOKEN")
+        .env_remove("MOONBORN_METRICS_TOKEN");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -318,7 +321,11 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 #[test]
 fn secrets_are_never_printed_and_an_unreachable_database_fails_fast_saying_why() {
     let url = format!("postgres://moonborn:{PASSWORD}@127.0.0.1:1/moonborn");
-    let env = [("MOONBORN_DATABASE_URL", url.as_str()), ("MOONBORN_ADMIN_TOKEN", PASSWORD)];
+    let env = [
+        ("MOONBORN_DATABASE_URL", url.as_str()),
+        ("MOONBORN_ADMIN_TOKEN", PASSWORD),
+        ("MOONBORN_METRICS_TOKEN", PASSWORD),
+    ];
     for args in [&["--help"][..], &["serve", "--help"], &["tenant", "list", "--help"]] {
         let (code, out, err) = run_env(args, &env);
         assert_eq!(code, 0, "{err}");

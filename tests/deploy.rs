@@ -450,3 +450,79 @@ fn a_panicking_handler_is_answered_500_and_the_server_keeps_serving() {
         tokio::time::timeout(Duration::from_secs(10), server).await.expect("drains").unwrap().unwrap();
     });
 }
+
+/// The value of the sample `line_start` (`name` or `name{labels}`) in a scrape.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn prometheus_scrapes_with_its_own_token_or_on_its_own_port_and_opens_nothing_else() {
+    let (_dir, db) = db();
+    let mut served = Served::start_with(
+        &db,
+        Some("admintoken"),
+        &[],
+        &["--shutdown-delay", "0", "--metrics-token", "metricstoken", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let log = &served.early_log;
+    let at = log.find("metrics_addr=").expect("serve reports the metrics address") + "metrics_addr=".len();
+    let maddr = log[at..].split([' ', '\n']).next().unwrap().to_string();
+    assert!(!log.contains("metricstoken") && !log.contains("admintoken"), "a token in the log: {log}");
+
+    // The main listener: the metrics token reads /metrics, and nothing else.
+    assert_eq!(get(&served.addr, "/metrics", "", &[]).0, 401);
+    assert_eq!(get(&served.addr, "/metrics", "wrong", &[]).0, 401);
+    assert_eq!(get(&served.addr, "/metrics", &served.token, &[]).0, 401, "a SCIM token is no metrics token");
+    let (status, headers, text) = get(&served.addr, "/metrics", "metricstoken", &[]);
+    assert_eq!(status, 200, "{text}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for admin in ["/v1/admin/metrics", "/v1/admin/tenants", "/v1/admin/tenants/default/outbox"] {
+        assert_eq!(get(&served.addr, admin, "metricstoken", &[]).0, 401, "{admin}");
+    }
+    assert_eq!(get(&served.addr, "/v1/auth/scim/v2/Users", "metricstoken", &[]).0, 401);
+    // The admin token still reads both paths.
+    assert_eq!(get(&served.addr, "/v1/admin/metrics", "admintoken", &[]).0, 200);
+    assert_eq!(get(&served.addr, "/metrics", "admintoken", &[]).0, 200);
+
+    // The gauges.
+    let version = format!("moonborn_build_info{{version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(text.lines().any(|l| l.starts_with(&version) && l.ends_with("} 1")), "{text}");
+    for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"] {
+        assert!(sample(&text, name).is_some_and(|v| v > 0.0), "{name}: {text}");
+    }
+    assert!(sample(&text, "process_cpu_seconds_total").is_some_and(|v| v >= 0.0), "{text}");
+    assert!(text.contains("# TYPE process_cpu_seconds counter"), "{text}");
+    assert_eq!(sample(&text, "moonborn_outbox_backlog"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "moonborn_outbox_oldest_undelivered_age_seconds"), Some(0.0), "{text}");
+
+    // No webhook URL: the welcome event of a new user stays queued, and the backlog shows it.
+    let (url, token) = (format!("http://{}/v1/auth/scim/v2/Users", served.addr), served.token.clone());
+    rt().block_on(async move {
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "metered@acme.com"
+        });
+        let r = reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        // The separate port: no auth.
+        let (status, _, text) = get(&maddr, "/metrics", "", &[]);
+        assert_eq!(status, 200, "{text}");
+        if sample(&text, "moonborn_outbox_backlog").is_some_and(|v| v >= 1.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the backlog never rose: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(sample(&text, "moonborn_outbox_oldest_undelivered_age_seconds").is_some_and(|v| v >= 0.0), "{text}");
+    assert!(text.lines().any(|l| l.starts_with(&version)), "{text}");
+    // ... and nothing else on it, whatever the token.
+    for path in ["/v1/auth/scim/v2/Users", "/v1/admin/tenants", "/healthz", "/"] {
+        assert_eq!(get(&maddr, path, &served.token, &[]).0, 404, "{path}");
+        assert_eq!(get(&maddr, path, "admintoken", &[]).0, 404, "{path}");
+    }
+    served.stop();
+}

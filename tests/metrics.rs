@@ -68,6 +68,9 @@ async fn check(app: &TestApp, before: &str) {
         // Nothing of PostgreSQL goes through the SQLite writer.
         Backend::Postgres => assert!(fsyncs == 0.0 && batches == 0.0 && commits == 0.0, "{now}"),
     }
+    // The welcome event stays queued (no webhook): the outbox gauges read it from this backend.
+    assert!(sample(&now, "moonborn_outbox_backlog", "") >= 1.0, "{now}");
+    assert!(now.contains("\nmoonborn_outbox_oldest_undelivered_age_seconds "), "{now}");
     // Labels come from fixed sets: no tenant, user name or id ever becomes a series.
     for secret in ["acme", "metered", "no-such-id"] {
         assert!(!now.contains(secret), "{secret} in the metrics:\n{now}");

@@ -4,13 +4,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::AdminError;
+use crate::http::metrics::{bearer, token_matches};
 use crate::http::AppState;
 use crate::store::Tenant;
 
@@ -19,26 +17,12 @@ use crate::store::Tenant;
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;
 
-/// Whether `given` is the admin token. Both sides are hashed first, so the comparison is
-/// constant-time in their contents and says nothing about the token's length either.
-fn token_matches(given: &str, expected: &str) -> bool {
-    let (g, e) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
-    !expected.is_empty() && bool::from(g.ct_eq(&e))
-}
-
 impl FromRequestParts<AppState> for Operator {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let expected = state.admin_token.as_deref().unwrap_or_default();
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        match given {
+        match bearer(&parts.headers) {
             Some(t) if token_matches(t, expected) => Ok(Operator),
             _ => Err(AdminError::unauthorized()),
         }

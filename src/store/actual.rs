@@ -1221,6 +1221,22 @@ impl Store {
         q.fetch_all(&self.pool).await?.iter().map(event_from_row).collect()
     }
 
+    /// The outbox at a metrics scrape: events not yet delivered (all tenants), and when the
+    /// oldest of them (by position) was queued. One query over the partial index
+    /// `outbox_undelivered`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1) \
+             AS oldest FROM outbox WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get::<i64, _>("n")?, row.try_get::<Option<String>, _>("oldest")?))
+    }
+
     /// A tenant's outbox, oldest first.
     ///
     /// # Errors
