@@ -83,6 +83,7 @@ fn body(head: &str, fill: &str, count: usize, tail: &str) -> Vec<u8> {
 async fn a_maximal_body_grows_the_server_by_at_most_8_times_its_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", dir.path().join("limits.db").display());
+    cli(&db, &["migrate"]);
     cli(&db, &["tenant", "create", "acme"]);
     let token = cli(&db, &["token", "create", "--tenant", "acme"]).lines().last().unwrap().trim().to_string();
     let server = Server::start(&db);
