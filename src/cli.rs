@@ -888,7 +888,10 @@ async fn serve(
         } => tracing::warn!(timeout_secs = drain.as_secs_f64(), "in-flight requests did not drain in time; stopping anyway"),
     }
     controller.release_leases().await;
-    store.close().await;
+    // Connections still held by requests the drain gave up on must not hold the exit.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close()).await.is_err() {
+        tracing::warn!("database connections still in use after 5 s; exiting anyway");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -904,36 +904,47 @@ impl Controller {
     /// As `reconcile`; `Busy` when another process runs the tenant (run it again).
     pub async fn offboard(&self, tenant: &Tenant, actor: &str) -> Result<Offboarded, ControllerError> {
         self.store.mark_tenant_deleted(tenant.id, actor).await?;
-        let (users, groups, manual) = self.store.offboarding_work(tenant.id).await?;
-        let now = plan::fmt_time(Utc::now());
         let request_id = format!("offboard-{}", uuid::Uuid::new_v4());
-        let intent = crate::store::Intent { tenant_id: tenant.id, request_id: &request_id, now: &now };
-        for id in &groups {
-            match self.store.delete_group(&intent, id, None).await {
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+        let (mut users, mut groups, mut disabled) = (0, 0, 0);
+        // Pushes that authenticated before the tokens were revoked (a token is trusted for
+        // `AUTH_CACHE_TTL` on other processes) may still land: pass again, after that time,
+        // until a pass finds nothing.
+        for pass in 0..10 {
+            if pass > 0 {
+                tokio::time::sleep(crate::store::AUTH_CACHE_TTL + std::time::Duration::from_millis(500)).await;
             }
-        }
-        for id in &users {
-            match self.store.delete_user(&intent, id, None).await {
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+            let (u, g, manual) = self.store.offboarding_work(tenant.id).await?;
+            if pass > 0 && u.is_empty() && g.is_empty() && manual.is_empty() {
+                break;
             }
-        }
-        let mut disabled = 0;
-        let edit = crate::store::UserEdit { status: Some(Status::Disabled), ..Default::default() };
-        for id in &manual {
-            match self.store.edit_user(tenant.id, id, &edit).await {
-                Ok(()) => disabled += 1,
-                Err(crate::store::HandError::Store(e)) => return Err(e.into()),
-                // Gone or changed meanwhile: nothing to disable.
-                Err(_) => {}
+            let now = plan::fmt_time(Utc::now());
+            let intent = crate::store::Intent { tenant_id: tenant.id, request_id: &request_id, now: &now };
+            for id in &g {
+                match self.store.delete_group(&intent, id, None).await {
+                    Ok(()) | Err(StoreError::NotFound) => groups += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for id in &u {
+                match self.store.delete_user(&intent, id, None).await {
+                    Ok(()) | Err(StoreError::NotFound) => users += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let edit = crate::store::UserEdit { status: Some(Status::Disabled), ..Default::default() };
+            for id in &manual {
+                match self.store.edit_user(tenant.id, id, &edit).await {
+                    Ok(()) => disabled += 1,
+                    Err(crate::store::HandError::Store(e)) => return Err(e.into()),
+                    // Gone or changed meanwhile: nothing to disable.
+                    Err(_) => {}
+                }
             }
         }
         let o = self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::None).await?;
         let released = if o.skipped_held > 0 { self.release(tenant).await? } else { None };
         let deleted = o.applied_destructive + released.as_ref().map_or(0, |r| r.applied_destructive);
-        Ok(Offboarded { scim_users: users.len(), scim_groups: groups.len(), disabled, deleted })
+        Ok(Offboarded { scim_users: users, scim_groups: groups, disabled, deleted })
     }
 
     /// An operator's release: what the safety valve holds is applied, once, by a whole-tenant

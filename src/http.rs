@@ -184,7 +184,13 @@ async fn request_id(
         (std::time::Instant::now(), crate::metrics::api_of(req.uri().path()), req.method().clone());
     // (A reference count: the access line names the route, else the path.)
     let uri = req.uri().clone();
-    let limit = state.opts.request_timeout;
+    // The admin API's long operations (a reconcile, a release, offboarding a tenant) are the
+    // operator's, bounded by their own work, not cut off part-way.
+    let limit = if uri.path().starts_with("/v1/admin/") {
+        std::time::Duration::from_secs(24 * 3600)
+    } else {
+        state.opts.request_timeout
+    };
     let mut res = match tokio::time::timeout(limit, next.run(req).instrument(span)).await {
         Ok(res) => res,
         Err(_) => axum::response::IntoResponse::into_response(ApiError::from(crate::scim::ScimError::new(

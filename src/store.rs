@@ -30,7 +30,7 @@ pub use actual::{
 pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
 pub use groups::{Member, MemberChange, MemberRef};
 pub use query::{ListQuery, SortKey};
-pub use tenants::{Tenant, Tier, TokenInfo};
+pub use tenants::{Tenant, Tier, TokenInfo, AUTH_CACHE_TTL};
 
 /// Which database the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,18 +591,38 @@ impl Store {
             }
             Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
         };
-        if !create && backend == Backend::Postgres {
-            let tables: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name \
-                 = '_sqlx_migrations'",
-            )
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        if create {
+            migrator.run(&pool).await?;
+        } else {
+            // A command other than `serve`/`migrate` neither creates nor upgrades a database: an
+            // upgrade under a running older server (or a backup taken "before" one) must be a
+            // deliberate `migrate`.
+            let tables: i64 = sqlx::query_scalar(match backend {
+                Backend::Sqlite => {
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+                }
+                Backend::Postgres => {
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND \
+                     table_name = '_sqlx_migrations'"
+                }
+            })
             .fetch_one(&pool)
             .await?;
             anyhow::ensure!(tables > 0, "no moonborn-scim database at {}; {hint}", redact_url(url));
-        }
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await?;
+            let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+            let applied = applied.unwrap_or(0);
+            anyhow::ensure!(
+                applied >= wanted,
+                "the database {} is at schema version {applied}; this binary needs {wanted}: run `moonborn-scim \
+                 migrate` first (serve does it too)",
+                redact_url(url)
+            );
         }
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let wal_sync = wal_file.clone().map(walsync::WalSync::start);

@@ -62,6 +62,15 @@ fn only_serve_and_migrate_create_a_database() {
     assert!(!tokens.lines().nth(1).unwrap().trim_end().ends_with(" no"), "revoked: {tokens}");
     let (_, list, _) = run(&url, &["tenant", "list"]);
     assert!(list.lines().any(|l| l.starts_with("acme") && l.contains(" deleted ")), "{list}");
+    // Nor does any other command upgrade one: an older schema is refused, saying what to run.
+    let older = dir.path().join("older.db");
+    std::fs::copy(&file, &older).unwrap();
+    let conn = rusqlite::Connection::open(&older).unwrap();
+    conn.execute("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)", [])
+        .unwrap();
+    drop(conn);
+    let (ok, _, err) = run(&format!("sqlite://{}", older.display()), &["tenant", "list"]);
+    assert!(!ok && err.contains("schema version") && err.contains("moonborn-scim migrate"), "{err}");
     // `serve` creates its database, and says where.
     let fresh = dir.path().join("fresh.db");
     let mut served =

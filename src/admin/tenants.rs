@@ -69,7 +69,11 @@ pub async fn delete(
             t.slug
         )));
     }
-    let o = s.controller.offboard(&t, "operator").await?;
+    // Run to the end even if the operator's client goes away: a task of its own.
+    let (controller, tenant) = (s.controller.clone(), t.clone());
+    let o = tokio::spawn(async move { controller.offboard(&tenant, "operator").await })
+        .await
+        .map_err(|e| AdminError::from(crate::store::StoreError::Invalid(format!("offboarding stopped: {e}"))))??;
     Ok(Json(json!({"tenant": t.slug, "deleted": true, "offboarded": o})))
 }
 

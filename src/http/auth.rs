@@ -49,12 +49,13 @@ fn base_url(state: &AppState, req: &Request) -> String {
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .is_some_and(|c| state.opts.trusted_proxies.iter().any(|n| n.contains(&c.0.ip().to_canonical())));
-    let forwarded = |k: &str| if trusted { get(k).and_then(|v| v.split(',').next()).map(str::trim) } else { None };
+    // The last value: the one the nearest (trusted) proxy wrote, whatever the client sent before.
+    let forwarded = |k: &str| if trusted { get(k).and_then(|v| v.rsplit(',').next()).map(str::trim) } else { None };
     let authority = req.uri().authority().map(axum::http::uri::Authority::as_str);
     let host = forwarded("x-forwarded-host")
         .or_else(|| get(header::HOST.as_str()))
         .or(authority)
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b"/@?#\\".contains(&b)))
         .unwrap_or("localhost");
     let tls = req.extensions().get::<super::serve::Tls>().is_some();
     let proto = forwarded("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or(if tls {
