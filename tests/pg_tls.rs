@@ -46,6 +46,8 @@ async fn verify_full_with_the_ca_file() {
         let url = on_host(&fresh.url, host, "sslmode=verify-full");
         // The binary, as an operator runs it: trusted with --ca-file (or MOONBORN_CA_FILE)...
         let slug = format!("tls{i}");
+        let (ok, out, err) = run(&["--ca-file", &ca, "--database-url", &url, "migrate"]);
+        assert!(ok, "{host}: {out}{err}");
         let (ok, out, err) = run(&["--ca-file", &ca, "--database-url", &url, "tenant", "create", &slug]);
         assert!(ok, "{host}: {out}{err}");
         // ...and refused without it: the server's certificate is not signed by a public root.
