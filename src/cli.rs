@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::controller::model::{desired_from_snapshot, Bindings, BindingsChange};
-use crate::controller::outbox::{self, WebhookConfig};
-use crate::controller::plan::SafetyChange;
+use crate::app::{App, Config};
 use crate::controller::{parse_schedule, report, Approval, Controller, ControllerError, Scope2, Trigger};
-use crate::http::{router, AppState, SCIM_BASE};
+use crate::domain::SafetyChange;
+use crate::domain::{desired_from_snapshot, Bindings, BindingsChange};
+use crate::http::SCIM_BASE;
+use crate::outbox::{self, WebhookConfig};
 use crate::store::{Store, StoreError, Tier};
 
 /// SCIM 2.0 provisioning for Moonborn.
@@ -756,31 +757,40 @@ async fn serve(
     args: ServeArgs,
     webhook: Option<WebhookConfig>,
 ) -> anyhow::Result<()> {
-    let drift = parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?;
-    let purge = parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?;
-    let listen = args.listen;
-    let listener = bind(listen).with_context(|| format!("binding {listen}"))?;
     let signal = shutdown_signal();
-    let addr = listener.local_addr()?;
     if args.bench_ceiling {
-        return serve_bench_ceiling(listener).await;
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        return serve_bench_ceiling(listener, signal).await;
     }
-    // Bound with the main listener, so a taken port stops the start-up, and reported before
-    // the main address (the last line of start-up).
-    let metrics_listener = match args.metrics_listen {
-        Some(a) => {
-            let l = bind(a).with_context(|| format!("binding --metrics-listen {a}"))?;
-            let maddr = l.local_addr()?;
-            tracing::info!(metrics_addr = %maddr, "serving metrics (no auth) at http://{maddr}/metrics");
-            Some(l)
-        }
-        None => None,
-    };
+    let config = serve_config(database_url, &args, webhook)?;
+    let app = App::with_store(store, config)?;
+    // Reported before the main address (the last line of start-up).
+    if let Some(maddr) = app.metrics_addr() {
+        tracing::info!(metrics_addr = %maddr, "serving metrics (no auth) at http://{maddr}/metrics");
+    }
+    let store = app.store();
+    if store.tenant_count().await? == 0 {
+        store.create_tenant("default", Tier::Enterprise).await?;
+        let (_, secret) = store.create_token("default").await?;
+        println!("Created the Enterprise tenant `default` and its SCIM token (shown once; store it now):");
+        println!();
+        println!("    {secret}");
+        println!();
+        println!("Try it:");
+        println!("    curl -s -H 'Authorization: Bearer {secret}' {}://{}{SCIM_BASE}/Users", app.scheme(), app.addr());
+        println!();
+    }
+    let tls = app.scheme() == "https";
+    tracing::info!(addr = %app.addr(), backend = ?store.backend(), tls, "serving SCIM at {}{SCIM_BASE}", app.origin());
+    app.run_until_stopped(signal).await
+}
+
+/// `serve`'s flags, checked, as the app's configuration.
+fn serve_config(database_url: &str, args: &ServeArgs, webhook: Option<WebhookConfig>) -> anyhow::Result<Config> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::http::serve::tls_config(cert, key)?),
         _ => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = args.public_url.as_deref().map(public_url).transpose()?;
     let trusted_proxies = args
         .trusted_proxy
@@ -792,8 +802,8 @@ async fn serve(
         anyhow::ensure!(v.is_finite() && (0.0..=3600.0).contains(&v), "{name} must be between 0 and 3600 seconds");
         Ok(std::time::Duration::from_secs_f64(v))
     };
-    let delay = secs("--shutdown-delay", args.shutdown_delay)?;
-    let drain = secs("--drain-timeout", args.drain_timeout)?;
+    let shutdown_delay = secs("--shutdown-delay", args.shutdown_delay)?;
+    let drain_timeout = secs("--drain-timeout", args.drain_timeout)?;
     let request_timeout = secs("--request-timeout", args.request_timeout)?;
     let header_timeout = secs("--header-timeout", args.header_timeout)?;
     anyhow::ensure!(
@@ -816,94 +826,23 @@ async fn serve(
         (None, None) => 4096,
     };
     tracing::info!(max_connections, open_file_limit = files, "connection cap (more wait in the listen backlog)");
-    if store.tenant_count().await? == 0 {
-        store.create_tenant("default", Tier::Enterprise).await?;
-        let (_, secret) = store.create_token("default").await?;
-        println!("Created the Enterprise tenant `default` and its SCIM token (shown once; store it now):");
-        println!();
-        println!("    {secret}");
-        println!();
-        println!("Try it:");
-        println!("    curl -s -H 'Authorization: Bearer {secret}' {scheme}://{addr}{SCIM_BASE}/Users");
-        println!();
-    }
-    let origin = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
-    tracing::info!(%addr, backend = ?store.backend(), tls = tls.is_some(), "serving SCIM at {origin}{SCIM_BASE}");
-    let admin_token = secret(args.admin_token, "MOONBORN_ADMIN_TOKEN")?;
-    let metrics_token = secret(args.metrics_token, "MOONBORN_METRICS_TOKEN")?.filter(|t| !t.is_empty());
-    let opts = crate::http::HttpOptions { public_url, trusted_proxies, request_timeout, rate };
-    let state = AppState::new(store.clone())
-        .with_admin_token(admin_token.filter(|t| !t.is_empty()).map(Into::into))
-        .with_metrics_token(metrics_token.map(Into::into))
-        .with_options(opts);
-    if state.metrics_token.is_some() {
-        tracing::info!("GET /metrics answers the --metrics-token");
-    }
-    state.controller.set_origin(origin);
-    state.controller.spawn(args.controller_workers, drift, purge);
-    if store.backend() == crate::store::Backend::Postgres {
-        state.controller.listen_for_pushes(database_url.to_string());
-    }
-    match webhook {
-        Some(cfg) => {
-            tracing::info!(url = %cfg.url, secrets = cfg.secrets.len(), "delivering outbox events");
-            tokio::spawn(outbox::run(store.clone(), cfg));
-        }
-        None => tracing::info!("no --webhook-url: outbox events stay queued (see the admin API's outbox)"),
-    }
-    if state.admin_token.is_none() {
-        tracing::info!("no --admin-token: the admin API is disabled");
-    }
-    let controller = state.controller.clone();
-    let stopping = state.stopping.clone();
-    let app = router(state);
-    // Shutdown: not ready at once, then `delay` of serving as usual, then the drain.
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    // The metrics listener stops with the main one (it is scraped through the delay).
-    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    let signalled = async move {
-        signal.await;
-        stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(delay_secs = delay.as_secs_f64(), "not ready (/readyz answers 503); draining after the delay");
-        tokio::time::sleep(delay).await;
-        let _ = stop_metrics.send(true);
-        let _ = drain_tx.send(());
-    };
-    if let Some(listener) = metrics_listener {
-        let mut stopped = metrics_stopped;
-        let opts = crate::http::serve::ServeOptions { tls: None, max_connections: 64, header_timeout };
-        let app = crate::http::metrics::listener_router(store.clone());
-        tokio::spawn(crate::http::serve::serve(listener, app, opts, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-    }
-    let serve_opts = crate::http::serve::ServeOptions { tls, max_connections, header_timeout };
-    let server = crate::http::serve::serve(listener, app, serve_opts, signalled);
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        r = &mut server => r?,
-        () = async {
-            let _ = drain_rx.await;
-            tokio::time::sleep(drain).await;
-        } => tracing::warn!(timeout_secs = drain.as_secs_f64(), "in-flight requests did not drain in time; stopping anyway"),
-    }
-    controller.release_leases().await;
-    // Connections still held by requests the drain gave up on must not hold the exit.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close()).await.is_err() {
-        tracing::warn!("database connections still in use after 5 s; exiting anyway");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// A listening socket with a backlog of 4,096 (the kernel caps it at `somaxconn`): a burst of
-/// connections, or connections beyond `--max-connections`, wait there instead of being dropped
-/// (std's and tokio's `bind` ask for 128).
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    Ok(Config {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        admin_token: secret(args.admin_token.clone(), "MOONBORN_ADMIN_TOKEN")?,
+        metrics_token: secret(args.metrics_token.clone(), "MOONBORN_METRICS_TOKEN")?,
+        http: crate::http::HttpOptions { public_url, trusted_proxies, request_timeout, rate },
+        tls,
+        max_connections,
+        header_timeout,
+        controller_workers: args.controller_workers.max(1),
+        drift_repair_schedule: parse_schedule(&args.drift_repair_schedule).map_err(anyhow::Error::msg)?,
+        purge_schedule: parse_schedule(&args.purge_schedule).map_err(anyhow::Error::msg)?,
+        webhook,
+        shutdown_delay,
+        drain_timeout,
+        ..Config::new(database_url)
+    })
 }
 
 /// `--public-url`: an absolute http(s) URL without path, query or fragment; kept without its
@@ -930,7 +869,10 @@ fn trusted_proxy(p: &str) -> anyhow::Result<ipnet::IpNet> {
 
 /// `serve --bench-ceiling` (moonborn-bench's HTTP ceiling): the same axum stack answering
 /// `GET /Users/{id}` with a fixed SCIM user body of the usual size, without touching the database.
-async fn serve_bench_ceiling(listener: TcpListener) -> anyhow::Result<()> {
+async fn serve_bench_ceiling(
+    listener: TcpListener,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     use axum::http::header::CONTENT_TYPE;
     const BODY: &str = concat!(
         r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"00000000-0000-4000-8000-000000000000","#,
@@ -947,7 +889,7 @@ async fn serve_bench_ceiling(listener: TcpListener) -> anyhow::Result<()> {
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     tracing::info!(addr = %listener.local_addr()?, "serving the benchmark HTTP ceiling");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
     Ok(())
 }
 

@@ -4,8 +4,6 @@
 //! same code path serves every trigger: a push, the cron drift-repair run, a binding change, an
 //! operator, the daily purge.
 
-pub mod model;
-pub mod outbox;
 pub mod plan;
 mod queue;
 pub mod report;
@@ -21,11 +19,12 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
-use self::model::{desired_user_from_str, ActualUser, DesiredUser, ManagedBy, Status};
-use self::plan::{
-    fingerprint, holders_for, order_by_email, plan_raw, Change, Conflict, Destructive, Judgement, Scope, Summary,
-};
+use self::plan::{holders_for, order_by_email, plan_raw, Conflict, Scope};
 pub use self::queue::Queue;
+use crate::domain::{
+    desired_user_from_str, fingerprint, ActualUser, Change, DesiredUser, Destructive, Judgement, ManagedBy, Status,
+    Summary,
+};
 use crate::store::{Applied, Burst, BurstUpdate, ControllerState, HoldRecord, Store, StoreError, Tenant};
 
 /// How many users a batch of the full run reads at a time (memory stays flat in tenant size).
@@ -97,7 +96,7 @@ pub struct Offboarded {
     pub scim_groups: usize,
     /// Users created by hand, disabled.
     pub disabled: usize,
-    /// Moonborn users soft-deleted by the run (purged after the grace period).
+    /// Moonborn users soft-deleted while offboarding (by its run or one the pushes woke).
     pub deleted: u64,
 }
 
@@ -516,7 +515,7 @@ impl Controller {
     pub async fn plan_with_bindings(
         &self,
         tenant: &Tenant,
-        bindings: &model::Bindings,
+        bindings: &crate::domain::Bindings,
     ) -> Result<ComputedPlan, ControllerError> {
         Ok(self.plan_inner(tenant, Scope2::Full, false, false, Some(bindings)).await?.0)
     }
@@ -530,7 +529,7 @@ impl Controller {
         scope: Scope2,
         renew: bool,
         hold_now: bool,
-        bindings: Option<&model::Bindings>,
+        bindings: Option<&crate::domain::Bindings>,
     ) -> Result<(ComputedPlan, ControllerState), ControllerError> {
         let mut renewed = std::time::Instant::now();
         let keep_lease = |renewed: &mut std::time::Instant| {
@@ -704,10 +703,14 @@ impl Controller {
             Gate::Hold(h) => (Some(h), 0),
         };
         let judged_by = match (&state.burst, waiting) {
-            (Some(b), _) => Some(plan::fmt_time(judge_at(b, &state.safety))),
+            (Some(b), _) => Some(crate::domain::fmt_time(judge_at(b, &state.safety))),
             (None, n) if n > 0 => {
-                let first = Burst { first_at: plan::fmt_time(now), last_at: plan::fmt_time(now), from_seq: 0 };
-                Some(plan::fmt_time(judge_at(&first, &state.safety)))
+                let first = Burst {
+                    first_at: crate::domain::fmt_time(now),
+                    last_at: crate::domain::fmt_time(now),
+                    from_seq: 0,
+                };
+                Some(crate::domain::fmt_time(judge_at(&first, &state.safety)))
             }
             _ => None,
         };
@@ -763,7 +766,7 @@ impl Controller {
         if !held && (kind == RunScope::Incremental || (kind == RunScope::Full && state.burst.is_some())) {
             return Ok(Gate::Wait);
         }
-        let since = plan::fmt_time(now - SAFETY_WINDOW);
+        let since = crate::domain::fmt_time(now - SAFETY_WINDOW);
         let (deactivated, deleted) = self.store.recent_destructive(tenant.id, &since).await?;
         let recent = Destructive { deactivate: deactivated.max(0) as u64, delete: deleted.max(0) as u64 };
         let users = self.store.scim_user_count(tenant.id).await?.max(0) as u64;
@@ -904,6 +907,7 @@ impl Controller {
     /// As `reconcile`; `Busy` when another process runs the tenant (run it again).
     pub async fn offboard(&self, tenant: &Tenant, actor: &str) -> Result<Offboarded, ControllerError> {
         self.store.mark_tenant_deleted(tenant.id, actor).await?;
+        let live_before = self.store.scim_user_count(tenant.id).await?;
         let request_id = format!("offboard-{}", uuid::Uuid::new_v4());
         let (mut users, mut groups, mut disabled) = (0, 0, 0);
         // Pushes that authenticated before the tokens were revoked (a token is trusted for
@@ -917,7 +921,7 @@ impl Controller {
             if pass > 0 && u.is_empty() && g.is_empty() && manual.is_empty() {
                 break;
             }
-            let now = plan::fmt_time(Utc::now());
+            let now = crate::domain::fmt_time(Utc::now());
             let intent = crate::store::Intent { tenant_id: tenant.id, request_id: &request_id, now: &now };
             for id in &g {
                 match self.store.delete_group(&intent, id, None).await {
@@ -942,8 +946,13 @@ impl Controller {
             }
         }
         let o = self.reconcile(tenant, Trigger::Operator, Scope2::Full, Approval::None).await?;
-        let released = if o.skipped_held > 0 { self.release(tenant).await? } else { None };
-        let deleted = o.applied_destructive + released.as_ref().map_or(0, |r| r.applied_destructive);
+        if o.skipped_held > 0 {
+            self.release(tenant).await?;
+        }
+        // Counted in the tables, not from this run alone: the pushes above also wake other runs
+        // (a PostgreSQL notification, another replica) that delete some of the users first.
+        let live_after = self.store.scim_user_count(tenant.id).await?;
+        let deleted = u64::try_from(live_before - live_after).unwrap_or(0);
         Ok(Offboarded { scim_users: users, scim_groups: groups, disabled, deleted })
     }
 
@@ -1069,7 +1078,7 @@ impl Controller {
             _ if p.waiting > 0 => BurstUpdate::Defer {
                 from_seq: p.journal_from,
                 push: p.kind == RunScope::Incremental,
-                at: plan::fmt_time(Utc::now()),
+                at: crate::domain::fmt_time(Utc::now()),
             },
             _ => BurstUpdate::Keep,
         };
@@ -1086,7 +1095,7 @@ impl Controller {
             let progress = crate::store::Progress {
                 tenant_id: tenant.id,
                 journal_seq: p.journal_head,
-                full_run_at: full.then(crate::store::now),
+                full_run_at: full.then(crate::domain::now),
                 burst,
             };
             let open = burst_after(state.burst.as_ref(), &progress.burst);
@@ -1141,7 +1150,7 @@ impl Controller {
                 renewed = std::time::Instant::now();
             }
             let f = crate::store::Fence { holder: &self.holder, token: fence };
-            match self.store.apply_batch(tenant.id, &run_id, actor, batch, &crate::store::now(), Some(f)).await {
+            match self.store.apply_batch(tenant.id, &run_id, actor, batch, &crate::domain::now(), Some(f)).await {
                 Ok(results) => {
                     for (r, c) in results.into_iter().zip(batch) {
                         match r {
@@ -1196,7 +1205,7 @@ impl Controller {
             (None, 0) => Some(crate::store::Progress {
                 tenant_id: tenant.id,
                 journal_seq: p.journal_head,
-                full_run_at: full.then(crate::store::now),
+                full_run_at: full.then(crate::domain::now),
                 burst,
             }),
             // The journal stays where it was (stale changes are re-planned), but what was
@@ -1239,7 +1248,7 @@ impl Controller {
             let at = judge_at(&b, &state.safety);
             if p.waiting > 0 {
                 tracing::info!(
-                    tenant = %tenant.slug, run_id = %run_id, waiting = p.waiting, judged_by = %plan::fmt_time(at),
+                    tenant = %tenant.slug, run_id = %run_id, waiting = p.waiting, judged_by = %crate::domain::fmt_time(at),
                     "destructive changes wait for the burst of pushes to settle"
                 );
             }
@@ -1368,7 +1377,7 @@ fn burst_after(before: Option<&Burst>, update: &BurstUpdate) -> Option<Burst> {
 
 /// When a burst of destructive pushes is judged: `settle` after its last destructive push, and
 /// at most `max_wait` after its first.
-fn judge_at(b: &Burst, s: &plan::Safety) -> chrono::DateTime<Utc> {
+fn judge_at(b: &Burst, s: &crate::domain::Safety) -> chrono::DateTime<Utc> {
     let at =
         |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
     let settle = at(&b.last_at) + chrono::Duration::milliseconds(s.settle_ms as i64);
@@ -1391,7 +1400,7 @@ struct RangeRead {
 /// The desired users of stored rows: (SCIM id, document as stored, names of its groups).
 fn desired_users<I: AsRef<str>, D: AsRef<str>>(
     rows: impl IntoIterator<Item = (I, D, Vec<String>)>,
-    bindings: &model::Bindings,
+    bindings: &crate::domain::Bindings,
 ) -> Result<Vec<DesiredUser>, StoreError> {
     rows.into_iter()
         .map(|(id, doc, groups)| desired_user_from_str(id.as_ref(), doc.as_ref(), &groups, bindings))

@@ -9,9 +9,8 @@ mod groups;
 mod list;
 pub mod metrics;
 pub mod serve;
+mod state;
 mod users;
-
-use std::sync::Arc;
 
 use axum::http::{HeaderValue, Request};
 use axum::middleware::{self, Next};
@@ -22,131 +21,8 @@ use tracing::Instrument;
 
 pub use error::ApiError;
 
-use crate::controller::{Controller, Trigger};
-use crate::store::Store;
-
-/// Base path of the SCIM API.
-pub const SCIM_BASE: &str = "/v1/auth/scim/v2";
-
-/// Shared state of every handler: one allocation, so the per-request clones axum makes (state
-/// extractor, middleware) are one reference count, not one per field.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-/// What `AppState` shares.
-pub struct AppInner {
-    pub store: Store,
-    /// Woken after every acknowledged push (and by operators through the admin API).
-    pub controller: Controller,
-    /// The bearer token of the admin API; the admin API is disabled when unset.
-    pub admin_token: Option<Arc<str>>,
-    /// The read-only bearer token of `GET /metrics`; that route is absent when unset. It opens
-    /// nothing else.
-    pub metrics_token: Option<Arc<str>>,
-    /// Set when shutdown begins: `/readyz` answers 503 from then on, while requests still
-    /// in flight (and those a load balancer sends before it notices) are served.
-    pub stopping: Arc<std::sync::atomic::AtomicBool>,
-    /// How requests are bounded and located.
-    pub opts: HttpOptions,
-    /// Per-tenant request rate limiter (`opts.rate`), keyed by tenant id.
-    pub limiter: Option<governor::DefaultKeyedRateLimiter<i64>>,
-}
-
-/// How requests are bounded and how the service names itself.
-#[derive(Clone, Debug)]
-pub struct HttpOptions {
-    /// The URL IdPs reach the service at (`https://scim.example.com`, no path): resources are
-    /// located under it, whatever the request's `Host` said. Unset: the `Host` header, or
-    /// `X-Forwarded-Host`/`-Proto` from a trusted proxy.
-    pub public_url: Option<String>,
-    /// Peers whose `X-Forwarded-Host`/`-Proto` are believed; anyone else's are ignored.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// A request that has not been answered in this time is answered 503.
-    pub request_timeout: std::time::Duration,
-    /// Requests per second per tenant (and the burst allowed above it); `None`: no limit.
-    pub rate: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        HttpOptions {
-            public_url: None,
-            trusted_proxies: Vec::new(),
-            request_timeout: std::time::Duration::from_secs(30),
-            rate: None,
-        }
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// State over a store, with a controller that runs only once `Controller::spawn` is called,
-    /// and no admin API.
-    pub fn new(store: Store) -> AppState {
-        AppState(Arc::new(AppInner {
-            controller: Controller::new(store.clone()),
-            store,
-            admin_token: None,
-            metrics_token: None,
-            stopping: Arc::default(),
-            opts: HttpOptions::default(),
-            limiter: None,
-        }))
-    }
-
-    /// The same state with the admin API enabled under `token` (disabled with `None`).
-    #[must_use]
-    pub fn with_admin_token(self, token: Option<Arc<str>>) -> AppState {
-        let (metrics, opts) = (self.metrics_token.clone(), self.opts.clone());
-        self.rebuild(token, metrics, opts)
-    }
-
-    /// The same state with `GET /metrics` served to this bearer token (absent with `None`).
-    #[must_use]
-    pub fn with_metrics_token(self, token: Option<Arc<str>>) -> AppState {
-        let (admin, opts) = (self.admin_token.clone(), self.opts.clone());
-        self.rebuild(admin, token, opts)
-    }
-
-    /// The same state with these request options.
-    #[must_use]
-    pub fn with_options(self, opts: HttpOptions) -> AppState {
-        let (admin, metrics) = (self.admin_token.clone(), self.metrics_token.clone());
-        self.rebuild(admin, metrics, opts)
-    }
-
-    fn rebuild(self, admin_token: Option<Arc<str>>, metrics_token: Option<Arc<str>>, opts: HttpOptions) -> AppState {
-        let limiter = opts.rate.map(|(per_sec, burst)| {
-            governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst))
-        });
-        AppState(Arc::new(AppInner {
-            store: self.store.clone(),
-            controller: self.controller.clone(),
-            admin_token,
-            metrics_token,
-            stopping: self.stopping.clone(),
-            opts,
-            limiter,
-        }))
-    }
-
-    /// Records that a tenant's desired state changed: wakes the controller for it.
-    pub fn pushed(&self, tenant_id: i64) {
-        self.controller.wake(tenant_id, Trigger::Push, false);
-    }
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("store", &self.store).finish_non_exhaustive()
-    }
-}
+pub use crate::scim::SCIM_BASE;
+pub use state::{AppInner, AppState, HttpOptions};
 
 /// The request id: from `X-Request-Id` when the client sends a sane one, else a new UUID.
 #[derive(Clone, Debug)]
@@ -166,7 +42,7 @@ pub struct LogDetail(pub String);
 ///
 /// A request not answered within `opts.request_timeout` is answered 503 here (what it started
 /// may still finish: a push already handed to the writer is applied).
-async fn request_id(
+pub async fn observe(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request<axum::body::Body>,
     next: Next,
@@ -230,9 +106,10 @@ async fn request_id(
     res
 }
 
-/// The whole router.
-pub fn router(state: AppState) -> Router {
-    let scim = Router::new()
+/// The SCIM API's routes (nested under `SCIM_BASE` by `crate::app::router`), behind SCIM
+/// bearer-token authentication.
+pub fn scim_router(state: AppState) -> Router<AppState> {
+    Router::new()
         .route("/Users", get(users::list_users).post(users::create_user).fallback(error::method_not_allowed))
         .route("/Users/.search", post(users::search_users).fallback(error::method_not_allowed))
         .route(
@@ -262,23 +139,12 @@ pub fn router(state: AppState) -> Router {
         .route("/Me", any(error::not_implemented))
         .route("/Bulk", any(error::not_implemented))
         .fallback(error::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
-    let mut app = Router::new().nest(SCIM_BASE, scim);
-    if state.admin_token.is_some() {
-        app = app.nest("/v1/admin", crate::admin::router());
-    }
-    if state.metrics_token.is_some() {
-        app = app.route("/metrics", get(metrics::get_metrics));
-    }
-    app.route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .layer(middleware::from_fn_with_state(state.clone(), request_id))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, auth::authenticate))
 }
 
 /// `GET /readyz`: 200 `ready` when the database answers (within 2 s) and the process is not
 /// stopping; else 503 with the reason (a load balancer stops sending requests).
-async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> (axum::http::StatusCode, String) {
+pub async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> (axum::http::StatusCode, String) {
     use axum::http::StatusCode;
     if s.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());

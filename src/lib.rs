@@ -3,11 +3,14 @@
 //! users and roles.
 
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod controller;
+pub mod domain;
 pub mod http;
 pub mod mem;
 pub mod metrics;
+pub mod outbox;
 pub mod scim;
 pub mod store;
 

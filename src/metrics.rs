@@ -392,7 +392,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Which API a request path belongs to (a label value from a fixed set).
 pub fn api_of(path: &str) -> &'static str {
-    if path.starts_with(crate::http::SCIM_BASE) {
+    if path.starts_with(crate::scim::SCIM_BASE) {
         "scim"
     } else if path.starts_with("/v1/admin") {
         "admin"

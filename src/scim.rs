@@ -9,3 +9,6 @@ pub mod schema;
 pub mod validate;
 
 pub use error::{ScimError, ScimType};
+
+/// Where the SCIM API is served: the base path IdPs are given, under the service's URL.
+pub const SCIM_BASE: &str = "/v1/auth/scim/v2";

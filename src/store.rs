@@ -367,19 +367,6 @@ pub(crate) fn placeholders(from: usize, n: usize) -> String {
     (0..n).map(|i| format!("${}", from + i)).collect::<Vec<_>>().join(", ")
 }
 
-/// A new SCIM resource id: a UUIDv7, so ids sort by creation time. Every index keyed by a
-/// user's id (the SCIM id, the Moonborn user id derived from it, its roles, emails and outbox
-/// rows) then grows at its right edge instead of dirtying a random leaf per create; at a million
-/// users that is the difference between a page write per index per create and one per batch.
-pub fn new_resource_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// The current time as stored: RFC 3339, UTC, milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn sqlite_url(url: &str) -> String {
     if url.contains("mode=") || url.contains(":memory:") {
         url.to_string()

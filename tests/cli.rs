@@ -215,7 +215,7 @@ fn push_users(db: &str, active: &[(usize, bool)], ids: &mut Vec<String>) {
                                    "userName": format!("u{i}@acme.example"), "active": on}),
             )
             .expect("user");
-            let now = moonborn_scim::store::now();
+            let now = moonborn_scim::domain::now();
             let intent = Intent { tenant_id: t.id, request_id: "cli-test", now: &now };
             if i < ids.len() {
                 let cur = store.get_user(t.id, &ids[i]).await.expect("user");

@@ -71,7 +71,7 @@ async fn scenario(db: &str) {
             json!({"userName": format!("user{i:05}@acme.com"), "name": {"givenName": "U", "familyName": format!("{i}")}}),
         )
         .unwrap();
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         let intent = Intent { tenant_id: tenant.id, request_id: "seed", now: &now };
         store.insert_user(&intent, &format!("scim-{i:05}"), &doc).await.expect("insert");
     }
@@ -169,7 +169,7 @@ async fn sqlite_wal_stays_bounded_under_a_steady_write_load() {
             .expect("doc");
             let (store, id) = (store.clone(), format!("u-{round:04}-{i}"));
             async move {
-                let now = moonborn_scim::store::now();
+                let now = moonborn_scim::domain::now();
                 let intent = Intent { tenant_id: tenant.id, request_id: "wal", now: &now };
                 store.insert_user(&intent, &id, &doc).await.expect("insert");
             }

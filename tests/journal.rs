@@ -8,8 +8,8 @@
 
 mod common;
 
-use moonborn_scim::controller::model::{Binding, Bindings};
 use moonborn_scim::controller::{Controller, Scope2, Trigger};
+use moonborn_scim::domain::{Binding, Bindings};
 use moonborn_scim::scim::schema::{normalize, Kind, GROUP_URN};
 use moonborn_scim::store::{Intent, MemberChange, MemberRef, Tenant};
 use moonborn_scim::Store;
@@ -38,7 +38,7 @@ impl Db {
     /// A provisioned SCIM user (pushed, then reconciled); its SCIM id.
     async fn user(&self, user_name: &str) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         let doc = normalize(
             Kind::User,
             json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name,
@@ -53,14 +53,14 @@ impl Db {
     /// An empty group; its id.
     async fn group(&self, name: &str) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         self.store.insert_group(&self.intent(&now), &id, &group_doc(name), &[]).await.expect("insert group");
         id
     }
 
     /// A membership PATCH (the IdPs' kind: adds or removes only).
     async fn members(&self, group_id: &str, change: MemberChange) {
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         self.store
             .update_group(&self.intent(&now), group_id, None, None, &[change], "patch")
             .await
@@ -80,7 +80,7 @@ impl Db {
     /// controller gets to it).
     async fn rename(&self, group_id: &str, name: &str) {
         let cur = self.store.get_group(self.tenant.id, group_id).await.expect("group");
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         self.store
             .update_group(&self.intent(&now), group_id, Some(&group_doc(name)), Some(cur.version), &[], "replace")
             .await

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::str::FromStr as _;
 
-use moonborn_scim::http::{router, AppState, SCIM_BASE};
+use moonborn_scim::app::{App, Config};
+use moonborn_scim::http::SCIM_BASE;
 use moonborn_scim::Store;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -181,10 +182,10 @@ async fn sqlite_0005_keeps_memberships_and_emails() {
     assert_eq!(check, "ok");
 
     let (_, token) = store.create_token("acme").await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}{SCIM_BASE}", listener.local_addr().unwrap());
-    let app = router(AppState::new(store.clone()));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = Config { controller_workers: 0, ..Config::new(url.clone()) };
+    let app = App::with_store(store.clone(), config).unwrap();
+    let base = format!("http://{}{SCIM_BASE}", app.addr());
+    let server = tokio::spawn(async move { app.run_until_stopped(std::future::pending()).await.unwrap() });
     let c = reqwest::Client::new();
     use reqwest::Method;
 

@@ -18,9 +18,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use moonborn_scim::controller::model::user_id_for;
-use moonborn_scim::controller::outbox::{self, parse_secrets, WebhookConfig};
 use moonborn_scim::controller::{Controller, RunOutcome, Scope2, Trigger};
+use moonborn_scim::domain::user_id_for;
+use moonborn_scim::outbox::{self, parse_secrets, WebhookConfig};
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::{Intent, OutboxEvent, Tenant};
 use moonborn_scim::Store;
@@ -58,14 +58,14 @@ impl Db {
     /// Pushes a SCIM user into the desired state; returns its SCIM id.
     async fn push_user(&self, user_name: &str) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         self.store.insert_user(&self.intent(&now), &id, &user_doc(user_name, true)).await.expect("insert user");
         id
     }
 
     async fn set_active(&self, scim_id: &str, user_name: &str, active: bool) {
         let cur = self.store.get_user(self.tenant.id, scim_id).await.expect("get user");
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         self.store
             .update_user(&self.intent(&now), scim_id, &user_doc(user_name, active), cur.version, "replace")
             .await
@@ -103,7 +103,7 @@ impl Db {
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(self.tenant.id)
             .bind(user_id)
-            .bind(moonborn_scim::store::now())
+            .bind(moonborn_scim::domain::now())
             .execute(self.store.pool())
             .await
             .expect("insert session");
@@ -398,7 +398,7 @@ db_test!(
 
         // Deleted in the IdP, then created again with the same userName within grace: restored,
         // no second welcome.
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         db.store.delete_user(&db.intent(&now), &fay, None).await.expect("delete");
         let run = db.reconcile().await;
         assert_eq!(run.plan.summary.delete, 1, "{}", run.plan.summary.line());
@@ -445,7 +445,7 @@ db_test!(
         let alice = db.push_user("alice@acme.com").await;
         let bob = db.push_user("bob@acme.com").await;
         db.reconcile().await;
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         db.store.delete_user(&db.intent(&now), &bob, None).await.expect("delete bob");
         db.reconcile().await;
         let cur = db.store.get_user(db.tenant.id, &alice).await.expect("alice");
@@ -464,7 +464,7 @@ db_test!(
 
 db_test!(
     async fn tenant_held_and_released_are_delivered_once_per_hold(db) {
-        let off = moonborn_scim::controller::plan::Safety {
+        let off = moonborn_scim::domain::Safety {
             percent: 0,
             min_users: 1,
             settle_ms: 0,
@@ -576,7 +576,7 @@ db_test!(
     /// every waiting event due instead of leaving each to its own backoff. Two workers deliver.
     async fn a_users_events_arrive_in_order_after_an_outage(db) {
         const USERS: usize = 60;
-        let off = moonborn_scim::controller::plan::Safety { enabled: false, ..Default::default() };
+        let off = moonborn_scim::domain::Safety { enabled: false, ..Default::default() };
         db.store.set_safety(db.tenant.id, off, "test").await.expect("safety off");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use moonborn_scim::controller::model::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status, ROLES};
-use moonborn_scim::controller::plan::{
-    fingerprint, fmt_time, holds, plan, plan_raw, plan_user, Change, ChangeKind, Safety, Scope, Summary, GRACE_DAYS,
-};
+use moonborn_scim::controller::plan::{holds, plan, plan_raw, plan_user, Scope};
+use moonborn_scim::domain::{fingerprint, fmt_time, Change, ChangeKind, Safety, Summary, GRACE_DAYS};
+use moonborn_scim::domain::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status, ROLES};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -991,7 +990,7 @@ proptest! {
 
     #[test]
     fn stored_documents_map_like_parsed_ones(d in doc(), groups in prop::collection::vec(prop::sample::select(vec!["Engineering", "engineering", "Finance", "Nobody"]), 0..3)) {
-        use moonborn_scim::controller::model::{desired_user, desired_user_from_str, Bindings};
+        use moonborn_scim::domain::{desired_user, desired_user_from_str, Bindings};
         let bindings = Bindings::default();
         let groups: Vec<String> = groups.into_iter().map(str::to_string).collect();
         let text = d.to_string();
@@ -1002,7 +1001,7 @@ proptest! {
 
 #[test]
 fn repeated_members_map_like_parsed_ones() {
-    use moonborn_scim::controller::model::{desired_user, desired_user_from_str, Bindings};
+    use moonborn_scim::domain::{desired_user, desired_user_from_str, Bindings};
     let b = Bindings::default();
     for text in [
         r#"{"userName": "a@x.io", "userName": "b@x.io", "active": false, "active": true}"#,

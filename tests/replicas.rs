@@ -103,7 +103,7 @@ async fn two_replicas_one_killed_mid_run() {
     let tenant = store.create_tenant("acme", Tier::Enterprise).await.unwrap();
     let token = store.create_token("acme").await.unwrap().1;
     // A quarter of the users are deactivated on purpose: the safety valve must not hold that.
-    let off = moonborn_scim::controller::plan::Safety { enabled: false, ..Default::default() };
+    let off = moonborn_scim::domain::Safety { enabled: false, ..Default::default() };
     store.set_safety(tenant.id, off, "test").await.unwrap();
     let a = start(&db);
     let mut b = start(&db);
@@ -360,12 +360,12 @@ async fn a_user_delete_that_waited_for_a_membership_takes_its_new_group_in_order
     let Some(mut fresh) = FreshDb::new(Backend::Postgres, "replicas").await else { return };
     let store = fresh.open_store().await;
     let t = store.create_tenant("acme", Tier::Enterprise).await.unwrap().id;
-    let now = moonborn_scim::store::now();
+    let now = moonborn_scim::domain::now();
     let it = Intent { tenant_id: t, request_id: "test", now: &now };
     let user = |name: &str| {
         let (store, it, name) = (store.clone(), Intent { ..it }, name.to_string());
         async move {
-            let id = moonborn_scim::store::new_resource_id();
+            let id = moonborn_scim::domain::new_resource_id();
             let doc = moonborn_scim::scim::schema::normalize(
                 moonborn_scim::scim::schema::Kind::User,
                 json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}),
@@ -378,7 +378,7 @@ async fn a_user_delete_that_waited_for_a_membership_takes_its_new_group_in_order
     let u = user("u@acme.com").await;
     let mut groups = Vec::new();
     for name in ["g1", "g2"] {
-        let id = moonborn_scim::store::new_resource_id();
+        let id = moonborn_scim::domain::new_resource_id();
         let doc = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name});
         store.insert_group(&it, &id, &doc, &[]).await.unwrap();
         groups.push(id);
@@ -493,7 +493,7 @@ async fn a_write_chosen_as_a_deadlock_victim_is_run_again() {
     drop(admin);
     let store = fresh.open_store().await;
     let t = store.create_tenant("acme", Tier::Enterprise).await.unwrap().id;
-    let now = moonborn_scim::store::now();
+    let now = moonborn_scim::domain::now();
     let it = Intent { tenant_id: t, request_id: "test", now: &now };
     let user = |title: &str| {
         moonborn_scim::scim::schema::normalize(
@@ -502,7 +502,7 @@ async fn a_write_chosen_as_a_deadlock_victim_is_run_again() {
         )
         .unwrap()
     };
-    let id = moonborn_scim::store::new_resource_id();
+    let id = moonborn_scim::domain::new_resource_id();
     let v1 = store.insert_user(&it, &id, &user("one")).await.unwrap().version;
     let mut other = store.pool().begin().await.unwrap();
     sqlx::query("SET LOCAL deadlock_timeout = '30s'").execute(&mut *other).await.unwrap();

@@ -5,10 +5,11 @@
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use moonborn_scim::controller::model::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status};
-use moonborn_scim::controller::plan::{fingerprint, fmt_time, plan, Change, ChangeKind, Scope, Summary};
+use moonborn_scim::controller::plan::{plan, Scope};
 use moonborn_scim::controller::report::{self, DiffLine};
 use moonborn_scim::controller::{ComputedPlan, Hold};
+use moonborn_scim::domain::{fingerprint, fmt_time, Change, ChangeKind, Summary};
+use moonborn_scim::domain::{user_id_for, ActualUser, DesiredUser, ManagedBy, Record, Status};
 use serde_json::Value;
 
 fn now() -> DateTime<Utc> {

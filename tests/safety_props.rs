@@ -8,8 +8,8 @@
 
 mod common;
 
-use moonborn_scim::controller::plan::Safety;
 use moonborn_scim::controller::{Approval, Controller, Scope2, Trigger};
+use moonborn_scim::domain::Safety;
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::{Intent, Tenant};
 use moonborn_scim::Store;
@@ -63,7 +63,7 @@ impl World {
         let (db, store, tenant) = FreshDb::with_tenant(backend, "valveprops").await?;
         store.set_safety(tenant.id, safety, "test").await.expect("safety");
         let mut ids = Vec::new();
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         for i in 0..users {
             let id = uuid::Uuid::new_v4().to_string();
             let intent = Intent { tenant_id: tenant.id, request_id: "t", now: &now };
@@ -86,7 +86,7 @@ impl World {
         let cur = self.store.get_user(self.tenant.id, &id).await.expect("user");
         let mut doc = cur.doc_value().expect("doc");
         doc["active"] = json!(active);
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         let intent = Intent { tenant_id: self.tenant.id, request_id: "t", now: &now };
         self.store.update_user(&intent, &id, &doc, cur.version, "patch").await.expect("update");
     }
@@ -94,7 +94,7 @@ impl World {
     async fn delete(&mut self, i: usize) {
         let n = self.ids.len();
         let Some(id) = self.ids[i % n].take() else { return };
-        let now = moonborn_scim::store::now();
+        let now = moonborn_scim::domain::now();
         let intent = Intent { tenant_id: self.tenant.id, request_id: "t", now: &now };
         self.store.delete_user(&intent, &id, None).await.expect("delete");
     }

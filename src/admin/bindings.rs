@@ -12,9 +12,9 @@ use serde_json::Value;
 use super::error::AdminError;
 use super::extract::{Body, TenantCtx, Q};
 use super::plans;
-use crate::controller::model::{Bindings, BindingsChange};
-use crate::controller::plan::SafetyChange;
 use crate::controller::Trigger;
+use crate::domain::SafetyChange;
+use crate::domain::{Bindings, BindingsChange};
 use crate::http::AppState;
 use crate::store::Tenant;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::AdminError;
 use super::extract::{double_option, Body, TenantCtx, P, Q};
-use crate::controller::model::{Status, ROLES};
+use crate::domain::{Status, ROLES};
 use crate::http::AppState;
 use crate::scim::validate::check_identity;
 use crate::store::{AdminUser, NewUser, Tenant, UserEdit};

@@ -5,9 +5,8 @@
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::{Record, Status};
-use super::plan::{Change, ChangeKind};
 use super::ComputedPlan;
+use crate::domain::{Change, ChangeKind, Record, Status};
 
 /// The record as the lines a diff compares, one field a line, in a fixed order.
 pub fn record_lines(r: Option<&Record>) -> String {

@@ -11,12 +11,13 @@ use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::list::list_kind;
 use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
 use super::{ApiError, AppState};
+use crate::domain::now;
 use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
 use crate::scim::resource::{projection_from_query, ListParams, Ref};
 use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
-use crate::store::{now, MemberChange, MemberRef, StoreError, Tenant};
+use crate::store::{MemberChange, MemberRef, StoreError, Tenant};
 
 fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
     values
@@ -82,7 +83,7 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
     let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
-    let id = crate::store::new_resource_id();
+    let id = crate::domain::new_resource_id();
     let now = now();
     let r = state.store.insert_group(&intent(&tenant, &rid, &now), &id, &doc, &members).await?;
     state.pushed(tenant.id);

@@ -9,11 +9,12 @@ use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_json;
 use super::list::{list_kind, render_many};
 use super::{ApiError, AppState};
+use crate::domain::now;
 use crate::scim::patch::{apply_patch, parse_patch};
 use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
 use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
-use crate::store::{now, Intent, StoreError, StoredResource, Tenant};
+use crate::store::{Intent, StoreError, StoredResource, Tenant};
 
 /// How often a write retries after losing a race with another writer of the same resource.
 pub(super) const WRITE_RETRIES: usize = 8;
@@ -125,7 +126,7 @@ pub async fn create_user(
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
     let doc = normalize(Kind::User, body)?;
-    let id = crate::store::new_resource_id();
+    let id = crate::domain::new_resource_id();
     let now = now();
     let r = state.store.insert_user(&intent(&tenant, &rid, &now), &id, &doc).await?;
     // Not held while the answer is rendered (a body may be 16 MiB).

@@ -12,8 +12,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
 use super::{blocking, json_list, keys_as_json, keys_listed, placeholders, Store, StoreError};
-use crate::controller::model::{ActualUser, Binding, Bindings, ManagedBy, Status};
-use crate::controller::plan::{Change, ChangeKind, Safety};
+use crate::domain::{ActualUser, Binding, Bindings, ManagedBy, Status};
+use crate::domain::{Change, ChangeKind, Safety};
 
 const USER_COLS: &str = "id, email, display_name, contact_email, status, managed_by, scim_id, external_id, \
                          purge_after, version, hand_edited";
@@ -139,7 +139,7 @@ fn progress_stmts(p: &Progress) -> Vec<Stmt> {
 pub struct HoldRecord {
     pub fingerprint: String,
     pub reason: String,
-    pub destructive: crate::controller::plan::Destructive,
+    pub destructive: crate::domain::Destructive,
     pub scim_users: u64,
 }
 
@@ -375,7 +375,7 @@ impl Store {
             .bind(tenant_id)
             .execute(&mut *w.tx)
             .await?;
-        let now = super::now();
+        let now = crate::domain::now();
         exec_sqlx(
             &mut w.tx,
             &audit_stmt(tenant_id, None, actor, "bindings", None, Some(&json!(before)), Some(&json!(b)), &now),
@@ -403,7 +403,7 @@ impl Store {
         .bind(tenant_id)
         .execute(&mut *w.tx)
         .await?;
-        let now = super::now();
+        let now = crate::domain::now();
         exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "safety", None, None, Some(&json!(s)), &now)).await?;
         w.commit().await
     }
@@ -423,7 +423,7 @@ impl Store {
         actor: &str,
         how: &str,
     ) -> Result<bool, StoreError> {
-        let now = super::now();
+        let now = crate::domain::now();
         let mut w = self.begin_write().await?;
         self.ensure_controller_row(&mut w.tx, tenant.id).await?;
         let lock = if self.backend() == super::Backend::Postgres { " FOR UPDATE" } else { "" };
@@ -495,7 +495,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn audit_empty_release(&self, tenant_id: i64, actor: &str) -> Result<(), StoreError> {
-        let now = super::now();
+        let now = crate::domain::now();
         let after = json!({"how": "released", "held": 0});
         self.write_stmts(vec![audit_stmt(tenant_id, None, actor, "release", None, None, Some(&after), &now)]).await?;
         Ok(())
@@ -1015,8 +1015,8 @@ impl Store {
     /// Database errors.
     pub async fn acquire_lease(&self, tenant_id: i64, holder: &str, ttl_secs: i64) -> Result<Option<i64>, StoreError> {
         let now = chrono::Utc::now();
-        let expires = crate::controller::plan::fmt_time(now + chrono::Duration::seconds(ttl_secs));
-        let now = crate::controller::plan::fmt_time(now);
+        let expires = crate::domain::fmt_time(now + chrono::Duration::seconds(ttl_secs));
+        let now = crate::domain::fmt_time(now);
         let mut w = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO controller_leases (tenant_id, holder, fence, expires_at) VALUES ($1, $2, 1, $3) \
@@ -1064,7 +1064,7 @@ impl Store {
         .arg(run_id)
         .arg(tenant_id)
         .arg(trigger)
-        .arg(super::now());
+        .arg(crate::domain::now());
         self.write_stmts(vec![s]).await?;
         Ok(())
     }
@@ -1086,7 +1086,7 @@ impl Store {
         let mut stmts = vec![Stmt::new(
             "UPDATE runs SET finished_at = $1, status = $2, summary = $3, fingerprint = $4, error = $5 WHERE id = $6",
         )
-        .arg(super::now())
+        .arg(crate::domain::now())
         .arg(status)
         .arg(summary.map(Value::to_string))
         .arg(fingerprint)
@@ -1262,8 +1262,8 @@ impl Store {
     /// Database errors.
     pub async fn claim_due_events(&self, limit: i64, lease_secs: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let now = chrono::Utc::now();
-        let now_s = crate::controller::plan::fmt_time(now);
-        let lease = crate::controller::plan::fmt_time(now + chrono::Duration::seconds(lease_secs));
+        let now_s = crate::domain::fmt_time(now);
+        let lease = crate::domain::fmt_time(now + chrono::Duration::seconds(lease_secs));
         let rows = sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox o WHERE {CLAIMABLE} ORDER BY seq LIMIT $2"))
             .bind(&now_s)
             .bind(limit)
@@ -1295,7 +1295,7 @@ impl Store {
             "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_error = NULL, \
              claimed_until = NULL WHERE id = $2 AND status = 'pending'",
         )
-        .arg(super::now())
+        .arg(crate::domain::now())
         .arg(id);
         self.write_stmts(vec![stmt]).await.map(drop)
     }
@@ -1321,7 +1321,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn reset_outbox_backoff(&self) -> Result<u64, StoreError> {
-        let now = super::now();
+        let now = crate::domain::now();
         let stmt =
             Stmt::new("UPDATE outbox SET next_attempt_at = $1 WHERE status = 'pending' AND next_attempt_at > $1")
                 .arg(now.as_str());

@@ -21,8 +21,9 @@ use sqlx::{Any, Row, Transaction};
 use super::actual::audit_stmt;
 use super::exec::exec_sqlx;
 use super::Backend;
-use super::{now, Store, StoreError};
-use crate::controller::model::{ManagedBy, Status};
+use super::{Store, StoreError};
+use crate::domain::now;
+use crate::domain::{ManagedBy, Status};
 
 const COLS: &str =
     "id, email, email_lc, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \

@@ -59,13 +59,13 @@ fn members_matter(c: &rusqlite::Connection, tenant_id: i64, group_id: &str, name
     let set: Option<i64> =
         c.prepare_cached(BINDINGS_SET_SQL)?.query_row(rusqlite::params![tenant_id], |r| r.get(0)).optional()?;
     if set.unwrap_or(0) == 0 {
-        return Ok(crate::controller::model::Bindings::default_ref().binds(name));
+        return Ok(crate::domain::Bindings::default_ref().binds(name));
     }
     let mut st = c.prepare_cached(BOUND_NAMES_SQL)?;
     let mut rows = st.query(rusqlite::params![tenant_id])?;
     while let Some(row) = rows.next()? {
         let bound: String = row.get(0)?;
-        if crate::controller::model::binding_names(&bound, name) {
+        if crate::domain::binding_names(&bound, name) {
             return Ok(true);
         }
     }
@@ -488,7 +488,7 @@ impl Store {
                     .await?;
                 if let Some(old) = old {
                     let old: String = old.try_get("display_name")?;
-                    if !crate::controller::model::binding_names(&old, &name) {
+                    if !crate::domain::binding_names(&old, &name) {
                         op = "rename";
                     }
                 }

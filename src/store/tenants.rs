@@ -8,7 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use super::{now, Store, StoreError};
+use super::{Store, StoreError};
+use crate::domain::now;
 
 /// A tenant's plan; only Enterprise tenants may use SCIM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -7,8 +7,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use moonborn_scim::controller::parse_schedule;
-use moonborn_scim::http::{router, AppState, SCIM_BASE};
+use moonborn_scim::app::{App, Config};
+use moonborn_scim::http::SCIM_BASE;
 use moonborn_scim::{Store, Tier};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -74,17 +74,14 @@ impl TestApp {
         let (_, token) = store.create_token("acme").await.expect("token");
         // Tests of everything but the valve's timing do not wait for bursts of destructive
         // pushes to settle (the valve's own tests set the defaults back).
-        let quick = moonborn_scim::controller::plan::Safety { settle_ms: 0, max_wait_ms: 0, ..Default::default() };
+        let quick = moonborn_scim::domain::Safety { settle_ms: 0, max_wait_ms: 0, ..Default::default() };
         store.set_safety(acme.id, quick, "test").await.expect("safety");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let state = AppState::new(store.clone()).with_admin_token(admin_token.map(Into::into));
-        // Pushes are reconciled by the workers; the cron schedules (once a year) never fire.
-        let yearly = parse_schedule("0 0 0 1 1 *").expect("schedule");
-        state.controller.spawn(1, yearly.clone(), yearly);
-        let app = router(state);
+        // Pushes are reconciled by one worker; the cron schedules (once a year) never fire.
+        let config = Config { admin_token: admin_token.map(Into::into), ..Config::new(db.url.clone()) };
+        let app = App::with_store(store.clone(), config).expect("app");
+        let addr = app.addr();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
+            app.run_until_stopped(std::future::pending()).await.expect("serve");
         });
         Some(TestApp {
             origin: format!("http://{addr}"),

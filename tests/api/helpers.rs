@@ -1,7 +1,8 @@
 //! The test harness: the real router served over real HTTP on a random loopback port, backed by
 //! a fresh SQLite file or a fresh PostgreSQL database per test.
 
-use moonborn_scim::http::{router, AppState, SCIM_BASE};
+use moonborn_scim::app::{App, Config};
+use moonborn_scim::http::SCIM_BASE;
 use moonborn_scim::{Store, Tier};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -55,11 +56,12 @@ impl TestApp {
         let store = db.open_store().await;
         store.create_tenant("acme", Tier::Enterprise).await.expect("tenant");
         let (_, token) = store.create_token("acme").await.expect("token");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = router(AppState::new(store.clone()));
+        // The SCIM API alone: no controller applies the pushes.
+        let config = Config { controller_workers: 0, ..Config::new(db.url.clone()) };
+        let app = App::with_store(store.clone(), config).expect("app");
+        let addr = app.addr();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
+            app.run_until_stopped(std::future::pending()).await.expect("serve");
         });
         Some(TestApp {
             base: format!("http://{addr}{SCIM_BASE}"),

@@ -194,7 +194,7 @@ impl TestApp {
                 }),
             )
             .expect("normalize");
-            let now = moonborn_scim::store::now();
+            let now = moonborn_scim::domain::now();
             let intent = Intent { tenant_id, request_id: "seed", now: &now };
             self.store.insert_user(&intent, &id, &doc).await.expect("seed user");
             out.push(id);

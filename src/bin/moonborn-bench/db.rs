@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt;
-use moonborn_scim::controller::model::{desired_user, user_id_for, Bindings};
+use moonborn_scim::domain::{desired_user, user_id_for, Bindings};
 use moonborn_scim::scim::schema::{normalize, Kind};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -99,11 +99,11 @@ pub async fn seed(
 ) -> anyhow::Result<Vec<String>> {
     const ROWS: usize = 100;
     const TX_ROWS: usize = 20_000;
-    let now = moonborn_scim::store::now();
+    let now = moonborn_scim::domain::now();
     let bindings = Bindings::default();
     // Ids as the server makes them (time-ordered UUIDv7), so the seeded tenant is laid out as
     // one whose users were created through the API.
-    let ids: Vec<String> = (0..n).map(|_| moonborn_scim::store::new_resource_id()).collect();
+    let ids: Vec<String> = (0..n).map(|_| moonborn_scim::domain::new_resource_id()).collect();
     let mut group_names: Vec<Vec<String>> = vec![Vec::new(); n];
     for (_, name, members) in groups {
         for &m in members {
@@ -254,10 +254,10 @@ pub async fn insert_ceiling(pool: &AnyPool, writers: usize, window: Duration) ->
                     "INSERT INTO bench_insert_ceiling (tenant_id, id, user_name_lc, doc, version, created_at) \
                      VALUES (1, $1, $2, $3, 1, $4)",
                 )
-                .bind(moonborn_scim::store::new_resource_id())
+                .bind(moonborn_scim::domain::new_resource_id())
                 .bind(format!("w{w}-{i}@bench.example"))
                 .bind(doc.as_str())
-                .bind(moonborn_scim::store::now())
+                .bind(moonborn_scim::domain::now())
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -269,13 +269,13 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
     let okta_tid = db::tenant_id(&pool, "okta").await?;
 
     let mut groups: Vec<(String, String, Vec<usize>)> = Vec::new();
-    let big_gid = moonborn_scim::store::new_resource_id();
+    let big_gid = moonborn_scim::domain::new_resource_id();
     groups.push((big_gid.clone(), "bench-big".into(), (0..z.big_group).collect()));
     // Small groups of 10: one per measured PATCH (plus warm-up), so each stays at about 10.
     let n_small = z.patch_ops + z.patch_ops / 10;
     let mut small_gids = Vec::new();
     for g in 0..n_small {
-        let id = moonborn_scim::store::new_resource_id();
+        let id = moonborn_scim::domain::new_resource_id();
         let members = (0..10).map(|k| z.users - 1 - ((g * 10 + k) % (z.users / 2))).collect();
         groups.push((id.clone(), format!("bench-small-{g}"), members));
         small_gids.push(id);

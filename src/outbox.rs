@@ -231,7 +231,7 @@ pub async fn run(store: Store, cfg: WebhookConfig) {
                     let result = match delivered {
                         Ok(()) => store.mark_delivered(&ev.id).await,
                         Err(err) => {
-                            let next = crate::controller::plan::fmt_time(Utc::now() + backoff(ev.attempts));
+                            let next = crate::domain::fmt_time(Utc::now() + backoff(ev.attempts));
                             tracing::warn!(event = %ev.id, r#type = %ev.event_type, attempts = ev.attempts + 1, error = %err, "webhook delivery failed; will retry");
                             store.mark_failed(&ev.id, &next, &err).await
                         }
