@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::app::{App, Config};
-use crate::controller::{parse_schedule, report, Approval, Controller, ControllerError, Scope2, Trigger};
+use crate::controller::{parse_schedule, report, Approval, Controller, ControllerError, Target, Trigger};
 use crate::domain::SafetyChange;
 use crate::domain::{desired_from_snapshot, Bindings, BindingsChange};
 use crate::http::SCIM_BASE;
@@ -391,7 +391,7 @@ fn detailed(p: &crate::controller::ComputedPlan, on: bool) -> u8 {
 
 /// A run's outcome as `--format json` prints it: the run, then its report.
 fn outcome_json(o: &crate::controller::RunOutcome) -> serde_json::Value {
-    let recorded = !matches!(o.status.as_str(), "noop" | "dry_run");
+    let recorded = o.status.recorded();
     let (held, waiting) = o.held_and_waiting();
     serde_json::json!({
         "run_id": recorded.then_some(o.run_id.as_str()),
@@ -540,10 +540,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
                     let bindings = preview.as_ref().unwrap_or(&stored);
                     let desired = desired_from_snapshot(&json, bindings).map_err(anyhow::Error::msg)?;
-                    controller.plan(&t, Scope2::Snapshot(desired)).await?
+                    controller.plan(&t, Target::Snapshot(desired)).await?
                 }
-                (None, Some(b)) => controller.plan_with_bindings(&t, b).await?,
-                (None, None) => controller.plan(&t, Scope2::Full).await?,
+                (None, Some(b)) => controller.preview_bindings(&t, b).await?,
+                (None, None) => controller.plan(&t, Target::Full).await?,
             };
             print_report(&p, format);
             Ok(detailed(&p, detailed_exitcode))
@@ -552,12 +552,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
             if dry_run {
-                let p = controller.plan(&t, Scope2::Full).await?;
+                let p = controller.plan(&t, Target::Full).await?;
                 print_report(&p, format);
                 return Ok(detailed(&p, detailed_exitcode));
             }
             let approval = approve.as_deref().map_or(Approval::None, Approval::Fingerprint);
-            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, approval).await;
+            let o = controller.reconcile(&t, Trigger::Operator, Target::Full, approval).await;
             controller.release_leases().await;
             let o = o?;
             print_outcome(&o, format);
@@ -570,7 +570,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 anyhow::bail!("{fingerprint:?} is not a plan fingerprint");
             }
             let controller = Controller::new(store.clone());
-            let o = controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Fingerprint(&fp)).await;
+            let o = controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp)).await;
             controller.release_leases().await;
             match o {
                 Ok(o) => print_outcome(&o, format),

@@ -54,7 +54,7 @@ pub async fn put(
     let current = s.store.controller_state(t.id).await?.bindings;
     let new = b.apply_to(&current).map_err(AdminError::bad_request)?;
     if let Some(format) = format {
-        let p = s.controller.plan_with_bindings(&t, &new).await?;
+        let p = s.controller.preview_bindings(&t, &new).await?;
         return Ok(plans::answer(&s, p, format).await);
     }
     s.store.set_bindings(t.id, &new, "operator").await?;

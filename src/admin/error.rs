@@ -97,8 +97,13 @@ impl From<HandError> for AdminError {
 impl From<ControllerError> for AdminError {
     fn from(e: ControllerError) -> Self {
         match e {
-            ControllerError::Busy | ControllerError::StalePlan { .. } | ControllerError::AlreadyApplied { .. } => {
-                AdminError::conflict(e.to_string())
+            ControllerError::Busy
+            | ControllerError::LostLease(_)
+            | ControllerError::StalePlan { .. }
+            | ControllerError::AlreadyApplied { .. } => AdminError::conflict(e.to_string()),
+            ControllerError::Desired(m) => {
+                tracing::error!(error = %m, "an operator's run failed");
+                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the run failed: {m}"))
             }
             // A run that failed part-way reports its cause as `Invalid`; it is not the request's fault.
             ControllerError::Store(StoreError::Invalid(m)) => {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::AdminError;
 use super::extract::{MaybeBody, TenantCtx, P, Q};
-use crate::controller::{report, Approval, ComputedPlan, ControllerError, RunOutcome, Scope2, Trigger};
+use crate::controller::{report, Approval, ComputedPlan, ControllerError, RunOutcome, RunStatus, Target, Trigger};
 use crate::http::AppState;
 
 /// A report format.
@@ -67,7 +67,7 @@ pub async fn plan(
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let format = negotiate(q.format.as_deref(), &headers)?;
-    let p = s.controller.plan(&t, Scope2::Full).await?;
+    let p = s.controller.plan(&t, Target::Full).await?;
     Ok(answer(&s, p, format).await)
 }
 
@@ -110,11 +110,11 @@ struct OutcomeBody<'a> {
 /// Answers with a run's outcome, then gives back the memory its whole-tenant plan used.
 async fn outcome(s: &AppState, o: RunOutcome) -> Response {
     // A dry run, or a run with nothing to do, records no run row: it has no id to look up.
-    let run_id = (!matches!(o.status.as_str(), "noop" | "dry_run")).then_some(o.run_id.as_str());
+    let run_id = o.status.recorded().then_some(o.run_id.as_str());
     let (held, waiting) = o.held_and_waiting();
     let body = OutcomeBody {
         run_id,
-        status: &o.status,
+        status: o.status.as_str(),
         applied: o.applied,
         held,
         waiting,
@@ -137,20 +137,21 @@ pub async fn reconcile(
     MaybeBody(b): MaybeBody<ReconcileBody>,
 ) -> Result<Response, AdminError> {
     if b.unwrap_or_default().dry_run {
-        let p = s.controller.plan(&t, Scope2::Full).await?;
+        let p = s.controller.plan(&t, Target::Full).await?;
         let held = if p.held.is_some() || p.waiting > 0 { p.summary.destructive() } else { 0 };
         let o = RunOutcome {
             run_id: String::new(),
-            status: "dry_run".into(),
+            status: RunStatus::DryRun,
             applied: 0,
             applied_destructive: 0,
             skipped_held: held,
             stale: 0,
             plan: p,
+            requeue: Default::default(),
         };
         return Ok(outcome(&s, o).await);
     }
-    let o = s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::None).await?;
+    let o = s.controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::None).await?;
     Ok(outcome(&s, o).await)
 }
 
@@ -166,7 +167,7 @@ pub async fn approve(
         return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
     }
     let fp = fingerprint.to_ascii_lowercase();
-    match s.controller.reconcile(&t, Trigger::Operator, Scope2::Full, Approval::Fingerprint(&fp)).await {
+    match s.controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp)).await {
         Ok(o) => Ok(outcome(&s, o).await),
         Err(ControllerError::AlreadyApplied { fingerprint, run_id, at }) => Ok(Json(serde_json::json!({
             "run_id": run_id,
