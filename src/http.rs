@@ -8,6 +8,7 @@ mod error;
 mod groups;
 mod list;
 pub mod metrics;
+mod resource;
 pub mod serve;
 mod state;
 mod users;

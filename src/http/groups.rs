@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::list::list_kind;
-use super::users::{get_one, intent, respond_one, WRITE_RETRIES};
+use super::resource::{get_one, intent, respond_one, write_with_retry, Step};
 use super::{ApiError, AppState};
 use crate::domain::now;
 use crate::scim::filter::matches;
@@ -17,7 +17,7 @@ use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
 use crate::scim::resource::{projection_from_query, ListParams, Ref};
 use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
-use crate::store::{MemberChange, MemberRef, StoreError, Tenant};
+use crate::store::{MemberChange, MemberRef, Tenant};
 
 fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
     values
@@ -102,20 +102,16 @@ pub async fn put_group(
     let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
     let now = now();
     let changes = [MemberChange::ReplaceAll(members)];
-    for _ in 0..WRITE_RETRIES {
-        let cur = state.store.get_group(tenant.id, &id).await?;
-        let expected = cond.check(cur.version)?;
-        let it = intent(&tenant, &rid, &now);
-        match state.store.update_group(&it, &id, Some(&doc), Some(cur.version), &changes, "replace").await {
-            Ok(r) => {
-                state.pushed(tenant.id);
-                return respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await;
-            }
-            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
-            Err(e) => return Err(e.into()),
+    let it = intent(&tenant, &rid, &now);
+    let (r, _) = write_with_retry(&state, &tenant, Kind::Group, &id, &cond, |cur, _| {
+        let (doc, changes, it, id, state) = (&doc, &changes, &it, &id, &state);
+        async move {
+            let r = state.store.update_group(it, id, Some(doc), Some(cur.version), changes, "replace").await;
+            Ok(Step::Wrote(r))
         }
-    }
-    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+    })
+    .await?;
+    respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await
 }
 
 /// Turns the PATCH engine's member operations into member-table changes; a filter that is not
@@ -164,36 +160,32 @@ pub async fn patch_group(
     let ops = parse_patch(&body)?;
     let schema = ResourceSchema(Kind::Group);
     let now = now();
-    for _ in 0..WRITE_RETRIES {
-        let cur = state.store.get_group(tenant.id, &id).await?;
-        let expected = cond.check(cur.version)?;
-        let before = cur.doc_value()?;
-        let mut doc = before.clone();
-        let member_ops = apply_patch(&mut doc, &ops, &schema, &schema)?;
-        let doc = normalize_change(Kind::Group, doc, &before)?;
-        let changes = member_changes(&state, &tenant, &base, &id, member_ops).await?;
-        let doc_changed = doc != before;
-        // Only a change to the group's own attributes needs the version it read; member changes
-        // are row writes that commute with each other.
-        let expect = if doc_changed { Some(cur.version) } else { expected };
-        let it = intent(&tenant, &rid, &now);
-        match state.store.update_group(&it, &id, doc_changed.then_some(&doc), expect, &changes, "patch").await {
-            Ok(r) => {
-                state.pushed(tenant.id);
-                if proj.is_default() {
-                    let mut res = StatusCode::NO_CONTENT.into_response();
-                    if let Ok(v) = axum::http::HeaderValue::from_str(&crate::scim::resource::etag(r.version)) {
-                        res.headers_mut().insert(axum::http::header::ETAG, v);
-                    }
-                    return Ok(res);
-                }
-                return respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await;
-            }
-            Err(StoreError::VersionMismatch(_)) if expected.is_none() => continue,
-            Err(e) => return Err(e.into()),
+    let it = intent(&tenant, &rid, &now);
+    let (r, _) = write_with_retry(&state, &tenant, Kind::Group, &id, &cond, |cur, expected| {
+        let (ops, schema, it, id, state, tenant, base) = (&ops, &schema, &it, &id, &state, &tenant, &base);
+        async move {
+            let before = cur.doc_value()?;
+            let mut doc = before.clone();
+            let member_ops = apply_patch(&mut doc, ops, schema, schema)?;
+            let doc = normalize_change(Kind::Group, doc, &before)?;
+            let changes = member_changes(state, tenant, base, id, member_ops).await?;
+            let doc_changed = doc != before;
+            // Only a change to the group's own attributes needs the version it read; member
+            // changes are row writes that commute with each other.
+            let expect = if doc_changed { Some(cur.version) } else { expected };
+            let r = state.store.update_group(it, id, doc_changed.then_some(&doc), expect, &changes, "patch").await;
+            Ok(Step::Wrote(r))
         }
+    })
+    .await?;
+    if proj.is_default() {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&crate::scim::resource::etag(r.version)) {
+            res.headers_mut().insert(axum::http::header::ETAG, v);
+        }
+        return Ok(res);
     }
-    Err(ScimError::new(409, "the resource is being changed concurrently; retry").into())
+    respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await
 }
 
 pub async fn delete_group(
