@@ -4,7 +4,7 @@
 //! sqlx on the same kind of database). It asserts nothing about speed; it fails only on errors.
 //!
 //! ```text
-//! cargo build --release && cargo run --release --bin moonborn-bench -- --quick
+//! cargo build --release -p moonborn-scim --bins && cargo run --release -p moonborn-bench -- --quick
 //! ```
 
 mod client;
@@ -97,7 +97,7 @@ fn fmt(v: Option<f64>, prec: usize) -> String {
     }
 }
 
-/// Prints the table (markdown, so it can go straight into the README).
+/// Prints the table (markdown); `--json` writes the same rows for docs/bench/.
 pub fn print_table(rows: &[Row]) {
     println!();
     println!("| scenario | ops/s | p50 ms | p99 ms | ceiling ops/s | ratio | peak RSS MB | target | met? |");

@@ -50,8 +50,8 @@ impl Sizes {
         let full = a.full;
         let users = a.size.unwrap_or(if full { 1_000_000 } else { 10_000 }).max(100);
         let big_group = if full { 100_000 } else { 2_000 }.min(users / 2);
-        // Every PATCH to the big group makes the controller re-read the whole group (see the
-        // README), so the count stays modest to bound the catch-up time.
+        // Every PATCH to the big group makes the controller re-read the whole group, so the
+        // count stays modest to bound the catch-up time.
         let patch_ops = if full { 200 } else { 300 }.min((users - big_group) / 3).max(1);
         // The 100,000 users + 1,000 groups for 1,000,000 seeded users; scaled with --size.
         let sync_users = if full { (users / 10).clamp(1_000, 100_000) } else { 1_000 };
