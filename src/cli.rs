@@ -197,7 +197,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MOONBORN_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Without it the
-    /// service speaks plain HTTP (put a TLS proxy in front: see README, Deploy).
+    /// service speaks plain HTTP (put a TLS proxy in front: see README, Deploying).
     #[arg(long, env = "MOONBORN_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).

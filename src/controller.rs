@@ -44,7 +44,7 @@ const LEASE_SECS: i64 = 15;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// The longest wait before a failed run is tried again (100 ms doubling up to it). A failure
 /// that lasts (a full disk, a database that is down) costs one failed run per tenant per
-/// interval; a longer cap kept applying stopped for up to ~100 s after the fault had passed.
+/// interval, and applying resumes within it once the fault has passed.
 const RETRY_CAP: Duration = Duration::from_secs(15);
 /// The window over which the safety valve adds up the controller's own deactivations and
 /// deletions (not those a person approved or released).

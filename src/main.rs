@@ -1,8 +1,8 @@
 //! The `moonborn-scim` binary.
 
 /// mimalloc instead of glibc's malloc for the Rust heap: every request allocates and frees
-/// dozens of small buffers (headers, JSON values, rows) across the runtime's threads, and
-/// perf showed glibc's malloc/free/consolidation at about a seventh of the server's CPU.
+/// dozens of small buffers (headers, JSON values, rows) across the runtime's threads, which
+/// glibc's malloc serves at a high CPU cost.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -32,8 +32,7 @@ const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_us
 /// other thread starts: freed memory goes back to the system at once instead of after a delay
 /// (mimalloc purges only when it is called, so a delayed purge left an idle server holding what
 /// its last burst freed). mimalloc is built with `no_thp` (Cargo.toml): it otherwise asks for
-/// transparent huge pages on its 1 GiB arena, every 2 MiB page it touched counted in full, and
-/// an idle server held 43 MB instead of 20.
+/// transparent huge pages on its 1 GiB arena, and every 2 MiB page it touched counts in full.
 pub fn configure_allocator() {
     #[allow(unsafe_code)]
     // SAFETY: `mi_option_set` only stores an option value (a plain store): called first thing in

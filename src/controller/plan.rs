@@ -42,8 +42,7 @@ pub fn wanted(d: &DesiredUser) -> Record {
 }
 
 /// Whether `a` already holds what `d` wants — `a.record() == wanted(d)` — without building
-/// either record (in a full run nearly every user is in sync, and cloning both records, then
-/// dropping them, was ~8% of the plan).
+/// either record (in a full run nearly every user is in sync).
 pub fn holds(a: &ActualUser, d: &DesiredUser) -> bool {
     a.email == d.user_name
         && a.display_name.as_deref() == Some(d.display_name.as_str())

@@ -181,9 +181,8 @@ pub fn json(p: &ComputedPlan) -> Value {
 }
 
 /// The JSON report as it is written: serializing this gives the same document as `json`, one
-/// change at a time, without the `serde_json::Value` tree (a plan of many changes held that
-/// tree — several small allocations per field — beside the text it became: ~50 MB at 10,000
-/// changes).
+/// change at a time, without building the `serde_json::Value` tree (several small allocations
+/// per field) beside the text.
 #[derive(Clone, Copy)]
 pub struct JsonReport<'a>(pub &'a ComputedPlan);
 

@@ -74,7 +74,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Maps a stored SCIM User document onto Moonborn's fields (DESIGN.md, Mapping). `groups` are the
+/// Maps a stored SCIM User document onto Moonborn's fields (docs/architecture.md, Mapping). `groups` are the
 /// displayNames of the user's groups; `bindings` maps a lower-cased group name to its roles.
 pub fn desired_user(scim_id: &str, doc: &Value, groups: &[String], bindings: &Bindings) -> DesiredUser {
     Fields::of(doc).desired(scim_id, groups, bindings)

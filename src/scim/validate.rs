@@ -20,8 +20,7 @@ pub const MAX_MULTI_VALUES: usize = 1000;
 
 /// Most JSON values one request body may hold: every object, array, string, number, literal
 /// and object member counts once. Parsed, each costs up to a few hundred bytes, so a body at
-/// the limit takes tens of MB whatever its size in bytes (a 16 MiB body of `0,0,0,…` held
-/// 8 million values, 660 MB parsed).
+/// the limit takes tens of MB whatever its size in bytes.
 pub const MAX_BODY_VALUES: usize = 200_000;
 
 /// Why an identity was refused; `Display` is the SCIM error's detail without the field name.
