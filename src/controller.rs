@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-pub use self::gather::{ComputedPlan, RunScope};
+pub use self::gather::ComputedPlan;
 pub use self::queue::Queue;
 pub use self::reconcile::{Approval, Offboarded, Requeue, RunOutcome, RunStatus};
 pub use self::safety::Hold;
@@ -94,6 +94,28 @@ pub enum ControllerError {
     LostLease(&'static str),
     #[error("invalid stored desired state: {0}")]
     Desired(String),
+}
+
+/// What a plan covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunScope {
+    #[default]
+    Full,
+    Incremental,
+    /// The users a settled burst of destructive pushes named, judged whole.
+    Burst,
+    Snapshot,
+}
+
+impl RunScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunScope::Full => "full",
+            RunScope::Incremental => "incremental",
+            RunScope::Burst => "burst",
+            RunScope::Snapshot => "snapshot",
+        }
+    }
 }
 
 /// What a run reconciles.

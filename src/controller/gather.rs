@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::plan::{holders_for, order_by_email, plan_raw, Conflict, Scope};
 use super::safety::{judge_at, Gate, Hold};
-use super::{Controller, ControllerError, Target, BATCH, INCREMENTAL_CAP, LEASE_RENEW, LINKED_PAGE};
+use super::{Controller, ControllerError, RunScope, Target, BATCH, INCREMENTAL_CAP, LEASE_RENEW, LINKED_PAGE};
 use crate::domain::{desired_user_from_str, fingerprint, ActualUser, Change, DesiredUser, ManagedBy, Status, Summary};
 use crate::store::{Burst, ControllerState, Store, StoreError, Tenant};
 
@@ -42,28 +42,6 @@ pub struct ComputedPlan {
     /// What the plan covers.
     #[serde(skip)]
     pub kind: RunScope,
-}
-
-/// What a plan covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RunScope {
-    #[default]
-    Full,
-    Incremental,
-    /// The users a settled burst of destructive pushes named, judged whole.
-    Burst,
-    Snapshot,
-}
-
-impl RunScope {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            RunScope::Full => "full",
-            RunScope::Incremental => "incremental",
-            RunScope::Burst => "burst",
-            RunScope::Snapshot => "snapshot",
-        }
-    }
 }
 
 /// One key range of a full run: a batch of desired users (SCIM id, stored document), their

@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
-use super::gather::{ComputedPlan, RunScope};
+use super::gather::ComputedPlan;
 use super::safety::{burst_after, judge_at};
-use super::{Controller, ControllerError, Target, Trigger, APPLY_BATCH, LEASE_RENEW};
+use super::{Controller, ControllerError, RunScope, Target, Trigger, APPLY_BATCH, LEASE_RENEW};
 use crate::domain::{Change, Status};
 use crate::store::{Applied, BurstUpdate, StoreError, Tenant};
 

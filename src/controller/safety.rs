@@ -6,8 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use super::gather::RunScope;
-use super::{Controller, ControllerError, Trigger, SAFETY_WINDOW};
+use super::{Controller, ControllerError, RunScope, Trigger, SAFETY_WINDOW};
 use crate::domain::{Destructive, Judgement, Summary};
 use crate::store::{Burst, BurstUpdate, ControllerState, HoldRecord, Tenant};
 
