@@ -160,3 +160,49 @@ pub async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> 
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable (no answer within 2 s)\n".into()),
     }
 }
+
+/// The resource endpoints' names as routed; a request may spell them in any case.
+const ENDPOINTS: [&str; 8] =
+    ["Users", "Groups", "ServiceProviderConfig", "ResourceTypes", "Schemas", "Bulk", "Me", ".search"];
+
+/// Routes what clients send as the same request: under `SCIM_BASE`, doubled slashes (a base URL
+/// pasted with a trailing slash: `…/v2//Users`) and a trailing slash (`/Users/`,
+/// `/Users/?filter=…`) are dropped, and an endpoint's name matches in any case (`/users`). A
+/// path that needs none of it is left as it is (no allocation).
+pub fn canonical_scim_path<B>(mut req: Request<B>) -> Request<B> {
+    let uri = req.uri();
+    let path = uri.path();
+    let needs = path.contains("//")
+        || (path.len() > SCIM_BASE.len() + 1 && path.ends_with('/'))
+        || path
+            .strip_prefix(SCIM_BASE)
+            .and_then(|r| r.strip_prefix('/'))
+            .map(|r| r.split('/').next().unwrap_or(""))
+            .is_some_and(|seg| ENDPOINTS.iter().any(|e| e.eq_ignore_ascii_case(seg) && *e != seg));
+    if !needs {
+        return req;
+    }
+    let mut segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let base: Vec<&str> = SCIM_BASE.split('/').filter(|s| !s.is_empty()).collect();
+    if !segs.starts_with(&base) {
+        return req;
+    }
+    if let Some(seg) = segs.get_mut(base.len()) {
+        if let Some(e) = ENDPOINTS.iter().find(|e| e.eq_ignore_ascii_case(seg)) {
+            *seg = e;
+        }
+    }
+    let mut canonical = format!("/{}", segs.join("/"));
+    if let Some(q) = uri.query() {
+        canonical.push('?');
+        canonical.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = canonical.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+    }
+    req
+}
