@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod bulk;
 mod discovery;
 mod error;
 mod groups;
@@ -138,7 +139,7 @@ pub fn scim_router(state: AppState) -> Router<AppState> {
         .route("/Schemas", get(discovery::schemas).fallback(error::method_not_allowed))
         .route("/Schemas/{id}", get(discovery::schema).fallback(error::method_not_allowed))
         .route("/Me", any(error::not_implemented))
-        .route("/Bulk", any(error::not_implemented))
+        .route("/Bulk", post(bulk::bulk).fallback(error::method_not_allowed))
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state, auth::authenticate))
 }

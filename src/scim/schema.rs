@@ -460,6 +460,8 @@ pub fn resource_types(base: &str) -> Vec<Value> {
 
 /// The largest page a list returns, advertised as `filter.maxResults`.
 pub const MAX_RESULTS: i64 = 1000;
+/// The most operations of one bulk request, advertised as `bulk.maxOperations`.
+pub const MAX_BULK_OPERATIONS: usize = 1000;
 /// The largest request body accepted, advertised as `bulk.maxPayloadSize`.
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -469,7 +471,7 @@ pub fn service_provider_config(base: &str) -> Value {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://moonborn.co/docs/scim",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": MAX_PAYLOAD},
+        "bulk": {"supported": true, "maxOperations": MAX_BULK_OPERATIONS, "maxPayloadSize": MAX_PAYLOAD},
         "filter": {"supported": true, "maxResults": MAX_RESULTS},
         "changePassword": {"supported": false},
         "sort": {"supported": true},
