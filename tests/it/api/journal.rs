@@ -70,7 +70,7 @@ backend_test!(
 
 backend_test!(
     /// A group whose name binds a role (the bundled bindings); a member change of an unbound
-    /// group journals only the group on SQLite (tests/journal.rs).
+    /// group journals only the group on SQLite (tests/it/journal.rs).
     async fn a_membership_change_also_journals_the_member(app = TestApp::scim_api) {
         let u = app.create_user("m@example.com").await;
         let uid = id_of(&u);
