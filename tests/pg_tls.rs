@@ -39,9 +39,7 @@ async fn verify_full_with_the_ca_file() {
         "MOONBORN_TEST_POSTGRES_TLS_CA is not set: run .ci/run, or set it to the CA of the server's certificate",
     );
     assert!(std::path::Path::new(&ca).is_file(), "MOONBORN_TEST_POSTGRES_TLS_CA={ca} is not a file");
-    let fresh = FreshDb::new(Backend::Postgres, "tls")
-        .await
-        .expect("MOONBORN_TEST_POSTGRES_URL is not set (postgres://postgres@127.0.0.1:5432/test)");
+    let fresh = FreshDb::new(Backend::Postgres, "tls").await;
     for (i, host) in ["localhost", "127.0.0.1"].into_iter().enumerate() {
         let url = on_host(&fresh.url, host, "sslmode=verify-full");
         // The binary, as an operator runs it: trusted with --ca-file (or MOONBORN_CA_FILE)...
