@@ -196,6 +196,3 @@ impl Controller {
         self.queue.add(tenant_id, trigger, full);
     }
 }
-
-/// The former name of `Target` (kept until the tests move).
-pub type Scope2 = Target;

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moonborn_scim::controller::{Controller, Scope2};
+use moonborn_scim::controller::{Controller, Target};
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::Intent;
 use moonborn_scim::{Store, Tier};
@@ -108,7 +108,7 @@ async fn scenario(db: &str) {
     let controller = Controller::new(store.clone());
     wait_for("an empty plan", || {
         let (c, t) = (controller.clone(), tenant.clone());
-        async move { c.plan(&t, Scope2::Full).await.map(|p| p.changes.is_empty()).unwrap_or(false) }
+        async move { c.plan(&t, Target::Full).await.map(|p| p.changes.is_empty()).unwrap_or(false) }
     })
     .await;
     server.kill().ok();

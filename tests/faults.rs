@@ -102,7 +102,8 @@ async fn replace(c: &reqwest::Client, url: &str, token: &str, id: &str, user: &s
 fn a_full_disk_answers_503_fast_and_heals_by_itself_losing_nothing_acknowledged() {
     let Some(fs) = Tmpfs::mount("24m") else { return };
     let url = format!("sqlite://{}", fs.path().join("faults.db").display());
-    let mut served = Served::start(&url, None);
+    // (No rate limit: on a full disk the 503s come fast, and this loop is not about limits.)
+    let mut served = Served::start_with(&url, None, &[], &["--shutdown-delay", "0", "--rate-limit", "0"]);
     let log = served.drain_log();
     let _dump = DumpOnPanic(std::sync::Arc::clone(&log));
     let users = format!("http://{}/v1/auth/scim/v2/Users", served.addr);

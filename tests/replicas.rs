@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moonborn_scim::controller::{Controller, Scope2};
+use moonborn_scim::controller::{Controller, Target};
 use moonborn_scim::Tier;
 use serde_json::{json, Value};
 
@@ -204,7 +204,7 @@ async fn two_replicas_one_killed_mid_run() {
     let controller = Controller::new(store.clone());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let p = controller.plan(&tenant, Scope2::Full).await.expect("plan");
+        let p = controller.plan(&tenant, Target::Full).await.expect("plan");
         if p.changes.is_empty() {
             break;
         }

@@ -152,11 +152,7 @@ pub async fn bulk(State(state): State<AppState>, ctx: Ctx, ScimJson(body): ScimJ
             }
         }
     }
-    let answered: Vec<Value> = ops
-        .iter()
-        .zip(results)
-        .filter_map(|(op, r)| r.map(|r| answer(op, r)))
-        .collect();
+    let answered: Vec<Value> = ops.iter().zip(results).filter_map(|(op, r)| r.map(|r| answer(op, r))).collect();
     Ok(scim_response(StatusCode::OK, &json!({"schemas": [BULK_RESPONSE], "Operations": answered})))
 }
 
@@ -214,7 +210,8 @@ fn parse(body: &Value) -> Result<(Vec<Op>, Option<usize>), ScimError> {
         .iter()
         .enumerate()
         .map(|(n, op)| {
-            let op = parse_op(op).map_err(|e| ScimError { detail: format!("operation {}: {}", n + 1, e.detail), ..e })?;
+            let op =
+                parse_op(op).map_err(|e| ScimError { detail: format!("operation {}: {}", n + 1, e.detail), ..e })?;
             if let Some(b) = &op.bulk_id {
                 if !seen.insert(b.clone()) {
                     return Err(ScimError::invalid_value(format!("operation {}: bulkId {b:?} is used twice", n + 1)));
@@ -341,7 +338,12 @@ async fn run(state: &AppState, ctx: &Ctx, op: &Op, ids: &HashMap<String, String>
         (Method::Patch, "Groups", Some(id), Some(b)) => groups::patch_group(st, c, id, q, cond, b).await,
         (Method::Delete, "Users", Some(id), _) => users::delete_user(st, c, id, cond).await,
         (Method::Delete, "Groups", Some(id), _) => groups::delete_group(st, c, id, cond).await,
-        _ => return Outcome::failed(ScimError::invalid_path(format!("{} {path} is not an operation", op.method.as_str()))),
+        _ => {
+            return Outcome::failed(ScimError::invalid_path(format!(
+                "{} {path} is not an operation",
+                op.method.as_str()
+            )))
+        }
     };
     let res = match res {
         Ok(r) => r,

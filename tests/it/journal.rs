@@ -6,7 +6,7 @@
 //! rows are skipped where they can be and written where they must be: a bound name, an
 //! operator's bindings, a rename that waits for the controller.
 
-use moonborn_scim::controller::{Controller, Scope2, Trigger};
+use moonborn_scim::controller::{Controller, Target, Trigger};
 use moonborn_scim::domain::{Binding, Bindings};
 use moonborn_scim::scim::schema::{normalize, Kind, GROUP_URN};
 use moonborn_scim::store::{Intent, MemberChange, MemberRef, Tenant};
@@ -89,7 +89,7 @@ impl Db {
     /// An incremental run, as a push triggers.
     async fn run(&self) {
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Push, Scope2::Incremental, moonborn_scim::controller::Approval::None)
+            .reconcile(&self.tenant, Trigger::Push, Target::Incremental, moonborn_scim::controller::Approval::None)
             .await
             .expect("incremental run");
     }
@@ -98,7 +98,7 @@ impl Db {
     async fn bind(&self, b: &Bindings) {
         self.store.set_bindings(self.tenant.id, b, "test").await.expect("bindings");
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Bindings, Scope2::Full, moonborn_scim::controller::Approval::None)
+            .reconcile(&self.tenant, Trigger::Bindings, Target::Full, moonborn_scim::controller::Approval::None)
             .await
             .expect("full run");
     }

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use moonborn_scim::controller::{Controller, RunOutcome, Scope2, Trigger};
+use moonborn_scim::controller::{Controller, RunOutcome, Target, Trigger};
 use moonborn_scim::domain::user_id_for;
 use moonborn_scim::outbox::{self, parse_secrets, WebhookConfig};
 use moonborn_scim::scim::schema::{normalize, Kind};
@@ -73,7 +73,7 @@ impl Db {
 
     async fn reconcile(&self) -> RunOutcome {
         Controller::new(self.store.clone())
-            .reconcile(&self.tenant, Trigger::Operator, Scope2::Full, moonborn_scim::controller::Approval::None)
+            .reconcile(&self.tenant, Trigger::Operator, Target::Full, moonborn_scim::controller::Approval::None)
             .await
             .expect("reconcile")
     }
@@ -456,7 +456,7 @@ backend_test!(
         for _ in 0..3 {
             stale.push(db.reconcile().await.stale);
         }
-        let left = Controller::new(db.store.clone()).plan(&db.tenant, Scope2::Full).await.expect("plan");
+        let left = Controller::new(db.store.clone()).plan(&db.tenant, Target::Full).await.expect("plan");
         assert!(left.changes.is_empty(), "stale per run {stale:?}; still planned: {}", left.summary.line());
     }
 );
@@ -480,7 +480,7 @@ backend_test!(
         let c = Controller::new(db.store.clone());
         let tenant = db.tenant.clone();
         let push_run = || async {
-            c.reconcile(&tenant, Trigger::Push, Scope2::Incremental, moonborn_scim::controller::Approval::None)
+            c.reconcile(&tenant, Trigger::Push, Target::Incremental, moonborn_scim::controller::Approval::None)
                 .await
                 .expect("push run")
         };

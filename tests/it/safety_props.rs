@@ -6,7 +6,7 @@
 //! `MOONBORN_TEST_POSTGRES_URL` is set) and the real controller, with no workers: the test
 //! decides when each run happens. Every case lies inside the 15-minute window.
 
-use moonborn_scim::controller::{Approval, Controller, Scope2, Trigger};
+use moonborn_scim::controller::{Approval, Controller, Target, Trigger};
 use moonborn_scim::domain::Safety;
 use moonborn_scim::scim::schema::{normalize, Kind};
 use moonborn_scim::store::{Intent, Tenant};
@@ -69,13 +69,13 @@ impl World {
             ids.push(Some(id));
         }
         let w = World { store, tenant, ids, _db: db };
-        w.run(Scope2::Incremental).await;
+        w.run(Target::Incremental).await;
         assert_eq!(w.applied_destructive().await, 0);
         w
     }
 
-    async fn run(&self, scope: Scope2) {
-        let trigger = if matches!(scope, Scope2::Full) { Trigger::Cron } else { Trigger::Push };
+    async fn run(&self, scope: Target) {
+        let trigger = if matches!(scope, Target::Full) { Trigger::Cron } else { Trigger::Push };
         Controller::new(self.store.clone()).reconcile(&self.tenant, trigger, scope, Approval::None).await.expect("run");
     }
 
@@ -131,8 +131,8 @@ async fn check(backend: Backend, users: usize, safety: Safety, steps: Vec<Step>)
                     w.delete(i).await;
                 }
             }
-            Step::PushRun => w.run(Scope2::Incremental).await,
-            Step::FullRun => w.run(Scope2::Full).await,
+            Step::PushRun => w.run(Target::Incremental).await,
+            Step::FullRun => w.run(Target::Full).await,
         }
         let applied = w.applied_destructive().await;
         prop_assert!(
@@ -194,7 +194,7 @@ async fn a_waiting_burst_survives_a_restart(backend: Backend) {
     w.set_active(1, false).await;
     // The process that deferred them "stops": its controller never runs again.
     let gone = Controller::new(w.store.clone());
-    let o = gone.reconcile(&w.tenant, Trigger::Push, Scope2::Incremental, Approval::None).await.expect("push run");
+    let o = gone.reconcile(&w.tenant, Trigger::Push, Target::Incremental, Approval::None).await.expect("push run");
     assert_eq!((o.status.as_str(), o.skipped_held), ("waiting", 2));
     gone.release_leases().await;
     drop(gone);
