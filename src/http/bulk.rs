@@ -284,12 +284,14 @@ fn split_path(path: &str) -> Option<(&'static str, Option<&str>)> {
 fn collect_refs(v: &Value, out: &mut HashSet<String>) {
     match v {
         Value::String(s) => {
-            if let Some(i) = s.find(REF) {
-                let id = &s[i + REF.len()..];
-                let id = id.split('/').next().unwrap_or(id);
-                if !id.is_empty() {
-                    out.insert(id.to_string());
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find(REF) {
+                let after = &rest[i + REF.len()..];
+                let end = after.find('/').unwrap_or(after.len());
+                if end > 0 {
+                    out.insert(after[..end].to_string());
                 }
+                rest = &after[end..];
             }
         }
         Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
@@ -302,10 +304,20 @@ fn collect_refs(v: &Value, out: &mut HashSet<String>) {
 fn resolve(v: &Value, ids: &HashMap<String, String>) -> Value {
     match v {
         Value::String(s) if s.contains(REF) => {
-            let mut out = s.clone();
-            for (b, id) in ids {
-                out = out.replace(&format!("{REF}{b}"), id);
+            // `bulkId:X` where X runs to the next `/` or the end (`bulkId:u1` is not a prefix
+            // of `bulkId:u10`).
+            let (mut out, mut rest) = (String::with_capacity(s.len()), s.as_str());
+            while let Some(i) = rest.find(REF) {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + REF.len()..];
+                let end = after.find('/').unwrap_or(after.len());
+                match ids.get(&after[..end]) {
+                    Some(id) => out.push_str(id),
+                    None => out.push_str(&rest[i..i + REF.len() + end]),
+                }
+                rest = &after[end..];
             }
+            out.push_str(rest);
             Value::String(out)
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, ids)).collect()),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bulk;
 mod concurrency;
 mod discovery;
 mod errors;
