@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod bulk;
+mod cursor;
 mod discovery;
 mod error;
 mod groups;

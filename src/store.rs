@@ -7,6 +7,7 @@ mod admin;
 mod batch;
 mod exec;
 mod groups;
+mod keys;
 mod marks;
 mod pgbatch;
 mod query;

@@ -42,7 +42,7 @@ pub struct Args {
     /// Concurrent clients of the closed-loop scenarios.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Run only these scenarios (get-user, filter-username, post-user, patch-member,
+    /// Run only these scenarios (get-user, filter-username, post-user, bulk-create, patch-member,
     /// initial-sync, paced-sync, push-applied, drift-repair); ceilings and RSS are always
     /// measured.
     #[arg(long, num_args = 1..)]

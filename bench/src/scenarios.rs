@@ -258,6 +258,8 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
         if env.sqlite() { "SQLite (temporary file)" } else { "PostgreSQL (fresh database)" }
     );
     let mut rows: Vec<Row> = Vec::new();
+    // The POST /Users rate of this run, for the bulk scenario's ratio.
+    let mut single_posts: Option<f64> = None;
 
     // ---- setup: tenants and tokens with the binary's own CLI, then seeding -------------------
     step("creating tenants `bench` and `okta` with the CLI");
@@ -457,6 +459,7 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
         let settled = db::wait_controller(&pool, tid, false, z.settle).await?;
         let catch_up = t.elapsed().as_secs_f64();
         let r = ratio(s.ops_per_sec(), ins.ops_per_sec());
+        single_posts = Some(s.ops_per_sec());
         let row = Row::new("POST /Users", "≥ 5,000/s and ≥ 0.25 × raw insert ceiling")
             .param("concurrency", c as u64)
             .param("server_cpu_cores_during_window", cpu / (z.warmup + z.window).as_secs_f64())
@@ -471,6 +474,42 @@ pub async fn run(env: &mut Env, a: &Args) -> anyhow::Result<Vec<Row>> {
             peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
             met: Some(s.ops_per_sec() >= 5000.0 && r.unwrap_or(0.0) >= 0.25),
             ..with_disk(row, disk.as_ref())
+        });
+    }
+
+    // ---- POST /Bulk: 1,000 creates a request --------------------------------------------------
+    if wants(a, "bulk-create") {
+        const PER: usize = 1000;
+        step("POST /Bulk, 1,000 user creates a request (users created per second)");
+        server_ref(env).reset_peak();
+        let bc = c.clamp(1, 4);
+        let s = closed_loop(&target, &env.errors, bc, z.warmup, z.window, move |k, n| {
+            let ops: Vec<Value> = (0..PER)
+                .map(|i| {
+                    let name = format!("bulk-{k}-{n}-{i}@bench.example");
+                    json!({"method": "POST", "path": "/Users", "bulkId": format!("b{i}"), "data": db::user_body(&name, i)})
+                })
+                .collect();
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
+            Req::post(format!("{SCIM}/Bulk"), body.to_string())
+        })
+        .await;
+        let users_per_sec = s.ops_per_sec() * PER as f64;
+        let settled = db::wait_controller(&pool, tid, false, z.settle).await?;
+        let vs_single = single_posts.and_then(|p| ratio(users_per_sec, p));
+        rows.push(Row {
+            ops_per_sec: Some(users_per_sec),
+            p50_ms: Some(s.pct_ms(50.0)),
+            p99_ms: Some(s.pct_ms(99.0)),
+            ceiling_ops_per_sec: Some(ins.ops_per_sec()),
+            ratio_to_ceiling: ratio(users_per_sec, ins.ops_per_sec()),
+            peak_rss_mb: Some(server_ref(env).peak_rss_mb()),
+            met: vs_single.map(|r| r > 1.0),
+            ..Row::new("POST /Bulk, 1,000 creates a request (users/s)", "faster than single POSTs (ratio > 1)")
+                .param("operations_per_request", PER as u64)
+                .param("concurrency", bc as u64)
+                .param("ratio_to_single_posts", vs_single.map_or(Value::Null, Value::from))
+                .param("controller_settled", settled)
         });
     }
 

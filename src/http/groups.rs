@@ -53,7 +53,7 @@ pub async fn list_groups(
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_query(&q.0)?;
-    list_kind(&state.store, &tenant, &base, Kind::Group, p).await
+    list_kind(&state, &tenant, &base, Kind::Group, p).await
 }
 
 pub async fn search_groups(
@@ -62,7 +62,7 @@ pub async fn search_groups(
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_search(&body)?;
-    list_kind(&state.store, &tenant, &base, Kind::Group, p).await
+    list_kind(&state, &tenant, &base, Kind::Group, p).await
 }
 
 pub async fn get_group(

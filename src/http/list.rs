@@ -13,9 +13,9 @@ use serde_json::Value;
 use super::auth::BaseUrl;
 use super::body::ScimJson;
 use super::error::scim_json;
-use super::ApiError;
+use super::{cursor, ApiError, AppState};
 use crate::scim::filter::{matches, AttrPath, Filter};
-use crate::scim::resource::{list_response, render, render_value, ListParams, Projection, Ref};
+use crate::scim::resource::{cursor_list_response, list_response, render, render_value, ListParams, Projection, Ref};
 use crate::scim::schema::{Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{ListQuery, Member, Store, StoreError, StoredResource, Tenant};
@@ -169,8 +169,12 @@ async fn select(
     base: &str,
     kind: Kind,
     p: &ListParams,
+    after: Option<i64>,
 ) -> Result<(i64, Vec<StoredResource>), ApiError> {
     let mut q = ListQuery::new(kind, p.filter.as_ref());
+    if let Some(seq) = after {
+        q.after_seq(seq);
+    }
     let mut sort_in_memory = None;
     if let Some(sb) = &p.sort_by {
         match ListQuery::sort_column(kind, sb) {
@@ -189,8 +193,8 @@ async fn select(
                 Kind::Group => store.page_groups(tenant_id, &q, offset, p.count).await?,
             };
             // A first page that is not full holds every match (Okta's `userName eq` lookups):
-            // no COUNT needed.
-            if offset == 0 && (page.len() as i64) < p.count {
+            // no COUNT needed; nor for a cursor's page (the walk counts the whole query).
+            if (offset == 0 && (page.len() as i64) < p.count) || after.is_some() {
                 return Ok((page.len() as i64, page));
             }
             let total = match kind {
@@ -298,13 +302,77 @@ async fn select(
 
 /// A list of one kind as a ListResponse.
 pub(super) async fn list_kind(
-    store: &Store,
+    state: &AppState,
     tenant: &Tenant,
     base: &str,
     kind: Kind,
     p: ListParams,
 ) -> Result<Response, ApiError> {
-    super::error::read_again(|| list_kind_once(store, tenant, base, kind, &p)).await
+    if let Some(c) = &p.cursor {
+        let (key, kinds) = (state.cursor_key().await?, [kind]);
+        return super::error::read_again(|| walk(&state.store, &key, tenant, base, &kinds, &p, c)).await;
+    }
+    super::error::read_again(|| list_kind_once(&state.store, tenant, base, kind, &p)).await
+}
+
+/// One page of a cursor walk (RFC 9865) over `kinds` in turn, each in creation order: the
+/// resources after the cursor's position, and the cursor of the next page while there is more.
+/// Every resource that exists for the whole walk is returned exactly once, whatever is created,
+/// changed or deleted meanwhile.
+async fn walk(
+    store: &Store,
+    key: &[u8],
+    tenant: &Tenant,
+    base: &str,
+    kinds: &[Kind],
+    p: &ListParams,
+    cursor: &str,
+) -> Result<Response, ApiError> {
+    let endpoint: Vec<&str> = kinds.iter().map(|k| k.endpoint()).collect();
+    let scope = cursor::scope(tenant.id, &endpoint.join("+"), p.filter.as_ref());
+    let now = chrono::Utc::now().timestamp();
+    let mut pos = cursor::decode(key, &scope, cursor, kinds[0], now)?;
+    let start = kinds.iter().position(|k| *k == pos.kind).ok_or_else(|| {
+        ApiError::from(ScimError::bad(crate::scim::ScimType::InvalidCursor, "the cursor is not for this endpoint"))
+    })?;
+    let mut total = 0;
+    for k in kinds {
+        let everything = ListParams { count: 0, start_index: 1, ..p.clone() };
+        total += select(store, tenant.id, base, *k, &everything, None).await?.0;
+    }
+    let mut resources = Vec::new();
+    let mut next = None;
+    let mut left = p.count;
+    for (i, k) in kinds.iter().enumerate().skip(start) {
+        let after = if i == start { pos.after_seq } else { 0 };
+        // One more than the page: whether another page follows.
+        let page = ListParams { start_index: 1, count: left + 1, ..p.clone() };
+        let (_, mut rows) = select(store, tenant.id, base, *k, &page, Some(after)).await?;
+        let more = rows.len() as i64 > left;
+        rows.truncate(left.max(0) as usize);
+        if let Some(last) = rows.last() {
+            pos = cursor::Position { kind: *k, after_seq: last.seq };
+        } else if i != start {
+            pos = cursor::Position { kind: *k, after_seq: 0 };
+        }
+        left -= rows.len() as i64;
+        resources.extend(render_many(store, tenant.id, base, *k, &rows, &p.projection).await?);
+        if more {
+            next = Some(cursor::encode(key, &scope, pos, now));
+            break;
+        }
+        if left <= 0 {
+            // The page is full at the end of this kind: more only when a later kind has any.
+            if let Some(nk) = kinds.get(i + 1) {
+                let probe = ListParams { start_index: 1, count: 1, ..p.clone() };
+                if !select(store, tenant.id, base, *nk, &probe, Some(0)).await?.1.is_empty() {
+                    next = Some(cursor::encode(key, &scope, cursor::Position { kind: *nk, after_seq: 0 }, now));
+                }
+            }
+            break;
+        }
+    }
+    Ok(scim_json(StatusCode::OK, cursor_list_response(total, next.as_deref(), &resources)))
 }
 
 async fn list_kind_once(
@@ -314,7 +382,7 @@ async fn list_kind_once(
     kind: Kind,
     p: &ListParams,
 ) -> Result<Response, ApiError> {
-    let (total, page) = select(store, tenant.id, base, kind, p).await?;
+    let (total, page) = select(store, tenant.id, base, kind, p, None).await?;
     let resources = render_many(store, tenant.id, base, kind, &page, &p.projection).await?;
     Ok(scim_json(StatusCode::OK, list_response(total, p.start_index, &resources)))
 }
@@ -327,16 +395,23 @@ pub async fn search_all(
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_search(&body)?;
+    if let Some(c) = &p.cursor {
+        let key = state.cursor_key().await?;
+        let kinds = [Kind::User, Kind::Group];
+        return super::error::read_again(|| walk(&state.store, &key, &tenant, &base, &kinds, &p, c)).await;
+    }
     // Count both kinds, then take the page across their concatenation.
     let everything = ListParams { start_index: 1, count: i64::MAX / 4, sort_by: None, ..p.clone() };
     let (nu, _) =
-        select(&state.store, tenant.id, &base, Kind::User, &ListParams { count: 0, ..everything.clone() }).await?;
-    let (ng, _) = select(&state.store, tenant.id, &base, Kind::Group, &ListParams { count: 0, ..everything }).await?;
+        select(&state.store, tenant.id, &base, Kind::User, &ListParams { count: 0, ..everything.clone() }, None)
+            .await?;
+    let (ng, _) =
+        select(&state.store, tenant.id, &base, Kind::Group, &ListParams { count: 0, ..everything }, None).await?;
     let offset = p.start_index - 1;
     let mut resources = Vec::new();
     if offset < nu && p.count > 0 {
         let up = ListParams { start_index: p.start_index, count: p.count.min(nu - offset), ..p.clone() };
-        let (_, page) = select(&state.store, tenant.id, &base, Kind::User, &up).await?;
+        let (_, page) = select(&state.store, tenant.id, &base, Kind::User, &up, None).await?;
         resources.extend(render_many(&state.store, tenant.id, &base, Kind::User, &page, &p.projection).await?);
     }
     let left = p.count - resources.len() as i64;
@@ -344,7 +419,7 @@ pub async fn search_all(
         let goff = (offset - nu).max(0);
         if goff < ng {
             let gp = ListParams { start_index: goff + 1, count: left, ..p.clone() };
-            let (_, page) = select(&state.store, tenant.id, &base, Kind::Group, &gp).await?;
+            let (_, page) = select(&state.store, tenant.id, &base, Kind::Group, &gp, None).await?;
             resources.extend(render_many(&state.store, tenant.id, &base, Kind::Group, &page, &p.projection).await?);
         }
     }

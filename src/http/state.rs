@@ -27,6 +27,8 @@ pub struct AppInner {
     pub opts: HttpOptions,
     /// Per-tenant request rate limiter (`opts.rate`), keyed by tenant id.
     pub limiter: Option<governor::DefaultKeyedRateLimiter<i64>>,
+    /// The key list cursors are signed with (read from the database once).
+    pub cursor_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
 /// How requests are bounded and how the service names itself.
@@ -74,6 +76,7 @@ impl AppState {
             stopping: Arc::default(),
             opts: HttpOptions::default(),
             limiter: None,
+            cursor_key: Arc::default(),
         }))
     }
 
@@ -110,7 +113,16 @@ impl AppState {
             stopping: self.stopping.clone(),
             opts,
             limiter,
+            cursor_key: self.cursor_key.clone(),
         }))
+    }
+
+    /// The key list cursors are signed with, shared by every process on the database.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub async fn cursor_key(&self) -> Result<Vec<u8>, crate::store::StoreError> {
+        self.cursor_key.get_or_try_init(|| self.store.service_key(super::cursor::KEY_NAME)).await.cloned()
     }
 
     /// Records that a tenant's desired state changed: wakes the controller for it.

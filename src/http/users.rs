@@ -21,7 +21,7 @@ pub async fn list_users(
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_query(&q.0)?;
-    list_kind(&state.store, &tenant, &base, Kind::User, p).await
+    list_kind(&state, &tenant, &base, Kind::User, p).await
 }
 
 pub async fn search_users(
@@ -30,7 +30,7 @@ pub async fn search_users(
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let p = ListParams::from_search(&body)?;
-    list_kind(&state.store, &tenant, &base, Kind::User, p).await
+    list_kind(&state, &tenant, &base, Kind::User, p).await
 }
 
 pub async fn get_user(

@@ -15,6 +15,10 @@ pub enum ScimType {
     InvalidValue,
     InvalidVers,
     Sensitive,
+    /// RFC 9865: a cursor this server did not issue for this query, or altered.
+    InvalidCursor,
+    /// RFC 9865: a cursor past its `cursorTimeout`.
+    ExpiredCursor,
 }
 
 impl ScimType {
@@ -31,6 +35,8 @@ impl ScimType {
             ScimType::InvalidValue => "invalidValue",
             ScimType::InvalidVers => "invalidVers",
             ScimType::Sensitive => "sensitive",
+            ScimType::InvalidCursor => "invalidCursor",
+            ScimType::ExpiredCursor => "expiredCursor",
         }
     }
 }

@@ -426,6 +426,9 @@ pub struct ListParams {
     pub sort_by: Option<AttrPath>,
     pub descending: bool,
     pub projection: Projection,
+    /// RFC 9865 cursor paging: `Some("")` asks for the first page, `Some(c)` for the page after
+    /// cursor `c`; `None`: index paging.
+    pub cursor: Option<String>,
 }
 
 /// The page size used when a request gives no `count`.
@@ -481,7 +484,16 @@ impl ListParams {
             }
         };
         let projection = Projection::parse(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref())?;
-        Ok(ListParams { filter, start_index, count, sort_by, descending, projection })
+        let cursor = text("cursor")?;
+        if cursor.is_some() && get("startIndex").is_some_and(|v| !v.is_null()) {
+            return Err(ScimError::invalid_value("cursor and startIndex cannot be used together"));
+        }
+        if cursor.is_some() && sort_by.is_some() {
+            return Err(ScimError::invalid_value(
+                "a cursor walks in creation order: sortBy cannot be used with cursor",
+            ));
+        }
+        Ok(ListParams { filter, start_index, count, sort_by, descending, projection, cursor })
     }
 
     /// From a query string's parameters (names matched case-insensitively).
@@ -521,12 +533,24 @@ pub fn projection_from_query(q: &HashMap<String, String>) -> Result<Projection, 
 
 /// A ListResponse around resources already rendered as JSON text.
 pub fn list_response(total: i64, start_index: i64, resources: &[Vec<u8>]) -> Vec<u8> {
+    list_response_with(total, &format!("\"startIndex\":{start_index}"), resources)
+}
+
+/// A ListResponse page of a cursor walk (RFC 9865): no `startIndex`; `nextCursor` while there is
+/// more.
+pub fn cursor_list_response(total: i64, next_cursor: Option<&str>, resources: &[Vec<u8>]) -> Vec<u8> {
+    let next = next_cursor.map_or(String::new(), |c| format!("\"nextCursor\":{}", Value::String(c.to_string())));
+    list_response_with(total, &next, resources)
+}
+
+fn list_response_with(total: i64, position: &str, resources: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(resources.iter().map(|r| r.len() + 1).sum::<usize>() + 160);
     out.extend_from_slice(b"{\"schemas\":[");
     push_str(&mut out, super::schema::LIST_URN);
     out.extend_from_slice(
         format!(
-            "],\"totalResults\":{total},\"startIndex\":{start_index},\"itemsPerPage\":{},\"Resources\":[",
+            "],\"totalResults\":{total},{position}{}\"itemsPerPage\":{},\"Resources\":[",
+            if position.is_empty() { "" } else { "," },
             resources.len()
         )
         .as_bytes(),

@@ -460,6 +460,8 @@ pub fn resource_types(base: &str) -> Vec<Value> {
 
 /// The largest page a list returns, advertised as `filter.maxResults`.
 pub const MAX_RESULTS: i64 = 1000;
+/// How long a list cursor stays valid (seconds), advertised as `pagination.cursorTimeout`.
+pub const CURSOR_TIMEOUT_SECS: i64 = 3600;
 /// The most operations of one bulk request, advertised as `bulk.maxOperations`.
 pub const MAX_BULK_OPERATIONS: usize = 1000;
 /// The largest request body accepted, advertised as `bulk.maxPayloadSize`.
@@ -473,6 +475,14 @@ pub fn service_provider_config(base: &str) -> Value {
         "patch": {"supported": true},
         "bulk": {"supported": true, "maxOperations": MAX_BULK_OPERATIONS, "maxPayloadSize": MAX_PAYLOAD},
         "filter": {"supported": true, "maxResults": MAX_RESULTS},
+        "pagination": {
+            "cursor": true,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": super::resource::DEFAULT_COUNT,
+            "maxPageSize": MAX_RESULTS,
+            "cursorTimeout": CURSOR_TIMEOUT_SECS,
+        },
         "changePassword": {"supported": false},
         "sort": {"supported": true},
         "etag": {"supported": true},

@@ -50,6 +50,17 @@ impl ListQuery {
         ListQuery { cond, args, residual, sort: SortKey::Seq, descending: false, point }
     }
 
+    /// Only the rows created after `seq` (creation order is `seq` order): a cursor's next page.
+    pub fn after_seq(&mut self, seq: i64) {
+        let n = self.args.len() + 2;
+        self.cond = Some(match self.cond.take() {
+            Some(c) => format!("({c}) AND seq > ${n}"),
+            None => format!("seq > ${n}"),
+        });
+        self.args.push(Arg::Int(seq));
+        self.point = false;
+    }
+
     /// True when SQL expresses the whole filter.
     pub fn is_exact(&self) -> bool {
         self.residual.is_none()

@@ -5,6 +5,7 @@ mod support;
 
 mod bulk;
 mod concurrency;
+mod cursors;
 mod discovery;
 mod errors;
 mod etags;
