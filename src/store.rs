@@ -49,8 +49,6 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("the resource changed since version {0}")]
     VersionMismatch(i64),
-    #[error("member {0} does not exist in this tenant")]
-    UnknownMember(String),
     #[error("{0}")]
     Invalid(String),
     /// The write was rolled back whole, for a reason that passes (another write in its batch

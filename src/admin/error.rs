@@ -76,7 +76,7 @@ impl From<StoreError> for AdminError {
             StoreError::NotFound => AdminError::not_found("not found"),
             StoreError::Conflict(what) => AdminError::conflict(format!("{what} is already taken")),
             StoreError::VersionMismatch(_) => AdminError::conflict(e.to_string()),
-            StoreError::UnknownMember(_) | StoreError::Invalid(_) => AdminError::bad_request(e.to_string()),
+            StoreError::Invalid(_) => AdminError::bad_request(e.to_string()),
             StoreError::Db(db) => AdminError::internal(db),
             StoreError::NotApplied(m) => AdminError::internal(m),
             e @ StoreError::Exhausted { .. } => AdminError::internal(e),

@@ -42,9 +42,6 @@ impl From<StoreError> for ApiError {
             StoreError::VersionMismatch(v) => {
                 ApiError::Scim(ScimError::new(412, format!("the resource has changed (current version W/\"{v}\")")))
             }
-            StoreError::UnknownMember(id) => {
-                ApiError::Scim(ScimError::invalid_value(format!("member {id} does not exist")))
-            }
             StoreError::Invalid(msg) => ApiError::Scim(ScimError::invalid_value(msg)),
             e @ (StoreError::Db(_) | StoreError::NotApplied(_) | StoreError::Exhausted { .. }) => ApiError::Internal(e),
         }

@@ -14,6 +14,8 @@ use super::query::ListQuery;
 use super::RESOURCE_COLS as COLS;
 use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
+/// The journal op of a member a group write dropped because it does not exist.
+pub(super) const DROPPED_MEMBER: &str = "dropped_member";
 const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
 const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";
 const USER_EXISTS_PG_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
@@ -113,13 +115,13 @@ fn group_cols(doc: &Value) -> (String, Option<String>) {
     (name, ext)
 }
 
-/// Resolves a member's type within the tenant (it must exist there).
+/// Resolves a member's type within the tenant; `None` when no such user or group exists there.
 async fn member_type(
     conn: &mut AnyConnection,
     tenant_id: i64,
     group_id: &str,
     m: &MemberRef,
-) -> Result<String, StoreError> {
+) -> Result<Option<String>, StoreError> {
     if m.value == group_id {
         return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
     }
@@ -135,16 +137,22 @@ async fn member_type(
     if want.as_deref() != Some("group") {
         let found = sqlx::query(user_sql).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
-            return Ok("User".into());
+            return Ok(Some("User".into()));
         }
     }
     if want.as_deref() != Some("user") {
         let found = sqlx::query(group_sql).bind(tenant_id).bind(&m.value).fetch_optional(&mut *conn).await?;
         if found.is_some() {
-            return Ok("Group".into());
+            return Ok(Some("Group".into()));
         }
     }
-    Err(StoreError::UnknownMember(m.value.clone()))
+    Ok(None)
+}
+
+/// A member that does not exist (a user deleted since the IdP queued its batch) is dropped, not
+/// refused: the rest of the write applies, and the log and the journal name it.
+fn log_dropped(tenant_id: i64, group_id: &str, member_id: &str, request_id: &str) {
+    tracing::info!(tenant_id, group_id, member_id, request_id, "dropped a group member that does not exist");
 }
 
 /// Applies member changes to a group; each user added or removed is journaled through
@@ -156,7 +164,8 @@ async fn apply_changes(
     changes: &[MemberChange],
     journal: &mut Journal,
 ) -> Result<(), StoreError> {
-    let mut journal_member = |user_id: &str| journal.member(intent.tenant_id, user_id, intent.now, intent.request_id);
+    let journal_member =
+        |journal: &mut Journal, user_id: &str| journal.member(intent.tenant_id, user_id, intent.now, intent.request_id);
     let tenant_id = intent.tenant_id;
     for c in changes {
         let (clear, add, remove): (bool, &[MemberRef], &[String]) = match c {
@@ -176,7 +185,7 @@ async fn apply_changes(
             .await?;
             for r in gone {
                 let id: String = r.try_get("member_id")?;
-                journal_member(&id);
+                journal_member(journal, &id);
             }
             sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2")
                 .bind(tenant_id)
@@ -193,11 +202,15 @@ async fn apply_changes(
                 .await?
                 .rows_affected();
             if n > 0 {
-                journal_member(id);
+                journal_member(journal, id);
             }
         }
         for m in add {
-            let ty = member_type(conn, tenant_id, group_id, m).await?;
+            let Some(ty) = member_type(conn, tenant_id, group_id, m).await? else {
+                log_dropped(tenant_id, group_id, &m.value, intent.request_id);
+                journal.dropped(tenant_id, group_id, &m.value, intent.now, intent.request_id);
+                continue;
+            };
             let ty = ty.as_str();
             sqlx::query(ADD_MEMBER_SQL)
                 .bind(tenant_id)
@@ -208,7 +221,7 @@ async fn apply_changes(
                 .execute(&mut *conn)
                 .await?;
             if ty == "User" {
-                journal_member(&m.value);
+                journal_member(journal, &m.value);
             }
         }
     }
@@ -290,7 +303,16 @@ fn members_sqlite(
                     {
                         "Group"
                     } else {
-                        return Err(MemberError::Store(StoreError::UnknownMember(m.value.clone())));
+                        log_dropped(t, group_id, &m.value, &intent.request_id);
+                        c.prepare_cached(super::JOURNAL_SQL)?.execute(rusqlite::params![
+                            t,
+                            "Group",
+                            group_id,
+                            format!("{DROPPED_MEMBER} {}", m.value),
+                            intent.now,
+                            intent.request_id
+                        ])?;
+                        continue;
                     };
                     add.execute(rusqlite::params![t, group_id, m.value, ty, m.display])?;
                     if ty == "User" {
@@ -313,7 +335,7 @@ impl Store {
     /// Run again, a few times, while it fails transiently (`retrying`).
     ///
     /// # Errors
-    /// `Conflict("displayName")`, `UnknownMember`.
+    /// `Conflict("displayName")`. Members that do not exist are dropped (journaled).
     pub async fn insert_group(
         &self,
         intent: &Intent<'_>,
@@ -400,7 +422,8 @@ impl Store {
     /// Run again, a few times, while it fails transiently (`retrying`).
     ///
     /// # Errors
-    /// `NotFound`, `VersionMismatch`, `Conflict("displayName")`, `UnknownMember`.
+    /// `NotFound`, `VersionMismatch`, `Conflict("displayName")`. Members that do not exist are
+    /// dropped (journaled).
     pub async fn update_group(
         &self,
         intent: &Intent<'_>,

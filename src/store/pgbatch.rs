@@ -88,6 +88,19 @@ impl Journal {
         });
     }
 
+    /// A member a write dropped because it does not exist (`dropped_member <id>` on the group).
+    pub fn dropped(&mut self, tenant_id: i64, group_id: &str, member_id: &str, now: &str, request_id: &str) {
+        self.rows.push(JournalRow {
+            tenant_id,
+            resource_type: "Group",
+            resource_id: group_id.to_string(),
+            op: format!("{} {member_id}", super::groups::DROPPED_MEMBER),
+            at: now.to_string(),
+            request_id: request_id.to_string(),
+            push: false,
+        });
+    }
+
     /// Appends the rows one statement each, in order, inside the caller's transaction (which
     /// already holds its tenant's lock: `record_intent`). Portable: the sqlx write path of both
     /// backends.

@@ -154,28 +154,57 @@ backend_test!(
 );
 
 backend_test!(
-    async fn a_member_that_does_not_exist_is_400_invalid_value(app = TestApp::scim_api) {
+    async fn a_member_that_does_not_exist_is_dropped_and_journaled(app = TestApp::scim_api) {
+        // Entra batches member adds: one stale id (a user deleted since) must not fail the
+        // batch, or the IdP retries it forever and the valid members never land.
+        let u = app.create_user("real@example.com").await;
         let r = app
             .post(
                 "/Groups",
-                &json!({"schemas": [GROUP_URN], "displayName": "Ghosts", "members": [{"value": "no-such-user"}]}),
+                &json!({"schemas": [GROUP_URN], "displayName": "Ghosts",
+                        "members": [{"value": "no-such-user"}, {"value": id_of(&u)}]}),
             )
             .await;
-        r.expect_error(400, Some("invalidValue"));
-        assert_eq!(app.get_ok("/Groups").await["totalResults"], 0, "nothing was created");
-        let g = app.create_group("Real", &[]).await;
+        let g = r.expect(201).clone();
+        assert_eq!(member_ids(&g), set([id_of(&u)]));
+        let v = app.create_user("also@example.com").await;
         app.put(
             &group_path(&g),
-            &json!({"schemas": [GROUP_URN], "displayName": "Real", "members": [{"value": "no-such-user"}]}),
+            &json!({"schemas": [GROUP_URN], "displayName": "Ghosts", "members": [{"value": "ghost-2"}, {"value": id_of(&v)}]}),
         )
         .await
-        .expect_error(400, Some("invalidValue"));
-        assert_eq!(app.get_ok(&group_path(&g)).await, g);
+        .expect(200);
+        assert_eq!(member_ids(&app.get_ok(&group_path(&g)).await), set([id_of(&v)]));
+        // A PATCH adding one existing and one unknown member adds the existing one.
+        let w = app.create_user("third@example.com").await;
+        app.patch_ops(
+            &group_path(&g),
+            json!([{"op": "add", "path": "members", "value": [{"value": id_of(&w)}, {"value": "ghost-3"}]}]),
+        )
+        .await
+        .expect(204);
+        assert_eq!(member_ids(&app.get_ok(&group_path(&g)).await), set([id_of(&v), id_of(&w)]));
+        // The tenant's journal names every dropped id, on the group.
+        let dropped: Vec<String> = app
+            .journal()
+            .await
+            .into_iter()
+            .filter(|e| e.resource_type == "Group" && e.op.starts_with("dropped_member "))
+            .map(|e| {
+                assert_eq!(e.resource_id, id_of(&g));
+                e.op["dropped_member ".len()..].to_string()
+            })
+            .collect();
+        assert_eq!(dropped, ["no-such-user", "ghost-2", "ghost-3"]);
+        // A member that is not an object with a string value is still refused.
+        app.patch_ops(&group_path(&g), json!([{"op": "add", "path": "members", "value": [{"value": 7}]}]))
+            .await
+            .expect_error(400, Some("invalidValue"));
     }
 );
 
 backend_test!(
-    async fn a_member_from_another_tenant_is_400_invalid_value(app = TestApp::scim_api) {
+    async fn a_member_from_another_tenant_is_dropped(app = TestApp::scim_api) {
         let other = app.tenant("globex", Tier::Enterprise).await;
         let foreign = app
             .send_as(
@@ -187,16 +216,18 @@ backend_test!(
             )
             .await
             .ok(201);
-        app.post(
-            "/Groups",
-            &json!({"schemas": [GROUP_URN], "displayName": "Mixed", "members": [{"value": id_of(&foreign)}]}),
-        )
-        .await
-        .expect_error(400, Some("invalidValue"));
-        let g = app.create_group("Mine", &[]).await;
+        let g = app
+            .post(
+                "/Groups",
+                &json!({"schemas": [GROUP_URN], "displayName": "Mixed", "members": [{"value": id_of(&foreign)}]}),
+            )
+            .await
+            .expect(201)
+            .clone();
+        assert!(member_ids(&g).is_empty());
         app.patch_ops(&group_path(&g), json!([{"op": "add", "path": "members", "value": [{"value": id_of(&foreign)}]}]))
             .await
-            .expect_error(400, Some("invalidValue"));
+            .expect(204);
         assert!(member_ids(&app.get_ok(&group_path(&g)).await).is_empty());
     }
 );
