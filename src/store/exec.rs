@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use sqlx::AnyConnection;
 
-use super::batch::sqlite_err;
+use super::sqlite::batch::sqlite_err;
 use super::StoreError;
 
 /// A bound argument.
@@ -114,7 +114,7 @@ pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecEr
 /// `Unique` on a UNIQUE violation, else the database error.
 pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecError> {
     let run = || -> rusqlite::Result<usize> {
-        let mut st = super::reader::Reader::prepare(conn, &s.sql)?;
+        let mut st = super::sqlite::reader::Reader::prepare(conn, &s.sql)?;
         bind_vals(&mut st, &s.args)?;
         st.raw_execute()
     };

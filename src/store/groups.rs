@@ -8,11 +8,12 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
-use super::batch::sqlite_err;
-use super::pgbatch::{Journal, Order};
+use super::postgres::batch::{Journal, Order};
 use super::query::ListQuery;
+use super::sqlite::batch::sqlite_err;
+use super::sqlite::reader;
 use super::RESOURCE_COLS as COLS;
-use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
+use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
 const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";

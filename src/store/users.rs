@@ -8,12 +8,13 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::batch::sqlite_err;
 use super::exec::Val;
-use super::pgbatch::Order;
+use super::postgres::batch::Order;
 use super::query::{Arg, ListQuery, SortKey};
+use super::sqlite::batch::sqlite_err;
+use super::sqlite::reader;
 use super::RESOURCE_COLS as COLS;
-use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
+use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 /// A user's groups as one column on PostgreSQL (`[[id, displayName], …]` as JSON text), for the
 /// statement that reads the user (`FROM scim_users u`): one round trip to the server instead
