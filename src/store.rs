@@ -760,6 +760,15 @@ impl WriteTx<'_> {
     }
 }
 
+/// Why a write guarded by a version wrote nothing, given the resource as read after it:
+/// `VersionMismatch` with the version now stored, or the read's error (`NotFound`).
+fn unwritten(current: Result<StoredResource, StoreError>) -> StoreError {
+    match current {
+        Ok(cur) => StoreError::VersionMismatch(cur.version),
+        Err(e) => e,
+    }
+}
+
 /// Bumps the version (and `updated_at`) of every group `member_id` (a user or a group) is a
 /// member of: a delete of the member is about to change those groups' member lists, so an
 /// ETag read before it must no longer match. On PostgreSQL the caller holds these groups'
