@@ -5,10 +5,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::exec::{exec_sqlite, exec_sqlx, ExecError, Stmt, Val};
+use super::exec::{exec_sqlite, exec_sqlx, Cols, ExecError, Stmt, Val};
 use super::outbox::outbox_stmt;
 use super::{blocking, json_list, keys_as_json, keys_listed, placeholders, Store, StoreError};
 use crate::domain::{ActualUser, ManagedBy, Status};
@@ -34,53 +33,24 @@ pub struct Fence<'a> {
     pub token: i64,
 }
 
-/// A `users` row (without roles).
-pub(super) fn user_from_row(r: &AnyRow) -> Result<ActualUser, StoreError> {
-    let status: String = r.try_get("status")?;
-    let managed: String = r.try_get("managed_by")?;
+/// A `users` row (without roles): the `USER_COLS` columns first, in that order (the SQLite
+/// reader reads them by position, sqlx by name).
+pub(super) fn user_from<R: Cols + ?Sized>(r: &R) -> Result<ActualUser, R::Error> {
+    let status: String = r.col(4, "status")?;
+    let managed: String = r.col(5, "managed_by")?;
     Ok(ActualUser {
-        id: r.try_get("id")?,
-        email: r.try_get("email")?,
-        display_name: r.try_get("display_name")?,
-        contact_email: r.try_get("contact_email")?,
-        status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("bad status {status}")))?,
-        managed_by: ManagedBy::parse(&managed)
-            .ok_or_else(|| StoreError::Invalid(format!("bad managed_by {managed}")))?,
-        scim_id: r.try_get("scim_id")?,
-        external_id: r.try_get("external_id")?,
+        id: r.col(0, "id")?,
+        email: r.col(1, "email")?,
+        display_name: r.col(2, "display_name")?,
+        contact_email: r.col(3, "contact_email")?,
+        status: Status::parse(&status).ok_or_else(|| R::invalid(format!("bad status {status}")))?,
+        managed_by: ManagedBy::parse(&managed).ok_or_else(|| R::invalid(format!("bad managed_by {managed}")))?,
+        scim_id: r.col(6, "scim_id")?,
+        external_id: r.col(7, "external_id")?,
         roles: BTreeSet::new(),
-        purge_after: r.try_get("purge_after")?,
-        version: r.try_get("version")?,
-        hand_edited: r.try_get::<i64, _>("hand_edited")? != 0,
-    })
-}
-
-/// A `users` row (without roles) read by the SQLite reader: the `USER_COLS` columns first, in
-/// that order. Read by position: by name, every `get` scanned the statement's column names
-/// (8% of a full run's plan).
-fn user_from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActualUser> {
-    let bad = |what: &str, v: String| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            Box::new(StoreError::Invalid(format!("bad {what} {v}"))),
-        )
-    };
-    let status: String = r.get(4)?;
-    let managed: String = r.get(5)?;
-    Ok(ActualUser {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        display_name: r.get(2)?,
-        contact_email: r.get(3)?,
-        status: Status::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
-        managed_by: ManagedBy::parse(&managed).ok_or_else(|| bad("managed_by", managed.clone()))?,
-        scim_id: r.get(6)?,
-        external_id: r.get(7)?,
-        roles: BTreeSet::new(),
-        purge_after: r.get(8)?,
-        version: r.get(9)?,
-        hand_edited: r.get::<_, i64>(10)? != 0,
+        purge_after: r.col(8, "purge_after")?,
+        version: r.col(9, "version")?,
+        hand_edited: r.col::<i64>(10, "hand_edited")? != 0,
     })
 }
 
@@ -365,7 +335,7 @@ impl Store {
         let sql = format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND {col} IN {{keys}} {extra}");
         if let Some(r) = self.reader.clone() {
             let (sql, args) = (keys_as_json(&sql), vec![Val::Int(tenant_id), json_list(values)]);
-            let out = blocking(move || r.query_all(&sql, &args, user_from_sqlite)).await?;
+            let out = blocking(move || r.query_all(&sql, &args, |row| user_from(row))).await?;
             return self.with_roles(tenant_id, out).await;
         }
         for chunk in values.chunks(500) {
@@ -375,7 +345,7 @@ impl Store {
                 q = q.bind(v.as_str());
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.push(user_from_row(&r)?);
+                out.push(user_from(&r)?);
             }
         }
         self.with_roles(tenant_id, out).await
@@ -433,14 +403,14 @@ impl Store {
             let mut args = vec![Val::Int(tenant_id)];
             args.extend([after, last].into_iter().flatten().map(Val::from));
             args.push(Val::Int(limit));
-            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from_sqlite(row)?, row.get(ROLE_COL)?)))).await?
+            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from(row)?, row.get(ROLE_COL)?)))).await?
         } else {
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for v in [after, last].into_iter().flatten() {
                 q = q.bind(v);
             }
             let rows = q.bind(limit).fetch_all(&self.pool).await?;
-            rows.iter().map(|r| Ok((user_from_row(r)?, r.try_get("role")?))).collect::<Result<_, StoreError>>()?
+            rows.iter().map(|r| Ok((user_from(r)?, r.try_get("role")?))).collect::<Result<_, StoreError>>()?
         };
         let n_rows = rows.len();
         let mut out: Vec<ActualUser> = Vec::new();
@@ -480,7 +450,7 @@ impl Store {
              AND status <> 'purged' ORDER BY id"
         );
         let rows = sqlx::query(&sql).bind(tenant_id).fetch_all(&self.pool).await?;
-        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        let users = rows.iter().map(user_from).collect::<Result<Vec<_>, _>>()?;
         self.with_roles(tenant_id, users).await
     }
 
@@ -577,16 +547,16 @@ impl Store {
              AND status <> 'purged' ORDER BY id LIMIT $3"
         );
         let rows = sqlx::query(&sql).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
-        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        let users = rows.iter().map(user_from).collect::<Result<Vec<_>, _>>()?;
         self.with_roles(tenant_id, users).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// `user_from_sqlite` reads `USER_COLS` by position, and `linked_in_range` the role after them.
+    /// `user_from` reads `USER_COLS` by position, and `linked_in_range` the role after them.
     #[test]
-    fn user_columns_are_where_user_from_sqlite_reads_them() {
+    fn user_columns_are_where_user_from_reads_them() {
         let cols: Vec<&str> = super::USER_COLS.split(", ").collect();
         assert_eq!(
             cols,

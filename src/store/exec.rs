@@ -145,6 +145,45 @@ pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Re
     Ok(())
 }
 
+/// A result row of either driver, so that each row type has one decoder: the SQLite reader's
+/// rows are read by position (by name, every `get` scans the statement's column names), sqlx's
+/// by name. Each keeps its own error type.
+pub(crate) trait Cols {
+    type Error;
+    /// Column `at` (the reader) or `name` (sqlx).
+    fn col<T>(&self, at: usize, name: &str) -> Result<T, Self::Error>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>;
+    /// A stored value the decoder does not accept (a corrupt row).
+    fn invalid(what: String) -> Self::Error;
+}
+
+impl Cols for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn col<T>(&self, at: usize, _name: &str) -> rusqlite::Result<T>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        self.get(at)
+    }
+    fn invalid(what: String) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(StoreError::Invalid(what)))
+    }
+}
+
+impl Cols for sqlx::any::AnyRow {
+    type Error = StoreError;
+    fn col<T>(&self, _at: usize, name: &str) -> Result<T, StoreError>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+    fn invalid(what: String) -> StoreError {
+        StoreError::Invalid(what)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{bind_vals, Val};

@@ -329,7 +329,6 @@ impl Store {
             record_intent(&mut w, intent, "User", id, op).await?;
             w.commit().await?;
             Ok(stored)
-
         })
         .await
     }
