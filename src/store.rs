@@ -712,6 +712,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Every row of a read, decoded by `T`'s one decoder: on the SQLite reader when there is one
+    /// (on a blocking thread), else on the pool. One SQL text for both.
+    async fn read_all<T: exec::FromCols + Send + 'static>(
+        &self,
+        sql: impl Into<std::borrow::Cow<'static, str>>,
+        args: Vec<exec::Val>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = sql.into();
+        if let Some(r) = self.reader.clone() {
+            return blocking(move || r.query_all(&sql, &args, |row| T::from_cols(row))).await;
+        }
+        let rows = exec::bind_sqlx(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
+        rows.iter().map(T::from_cols).collect()
+    }
+
     /// Begins a write transaction (on SQLite, after taking the in-process writer lock).
     async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
         // The connection first (a deferred BEGIN takes no database lock), then the writer lock:

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 use sqlx::{Any, Row, Transaction};
 
-use super::exec::{exec_sqlite, exec_sqlx, Cols, ExecError, Stmt, Val};
+use super::exec::{exec_sqlite, exec_sqlx, Cols, ExecError, FromCols, Stmt, Val};
 use super::outbox::outbox_stmt;
 use super::{blocking, json_list, keys_as_json, keys_listed, placeholders, Store, StoreError};
 use crate::domain::{ActualUser, ManagedBy, Status};
@@ -56,6 +56,15 @@ pub(super) fn user_from<R: Cols + ?Sized>(r: &R) -> Result<ActualUser, R::Error>
 
 /// The column after `USER_COLS` in `linked_in_range`'s rows (the role).
 const ROLE_COL: usize = 11;
+
+/// A row of `linked_in_range`: a user and one of its roles (`None`: it has none).
+struct WithRole(ActualUser, Option<String>);
+
+impl FromCols for WithRole {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok(WithRole(user_from(r)?, r.col(ROLE_COL, "role")?))
+    }
+}
 
 /// Fencing: touches the lease row only while `holder` still holds it with that token.
 const FENCE_SQL: &str =
@@ -399,22 +408,13 @@ impl Store {
         }
         sql.push_str(&format!(" ORDER BY u.scim_id LIMIT ${}", n + 1));
         // (user, role) rows, the user repeated once per role.
-        let rows: Vec<(ActualUser, Option<String>)> = if let Some(r) = self.reader.clone() {
-            let mut args = vec![Val::Int(tenant_id)];
-            args.extend([after, last].into_iter().flatten().map(Val::from));
-            args.push(Val::Int(limit));
-            blocking(move || r.query_all(&sql, &args, |row| Ok((user_from(row)?, row.get(ROLE_COL)?)))).await?
-        } else {
-            let mut q = sqlx::query(&sql).bind(tenant_id);
-            for v in [after, last].into_iter().flatten() {
-                q = q.bind(v);
-            }
-            let rows = q.bind(limit).fetch_all(&self.pool).await?;
-            rows.iter().map(|r| Ok((user_from(r)?, r.try_get("role")?))).collect::<Result<_, StoreError>>()?
-        };
+        let mut args = vec![Val::Int(tenant_id)];
+        args.extend([after, last].into_iter().flatten().map(Val::from));
+        args.push(Val::Int(limit));
+        let rows: Vec<WithRole> = self.read_all(sql, args).await?;
         let n_rows = rows.len();
         let mut out: Vec<ActualUser> = Vec::new();
-        for (user, role) in rows {
+        for WithRole(user, role) in rows {
             if out.last().is_none_or(|u| u.id != user.id) {
                 out.push(user);
             }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::exec::Val;
+use super::exec::{Cols, FromCols, Val};
 use super::{
     blocking, json_list, keys_as_json, keys_listed, placeholders, Backend, Intent, Store, StoreError, WriteTx,
     PUSH_CHANNEL,
@@ -40,12 +40,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
         const SQL: &str = "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
-        if let Some(r) = self.reader.clone() {
-            let args = vec![Val::Int(tenant_id), Val::from(after_id), Val::Int(limit)];
-            return blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await;
-        }
-        let rows = sqlx::query(SQL).bind(tenant_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("doc")?))).collect()
+        self.read_all(SQL, vec![Val::Int(tenant_id), Val::from(after_id), Val::Int(limit)]).await
     }
 
     /// The group displayNames of the SCIM users with ids in `(after_id, last_id]`, by user id:
@@ -62,15 +57,8 @@ impl Store {
         const SQL: &str = "SELECT m.member_id, g.display_name FROM scim_group_members m JOIN scim_groups g \
              ON g.tenant_id = m.tenant_id AND g.id = m.group_id \
              WHERE m.tenant_id = $1 AND m.member_id > $2 AND m.member_id <= $3";
-        let pairs: Vec<(String, String)> = if let Some(r) = self.reader.clone() {
-            let args = vec![Val::Int(tenant_id), Val::from(after_id), Val::from(last_id)];
-            blocking(move || r.query_all(SQL, &args, |row| Ok((row.get(0)?, row.get(1)?)))).await?
-        } else {
-            let rows = sqlx::query(SQL).bind(tenant_id).bind(after_id).bind(last_id).fetch_all(&self.pool).await?;
-            rows.iter()
-                .map(|r| Ok((r.try_get("member_id")?, r.try_get("display_name")?)))
-                .collect::<Result<_, sqlx::Error>>()?
-        };
+        let pairs: Vec<(String, String)> =
+            self.read_all(SQL, vec![Val::Int(tenant_id), Val::from(after_id), Val::from(last_id)]).await?;
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
         for (member, name) in pairs {
             out.entry(member).or_default().push(name);
@@ -294,6 +282,19 @@ pub struct JournalEntry {
     pub request_id: String,
 }
 
+impl FromCols for JournalEntry {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok(JournalEntry {
+            seq: r.col(0, "seq")?,
+            resource_type: r.col(1, "resource_type")?,
+            resource_id: r.col(2, "resource_id")?,
+            op: r.col(3, "op")?,
+            at: r.col(4, "at")?,
+            request_id: r.col(5, "request_id")?,
+        })
+    }
+}
+
 impl Store {
     /// The intent journal of a tenant after `after_seq`, oldest first.
     ///
@@ -302,22 +303,6 @@ impl Store {
     pub async fn journal(&self, tenant_id: i64, after_seq: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
         const SQL: &str = "SELECT seq, resource_type, resource_id, op, at, request_id FROM intent_journal \
              WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-        if let Some(r) = self.reader.clone() {
-            let args = vec![Val::Int(tenant_id), Val::Int(after_seq), Val::Int(limit)];
-            return blocking(move || {
-                r.query_all(SQL, &args, |row| {
-                    Ok(JournalEntry {
-                        seq: row.get(0)?,
-                        resource_type: row.get(1)?,
-                        resource_id: row.get(2)?,
-                        op: row.get(3)?,
-                        at: row.get(4)?,
-                        request_id: row.get(5)?,
-                    })
-                })
-            })
-            .await;
-        }
-        Ok(sqlx::query_as(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?)
+        self.read_all(SQL, vec![Val::Int(tenant_id), Val::Int(after_seq), Val::Int(limit)]).await
     }
 }

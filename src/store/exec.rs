@@ -94,14 +94,7 @@ impl From<ExecError> for StoreError {
 /// # Errors
 /// `Unique` on a UNIQUE violation, else the database error.
 pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecError> {
-    let mut q = sqlx::query(&s.sql);
-    for a in &s.args {
-        q = match a {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(t) => q.bind(t.clone()),
-        };
-    }
-    match q.execute(conn).await {
+    match bind_sqlx(sqlx::query(&s.sql), &s.args).execute(conn).await {
         Ok(r) => Ok(r.rows_affected()),
         Err(e) if StoreError::is_unique(&e) => Err(ExecError::Unique),
         Err(e) => Err(ExecError::Db(e.into())),
@@ -173,15 +166,54 @@ impl Cols for rusqlite::Row<'_> {
 
 impl Cols for sqlx::any::AnyRow {
     type Error = StoreError;
-    fn col<T>(&self, _at: usize, name: &str) -> Result<T, StoreError>
+    fn col<T>(&self, at: usize, name: &str) -> Result<T, StoreError>
     where
         T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
-        Ok(sqlx::Row::try_get(self, name)?)
+        // Unnamed (tuples): by position.
+        Ok(if name.is_empty() { sqlx::Row::try_get(self, at)? } else { sqlx::Row::try_get(self, name)? })
     }
     fn invalid(what: String) -> StoreError {
         StoreError::Invalid(what)
     }
+}
+
+/// A row type read from either driver through one decoder (`Store::read_all`).
+pub(crate) trait FromCols: Sized {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error>;
+}
+
+/// A value both drivers decode.
+pub(crate) trait Col:
+    rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>
+{
+}
+impl<T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>> Col for T {}
+
+impl<A: Col, B: Col> FromCols for (A, B) {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok((r.col(0, "")?, r.col(1, "")?))
+    }
+}
+
+impl<A: Col, B: Col, C: Col> FromCols for (A, B, C) {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok((r.col(0, "")?, r.col(1, "")?, r.col(2, "")?))
+    }
+}
+
+/// A query with its arguments bound, for sqlx.
+pub(crate) fn bind_sqlx<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &[Val],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Val::Int(i) => q.bind(*i),
+            Val::Text(t) => q.bind(t.clone()),
+        };
+    }
+    q
 }
 
 #[cfg(test)]
