@@ -1,20 +1,39 @@
 //! Storage (sqlx): SQLite embedded by default, PostgreSQL for scale. One schema, migrations per
-//! backend, portable SQL (`$n` placeholders work on both). Holds tenants, SCIM tokens and the SCIM
-//! desired state with its intent journal.
+//! backend, portable SQL (`$n` placeholders work on both). See docs/architecture.md for where the
+//! store sits and docs/databases.md for the storage mechanics.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `store.rs` | `Store`, errors, opening, write transactions, `retrying` / `read_again` |
+//! | `users.rs`, `groups.rs` | the SCIM desired state: users, groups, members |
+//! | `desired.rs` | the controller's reads of the desired state; the intent journal |
+//! | `actual.rs` | Moonborn's actual users and roles: reads, and `apply_change` / `apply_batch` |
+//! | `control.rs` | controller state: bindings, safety valve and hold, progress, leases, runs |
+//! | `outbox.rs` | the outbox queue |
+//! | `tenants.rs`, `admin.rs` | tenants and SCIM tokens; the admin console's users and sessions |
+//! | `query.rs`, `marks.rs`, `exec.rs` | list queries, page marks, backend-neutral statements |
+//! | `sqlite/` | group-commit writer (`batch`), WAL fsync (`walsync`), thread-local reads (`reader`) |
+//! | `postgres/` | group commit of the hot SCIM pushes (`batch`) |
+//!
+//! Invariants: every desired-state write appends to the intent journal and bumps the tenant's
+//! generation in its own transaction, the tenant row locked last (`record_intent`); actual users
+//! change only through `apply_*`, a compare-and-set fenced by the tenant's lease, with their
+//! outbox and audit rows in the same transaction; a write reports success only once durable.
 
 mod actual;
 mod admin;
-mod batch;
+mod control;
+mod desired;
 mod exec;
 mod groups;
 mod keys;
 mod marks;
-mod pgbatch;
+mod outbox;
+mod postgres;
 mod query;
-mod reader;
+mod sqlite;
 mod tenants;
 mod users;
-mod walsync;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,11 +44,15 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use actual::{
-    Applied, Burst, BurstUpdate, ControllerState, Fence, HoldRecord, OutboxEvent, Progress, RunRow, TenantStatus,
-};
+use sqlite::{batch, reader, walsync};
+
+pub use actual::{Applied, Fence};
 pub use admin::{AdminUser, ApiKey, AuditEntry, Extras, HandError, NewUser, Session, UserEdit, Workspace};
+pub use control::{Burst, BurstUpdate, ControllerState, HoldRecord, Progress, RunRow, TenantStatus};
+pub use desired::JournalEntry;
+use desired::{record_intent, record_intent_sqlite, OwnedIntent};
 pub use groups::{Member, MemberChange, MemberRef};
+pub use outbox::OutboxEvent;
 pub use query::{ListQuery, SortKey};
 pub use tenants::{Tenant, Tier, TokenInfo, AUTH_CACHE_TTL};
 
@@ -319,7 +342,7 @@ pub struct Store {
     /// Group commit of the hot SCIM writes (SQLite file databases; see `batch`).
     batch: Option<batch::BatchWriter>,
     /// Group commit of the hot SCIM pushes (PostgreSQL; see `pgbatch`).
-    pg_batch: Option<pgbatch::PgBatch>,
+    pg_batch: Option<postgres::batch::PgBatch>,
     /// Where recent list pages ended, and listings' totals, by generation (see `marks`).
     page_marks: Arc<marks::PageMarks>,
     /// Keeps the WAL checkpointer thread running (SQLite file databases).
@@ -620,7 +643,7 @@ impl Store {
             (Some(f), Some(l), Some(w)) => Some(batch::BatchWriter::start(f, l.clone(), w.clone())?),
             _ => None,
         };
-        let pg_batch = (backend == Backend::Postgres).then(|| pgbatch::PgBatch::start(pool.clone()));
+        let pg_batch = (backend == Backend::Postgres).then(|| postgres::batch::PgBatch::start(pool.clone()));
         Ok(Store {
             pool,
             backend,
@@ -688,6 +711,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Every row of a read, decoded by `T`'s one decoder: on the SQLite reader when there is one
+    /// (on a blocking thread), else on the pool. One SQL text for both.
+    async fn read_all<T: exec::FromCols + Send + 'static>(
+        &self,
+        sql: impl Into<std::borrow::Cow<'static, str>>,
+        args: Vec<exec::Val>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = sql.into();
+        if let Some(r) = self.reader.clone() {
+            return blocking(move || r.query_all(&sql, &args, |row| T::from_cols(row))).await;
+        }
+        let rows = exec::bind_sqlx(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
+        rows.iter().map(T::from_cols).collect()
+    }
+
     /// Begins a write transaction (on SQLite, after taking the in-process writer lock).
     async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
         // The connection first (a deferred BEGIN takes no database lock), then the writer lock:
@@ -733,6 +771,15 @@ impl WriteTx<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Why a write guarded by a version wrote nothing, given the resource as read after it:
+/// `VersionMismatch` with the version now stored, or the read's error (`NotFound`).
+fn unwritten(current: Result<StoredResource, StoreError>) -> StoreError {
+    match current {
+        Ok(cur) => StoreError::VersionMismatch(cur.version),
+        Err(e) => e,
     }
 }
 
@@ -785,7 +832,7 @@ async fn delete_resource(
 /// PostgreSQL: runs `delete` — a statement deleting the user or group `id`, whose rows changed
 /// it returns — after locking, in id order, the groups whose member rows the delete goes on to
 /// change: those `id` is a member of, and with `and_self` the group `id` itself. That is the
-/// order the batch writer takes them in (`pgbatch::lock_groups`: groups first, then a share lock
+/// order the batch writer takes them in (`postgres::batch::lock_groups`: groups first, then a share lock
 /// on each member it checks), so the two cannot deadlock. While the delete waits for a batch
 /// that share-locked `id` to check it, that batch may commit a membership of `id` in a group
 /// not locked here; so the groups are read again once `id` is deleted (nobody can add it
@@ -844,122 +891,6 @@ async fn delete_with_groups_locked(
     // Going on would lock the new groups out of order (a deadlock with a batch); the caller's
     // transaction is rolled back, and the store runs the delete again (`retrying`).
     Err(StoreError::NotApplied(format!("the groups of {id} kept changing while it was being deleted ({TRIES} tries)")))
-}
-
-/// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).
-const BUMP_GENERATION_SQL: &str = "UPDATE tenants SET generation = generation + 1 WHERE id = $1";
-/// Appends a row to the intent journal.
-const JOURNAL_SQL: &str = "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
-                           VALUES ($1, $2, $3, $4, $5, $6)";
-
-/// Who asked for a write, owned (for a job of the SQLite batch writer).
-#[derive(Debug, Clone)]
-struct OwnedIntent {
-    tenant_id: i64,
-    request_id: String,
-    now: String,
-}
-
-impl From<&Intent<'_>> for OwnedIntent {
-    fn from(i: &Intent<'_>) -> OwnedIntent {
-        OwnedIntent { tenant_id: i.tenant_id, request_id: i.request_id.to_string(), now: i.now.to_string() }
-    }
-}
-
-/// `record_intent` inside a job of the SQLite batch writer (no NOTIFY: SQLite has one process).
-fn record_intent_sqlite(
-    c: &rusqlite::Connection,
-    intent: &OwnedIntent,
-    resource_type: &str,
-    resource_id: &str,
-    op: &str,
-) -> rusqlite::Result<()> {
-    c.prepare_cached(BUMP_GENERATION_SQL)?.execute([intent.tenant_id])?;
-    c.prepare_cached(JOURNAL_SQL)?.execute(rusqlite::params![
-        intent.tenant_id,
-        resource_type,
-        resource_id,
-        op,
-        intent.now,
-        intent.request_id
-    ])?;
-    Ok(())
-}
-
-/// Appends a row to the intent journal and bumps the tenant's desired-state generation, inside
-/// the transaction that records the desired state itself. On PostgreSQL it also announces the
-/// push on `PUSH_CHANNEL` (delivered at commit), so the controller wakes on every replica.
-async fn record_intent(
-    w: &mut WriteTx<'_>,
-    intent: &Intent<'_>,
-    resource_type: &str,
-    resource_id: &str,
-    op: &str,
-) -> Result<(), StoreError> {
-    if w.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(PUSH_CHANNEL)
-            .bind(intent.tenant_id.to_string())
-            .execute(&mut *w.tx)
-            .await?;
-    }
-    let tx = &mut w.tx;
-    // The tenant row first: its lock is held to commit, so journal positions of one tenant are
-    // handed out in commit order (a sequence alone is not, on PostgreSQL), and a reader that
-    // sees position n has seen every position before it. Callers call this after every other
-    // statement of theirs (journaling members after it: `pgbatch::Journal`), so the tenant's
-    // lock is the last lock a write takes — held through the journal rows and the commit only,
-    // and never held while waiting for another lock (no deadlock through it).
-    sqlx::query(BUMP_GENERATION_SQL).bind(intent.tenant_id).execute(&mut **tx).await?;
-    sqlx::query(JOURNAL_SQL)
-        .bind(intent.tenant_id)
-        .bind(resource_type)
-        .bind(resource_id)
-        .bind(op)
-        .bind(intent.now)
-        .bind(intent.request_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// One row of the intent journal.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct JournalEntry {
-    pub seq: i64,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub op: String,
-    pub at: String,
-    pub request_id: String,
-}
-
-impl Store {
-    /// The intent journal of a tenant after `after_seq`, oldest first.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn journal(&self, tenant_id: i64, after_seq: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
-        const SQL: &str = "SELECT seq, resource_type, resource_id, op, at, request_id FROM intent_journal \
-             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-        if let Some(r) = self.reader.clone() {
-            let args = vec![exec::Val::Int(tenant_id), exec::Val::Int(after_seq), exec::Val::Int(limit)];
-            return blocking(move || {
-                r.query_all(SQL, &args, |row| {
-                    Ok(JournalEntry {
-                        seq: row.get(0)?,
-                        resource_type: row.get(1)?,
-                        resource_id: row.get(2)?,
-                        op: row.get(3)?,
-                        at: row.get(4)?,
-                        request_id: row.get(5)?,
-                    })
-                })
-            })
-            .await;
-        }
-        Ok(sqlx::query_as(SQL).bind(tenant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?)
-    }
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ enum Which<'a> {
 
 fn user_from_row(r: &AnyRow) -> Result<AdminUser, StoreError> {
     // The shared columns are read and checked as the controller reads them.
-    let u = super::actual::user_from_row(r)?;
+    let u = super::actual::user_from(r)?;
     Ok(AdminUser {
         id: u.id,
         email: u.email,

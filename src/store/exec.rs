@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use sqlx::AnyConnection;
 
-use super::batch::sqlite_err;
+use super::sqlite::batch::sqlite_err;
 use super::StoreError;
 
 /// A bound argument.
@@ -94,14 +94,7 @@ impl From<ExecError> for StoreError {
 /// # Errors
 /// `Unique` on a UNIQUE violation, else the database error.
 pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecError> {
-    let mut q = sqlx::query(&s.sql);
-    for a in &s.args {
-        q = match a {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(t) => q.bind(t.clone()),
-        };
-    }
-    match q.execute(conn).await {
+    match bind_sqlx(sqlx::query(&s.sql), &s.args).execute(conn).await {
         Ok(r) => Ok(r.rows_affected()),
         Err(e) if StoreError::is_unique(&e) => Err(ExecError::Unique),
         Err(e) => Err(ExecError::Db(e.into())),
@@ -114,7 +107,7 @@ pub async fn exec_sqlx(conn: &mut AnyConnection, s: &Stmt) -> Result<u64, ExecEr
 /// `Unique` on a UNIQUE violation, else the database error.
 pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecError> {
     let run = || -> rusqlite::Result<usize> {
-        let mut st = super::reader::Reader::prepare(conn, &s.sql)?;
+        let mut st = super::sqlite::reader::Reader::prepare(conn, &s.sql)?;
         bind_vals(&mut st, &s.args)?;
         st.raw_execute()
     };
@@ -143,6 +136,84 @@ pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Re
         }
     }
     Ok(())
+}
+
+/// A result row of either driver, so that each row type has one decoder: the SQLite reader's
+/// rows are read by position (by name, every `get` scans the statement's column names), sqlx's
+/// by name. Each keeps its own error type.
+pub(crate) trait Cols {
+    type Error;
+    /// Column `at` (the reader) or `name` (sqlx).
+    fn col<T>(&self, at: usize, name: &str) -> Result<T, Self::Error>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>;
+    /// A stored value the decoder does not accept (a corrupt row).
+    fn invalid(what: String) -> Self::Error;
+}
+
+impl Cols for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn col<T>(&self, at: usize, _name: &str) -> rusqlite::Result<T>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        self.get(at)
+    }
+    fn invalid(what: String) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(StoreError::Invalid(what)))
+    }
+}
+
+impl Cols for sqlx::any::AnyRow {
+    type Error = StoreError;
+    fn col<T>(&self, at: usize, name: &str) -> Result<T, StoreError>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        // Unnamed (tuples): by position.
+        Ok(if name.is_empty() { sqlx::Row::try_get(self, at)? } else { sqlx::Row::try_get(self, name)? })
+    }
+    fn invalid(what: String) -> StoreError {
+        StoreError::Invalid(what)
+    }
+}
+
+/// A row type read from either driver through one decoder (`Store::read_all`).
+pub(crate) trait FromCols: Sized {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error>;
+}
+
+/// A value both drivers decode.
+pub(crate) trait Col:
+    rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>
+{
+}
+impl<T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>> Col for T {}
+
+impl<A: Col, B: Col> FromCols for (A, B) {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok((r.col(0, "")?, r.col(1, "")?))
+    }
+}
+
+impl<A: Col, B: Col, C: Col> FromCols for (A, B, C) {
+    fn from_cols<R: Cols + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok((r.col(0, "")?, r.col(1, "")?, r.col(2, "")?))
+    }
+}
+
+/// A query with its arguments bound, for sqlx.
+pub(crate) fn bind_sqlx<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &[Val],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Val::Int(i) => q.bind(*i),
+            Val::Text(t) => q.bind(t.clone()),
+        };
+    }
+    q
 }
 
 #[cfg(test)]

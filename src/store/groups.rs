@@ -8,11 +8,12 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
-use super::batch::sqlite_err;
-use super::pgbatch::{Journal, Order};
+use super::postgres::batch::{Journal, Order};
 use super::query::ListQuery;
+use super::sqlite::batch::sqlite_err;
+use super::sqlite::reader;
 use super::RESOURCE_COLS as COLS;
-use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
+use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 /// The journal op of a member a group write dropped because it does not exist.
 pub(super) const DROPPED_MEMBER: &str = "dropped_member";
@@ -343,42 +344,34 @@ impl Store {
         doc: &Value,
         members: &[MemberRef],
     ) -> Result<StoredResource, StoreError> {
-        super::retrying(|| self.insert_group_once(intent, id, doc, members)).await
-    }
-
-    /// `insert_group`, tried once.
-    async fn insert_group_once(
-        &self,
-        intent: &Intent<'_>,
-        id: &str,
-        doc: &Value,
-        members: &[MemberRef],
-    ) -> Result<StoredResource, StoreError> {
-        let (name, ext) = group_cols(doc);
-        let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, doc, version, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING {COLS}"
-        ))
-        .bind(intent.tenant_id)
-        .bind(id)
-        .bind(&name)
-        .bind(name.to_lowercase())
-        .bind(&ext)
-        .bind(doc.to_string())
-        .bind(intent.now)
-        .fetch_one(&mut *w.tx)
+        super::retrying(|| async move {
+            let (name, ext) = group_cols(doc);
+            let mut w = self.begin_write().await?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, doc, version, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING {COLS}"
+            ))
+            .bind(intent.tenant_id)
+            .bind(id)
+            .bind(&name)
+            .bind(name.to_lowercase())
+            .bind(&ext)
+            .bind(doc.to_string())
+            .bind(intent.now)
+            .fetch_one(&mut *w.tx)
+            .await
+            .map_err(unique_group)?;
+            let stored = StoredResource::from_row(&row)?;
+            let mut journal = Journal::default();
+            apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())], &mut journal).await?;
+            // The intent last: it takes the tenant's journal lock (held to the commit), then the
+            // members are journaled under it.
+            record_intent(&mut w, intent, "Group", id, "create").await?;
+            journal.write_each(&mut w.tx).await?;
+            w.commit().await?;
+            Ok(stored)
+        })
         .await
-        .map_err(unique_group)?;
-        let stored = StoredResource::from_row(&row)?;
-        let mut journal = Journal::default();
-        apply_changes(&mut w.tx, intent, id, &[MemberChange::Add(members.to_vec())], &mut journal).await?;
-        // The intent last: it takes the tenant's journal lock (held to the commit), then the
-        // members are journaled under it.
-        record_intent(&mut w, intent, "Group", id, "create").await?;
-        journal.write_each(&mut w.tx).await?;
-        w.commit().await?;
-        Ok(stored)
     }
 
     /// One group (without members).
@@ -408,10 +401,7 @@ impl Store {
     ) -> Result<StoredResource, StoreError> {
         match r {
             Some(r) => Ok(r),
-            None => Err(match self.get_group(tenant_id, id).await {
-                Ok(cur) => StoreError::VersionMismatch(cur.version),
-                Err(e) => e,
-            }),
+            None => Err(super::unwritten(self.get_group(tenant_id, id).await)),
         }
     }
 
@@ -433,129 +423,116 @@ impl Store {
         changes: &[MemberChange],
         op: &str,
     ) -> Result<StoredResource, StoreError> {
-        super::retrying(|| self.update_group_once(intent, id, doc, expected_version, changes, op)).await
-    }
-
-    /// `update_group`, tried once.
-    async fn update_group_once(
-        &self,
-        intent: &Intent<'_>,
-        id: &str,
-        doc: Option<&Value>,
-        expected_version: Option<i64>,
-        changes: &[MemberChange],
-        op: &str,
-    ) -> Result<StoredResource, StoreError> {
-        let members_only =
-            doc.is_none() && changes.iter().all(|c| matches!(c, MemberChange::Add(_) | MemberChange::Remove(_)));
-        if let (Some(b), true) = (&self.batch, members_only) {
-            // SQLite, member adds and removes (the IdPs' membership PATCHes): one job of the
-            // batch writer.
-            let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
-            let changes = changes.to_vec();
-            let expected = expected_version.unwrap_or(-1);
-            let r = b
-                .write(move |c| {
-                    members_sqlite(c, &intent_o, &gid, expected, &changes, &op_o).map_err(|e| match e {
-                        MemberError::Store(e) => e,
-                        MemberError::Sqlite(e) => sqlite_err(e, None),
+        super::retrying(|| async move {
+            let members_only =
+                doc.is_none() && changes.iter().all(|c| matches!(c, MemberChange::Add(_) | MemberChange::Remove(_)));
+            if let (Some(b), true) = (&self.batch, members_only) {
+                // SQLite, member adds and removes (the IdPs' membership PATCHes): one job of the
+                // batch writer.
+                let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
+                let changes = changes.to_vec();
+                let expected = expected_version.unwrap_or(-1);
+                let r = b
+                    .write(move |c| {
+                        members_sqlite(c, &intent_o, &gid, expected, &changes, &op_o).map_err(|e| match e {
+                            MemberError::Store(e) => e,
+                            MemberError::Sqlite(e) => sqlite_err(e, None),
+                        })
                     })
-                })
-                .await?;
-            return self.group_or_mismatch(intent.tenant_id, id, r).await;
-        }
-        if let (Some(b), true) = (&self.pg_batch, members_only) {
-            // PostgreSQL, member adds and removes: one job of the batch writer.
-            let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
-            let changes = changes.to_vec();
-            let expected = expected_version.unwrap_or(-1);
-            let r = b
-                .write(Order::Group(intent_o.tenant_id, gid.clone()), move |conn, journal| {
-                    Box::pin(async move {
-                        let Some(row) = sqlx::query(TOUCH_GROUP_SQL)
-                            .bind(&intent_o.now)
-                            .bind(intent_o.tenant_id)
-                            .bind(&gid)
-                            .bind(expected)
-                            .fetch_optional(&mut *conn)
-                            .await?
-                        else {
-                            return Ok(None);
-                        };
-                        let stored = StoredResource::from_row(&row)?;
-                        journal.intent(&intent_o, "Group", &gid, &op_o);
-                        let intent = Intent {
-                            tenant_id: intent_o.tenant_id,
-                            request_id: &intent_o.request_id,
-                            now: &intent_o.now,
-                        };
-                        apply_changes(conn, &intent, &gid, &changes, journal).await?;
-                        Ok(Some(stored))
-                    })
-                })
-                .await?;
-            return self.group_or_mismatch(intent.tenant_id, id, r).await;
-        }
-        let mut w = self.begin_write().await?;
-        let mut op = op;
-        let row = match doc {
-            Some(doc) => {
-                let (name, ext) = group_cols(doc);
-                // A new displayName can change every member's roles: journal it as a rename —
-                // any change that binding names could tell apart (they compare ignoring ASCII
-                // case only: "Équipe" and "équipe" are different names to them).
-                let old = sqlx::query("SELECT display_name FROM scim_groups WHERE tenant_id = $1 AND id = $2")
-                    .bind(intent.tenant_id)
-                    .bind(id)
-                    .fetch_optional(&mut *w.tx)
                     .await?;
-                if let Some(old) = old {
-                    let old: String = old.try_get("display_name")?;
-                    if !crate::domain::binding_names(&old, &name) {
-                        op = "rename";
-                    }
-                }
-                sqlx::query(&format!(
-                    "UPDATE scim_groups SET display_name = $1, display_name_lc = $2, external_id = $3, doc = $4, \
-                     version = version + 1, updated_at = $5 WHERE tenant_id = $6 AND id = $7 AND version = $8 \
-                     RETURNING {COLS}"
-                ))
-                .bind(&name)
-                .bind(name.to_lowercase())
-                .bind(&ext)
-                .bind(doc.to_string())
-                .bind(intent.now)
-                .bind(intent.tenant_id)
-                .bind(id)
-                .bind(expected_version.unwrap_or(-1))
-                .fetch_optional(&mut *w.tx)
-                .await
-                .map_err(unique_group)?
+                return self.group_or_mismatch(intent.tenant_id, id, r).await;
             }
-            None => {
-                sqlx::query(TOUCH_GROUP_SQL)
+            if let (Some(b), true) = (&self.pg_batch, members_only) {
+                // PostgreSQL, member adds and removes: one job of the batch writer.
+                let (intent_o, gid, op_o) = (OwnedIntent::from(intent), id.to_string(), op.to_string());
+                let changes = changes.to_vec();
+                let expected = expected_version.unwrap_or(-1);
+                let r = b
+                    .write(Order::Group(intent_o.tenant_id, gid.clone()), move |conn, journal| {
+                        Box::pin(async move {
+                            let Some(row) = sqlx::query(TOUCH_GROUP_SQL)
+                                .bind(&intent_o.now)
+                                .bind(intent_o.tenant_id)
+                                .bind(&gid)
+                                .bind(expected)
+                                .fetch_optional(&mut *conn)
+                                .await?
+                            else {
+                                return Ok(None);
+                            };
+                            let stored = StoredResource::from_row(&row)?;
+                            journal.intent(&intent_o, "Group", &gid, &op_o);
+                            let intent = Intent {
+                                tenant_id: intent_o.tenant_id,
+                                request_id: &intent_o.request_id,
+                                now: &intent_o.now,
+                            };
+                            apply_changes(conn, &intent, &gid, &changes, journal).await?;
+                            Ok(Some(stored))
+                        })
+                    })
+                    .await?;
+                return self.group_or_mismatch(intent.tenant_id, id, r).await;
+            }
+            let mut w = self.begin_write().await?;
+            let mut op = op;
+            let row = match doc {
+                Some(doc) => {
+                    let (name, ext) = group_cols(doc);
+                    // A new displayName can change every member's roles: journal it as a rename —
+                    // any change that binding names could tell apart (they compare ignoring ASCII
+                    // case only: "Équipe" and "équipe" are different names to them).
+                    let old = sqlx::query("SELECT display_name FROM scim_groups WHERE tenant_id = $1 AND id = $2")
+                        .bind(intent.tenant_id)
+                        .bind(id)
+                        .fetch_optional(&mut *w.tx)
+                        .await?;
+                    if let Some(old) = old {
+                        let old: String = old.try_get("display_name")?;
+                        if !crate::domain::binding_names(&old, &name) {
+                            op = "rename";
+                        }
+                    }
+                    sqlx::query(&format!(
+                        "UPDATE scim_groups SET display_name = $1, display_name_lc = $2, external_id = $3, doc = $4, \
+                         version = version + 1, updated_at = $5 WHERE tenant_id = $6 AND id = $7 AND version = $8 \
+                         RETURNING {COLS}"
+                    ))
+                    .bind(&name)
+                    .bind(name.to_lowercase())
+                    .bind(&ext)
+                    .bind(doc.to_string())
                     .bind(intent.now)
                     .bind(intent.tenant_id)
                     .bind(id)
                     .bind(expected_version.unwrap_or(-1))
                     .fetch_optional(&mut *w.tx)
-                    .await?
-            }
-        };
-        let Some(row) = row else {
-            drop(w);
-            return Err(match self.get_group(intent.tenant_id, id).await {
-                Ok(cur) => StoreError::VersionMismatch(cur.version),
-                Err(e) => e,
-            });
-        };
-        let stored = StoredResource::from_row(&row)?;
-        let mut journal = Journal::default();
-        apply_changes(&mut w.tx, intent, id, changes, &mut journal).await?;
-        record_intent(&mut w, intent, "Group", id, op).await?;
-        journal.write_each(&mut w.tx).await?;
-        w.commit().await?;
-        Ok(stored)
+                    .await
+                    .map_err(unique_group)?
+                }
+                None => {
+                    sqlx::query(TOUCH_GROUP_SQL)
+                        .bind(intent.now)
+                        .bind(intent.tenant_id)
+                        .bind(id)
+                        .bind(expected_version.unwrap_or(-1))
+                        .fetch_optional(&mut *w.tx)
+                        .await?
+                }
+            };
+            let Some(row) = row else {
+                drop(w);
+                return Err(super::unwritten(self.get_group(intent.tenant_id, id).await));
+            };
+            let stored = StoredResource::from_row(&row)?;
+            let mut journal = Journal::default();
+            apply_changes(&mut w.tx, intent, id, changes, &mut journal).await?;
+            record_intent(&mut w, intent, "Group", id, op).await?;
+            journal.write_each(&mut w.tx).await?;
+            w.commit().await?;
+            Ok(stored)
+        })
+        .await
     }
 
     /// Deletes a group and its memberships (and its membership in other groups).
@@ -570,36 +547,26 @@ impl Store {
         id: &str,
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
-        super::retrying(|| self.delete_group_once(intent, id, expected_version)).await
-    }
-
-    /// `delete_group`, tried once.
-    async fn delete_group_once(
-        &self,
-        intent: &Intent<'_>,
-        id: &str,
-        expected_version: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        let n = super::delete_resource(&mut w, "scim_groups", intent.tenant_id, id, expected_version).await?;
-        if n == 0 {
-            drop(w);
-            return Err(match self.get_group(intent.tenant_id, id).await {
-                Ok(cur) => StoreError::VersionMismatch(cur.version),
-                Err(e) => e,
-            });
-        }
-        let mut journal = Journal::default();
-        apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll], &mut journal).await?;
-        super::touch_groups_of_member(&mut w.tx, intent, id).await?;
-        sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
-            .bind(intent.tenant_id)
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await?;
-        record_intent(&mut w, intent, "Group", id, "delete").await?;
-        journal.write_each(&mut w.tx).await?;
-        w.commit().await
+        super::retrying(|| async move {
+            let mut w = self.begin_write().await?;
+            let n = super::delete_resource(&mut w, "scim_groups", intent.tenant_id, id, expected_version).await?;
+            if n == 0 {
+                drop(w);
+                return Err(super::unwritten(self.get_group(intent.tenant_id, id).await));
+            }
+            let mut journal = Journal::default();
+            apply_changes(&mut w.tx, intent, id, &[MemberChange::RemoveAll], &mut journal).await?;
+            super::touch_groups_of_member(&mut w.tx, intent, id).await?;
+            sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)")
+                .bind(intent.tenant_id)
+                .bind(id)
+                .execute(&mut *w.tx)
+                .await?;
+            record_intent(&mut w, intent, "Group", id, "delete").await?;
+            journal.write_each(&mut w.tx).await?;
+            w.commit().await
+        })
+        .await
     }
 
     /// Members of each of `group_ids`, ordered by member id.

@@ -8,12 +8,13 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::batch::sqlite_err;
 use super::exec::Val;
-use super::pgbatch::Order;
+use super::postgres::batch::Order;
 use super::query::{Arg, ListQuery, SortKey};
+use super::sqlite::batch::sqlite_err;
+use super::sqlite::reader;
 use super::RESOURCE_COLS as COLS;
-use super::{reader, record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
+use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
 /// A user's groups as one column on PostgreSQL (`[[id, displayName], …]` as JSON text), for the
 /// statement that reads the user (`FROM scim_users u`): one round trip to the server instead
@@ -136,97 +137,95 @@ impl Store {
     /// # Errors
     /// `Conflict("userName")` when the userName (case-insensitive) is taken in the tenant.
     pub async fn insert_user(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
-        super::retrying(|| self.insert_user_once(intent, id, doc)).await
-    }
-
-    /// `insert_user`, tried once.
-    async fn insert_user_once(&self, intent: &Intent<'_>, id: &str, doc: &Value) -> Result<StoredResource, StoreError> {
-        let c = cols(doc);
-        if let Some(b) = &self.batch {
-            let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
-            // Unguarded (no savepoint): the INSERT, the only statement that may fail (a taken
-            // userName), comes first and writes nothing when it fails.
-            return b
-                .write_unguarded(move |conn| {
-                    let cols = conn
-                        .prepare_cached(INSERT_USER_SQL)
-                        .and_then(|mut st| {
-                            st.query_row(
-                                rusqlite::params![
-                                    intent.tenant_id,
-                                    id,
-                                    c.user_name,
-                                    crate::scim::validate::identity_key(&c.user_name),
-                                    c.external_id,
-                                    c.display_name,
-                                    c.active,
-                                    doc,
-                                    intent.now
-                                ],
-                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                            )
-                        })
-                        .map_err(|e| sqlite_err(e, Some("userName")))?;
-                    let more = || -> rusqlite::Result<()> {
-                        let mut st = conn.prepare_cached(INSERT_EMAIL_SQL)?;
-                        for e in &c.emails {
-                            st.execute(rusqlite::params![intent.tenant_id, id, e])?;
-                        }
-                        record_intent_sqlite(conn, &intent, "User", &id, "create")
-                    };
-                    more().map_err(|e| sqlite_err(e, None))?;
-                    Ok(created(id, doc, cols))
-                })
-                .await;
-        }
-        if let Some(b) = &self.pg_batch {
-            // PostgreSQL: one job of the batch writer, committed with the pushes around it.
-            let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
-            let order = Order::Create(intent.tenant_id, crate::scim::validate::identity_key(&c.user_name));
-            return b
-                .write(order, move |conn, journal| {
-                    Box::pin(async move {
-                        let row = sqlx::query(INSERT_USER_SQL)
-                            .bind(intent.tenant_id)
-                            .bind(&id)
-                            .bind(&c.user_name)
-                            .bind(crate::scim::validate::identity_key(&c.user_name))
-                            .bind(&c.external_id)
-                            .bind(&c.display_name)
-                            .bind(c.active)
-                            .bind(&doc)
-                            .bind(&intent.now)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(unique_user)?;
-                        let cols = created_cols(&row)?;
-                        write_emails(conn, intent.tenant_id, &id, &c.emails, false).await?;
-                        journal.intent(&intent, "User", &id, "create");
+        super::retrying(|| async move {
+            let c = cols(doc);
+            if let Some(b) = &self.batch {
+                let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+                // Unguarded (no savepoint): the INSERT, the only statement that may fail (a taken
+                // userName), comes first and writes nothing when it fails.
+                return b
+                    .write_unguarded(move |conn| {
+                        let cols = conn
+                            .prepare_cached(INSERT_USER_SQL)
+                            .and_then(|mut st| {
+                                st.query_row(
+                                    rusqlite::params![
+                                        intent.tenant_id,
+                                        id,
+                                        c.user_name,
+                                        crate::scim::validate::identity_key(&c.user_name),
+                                        c.external_id,
+                                        c.display_name,
+                                        c.active,
+                                        doc,
+                                        intent.now
+                                    ],
+                                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                                )
+                            })
+                            .map_err(|e| sqlite_err(e, Some("userName")))?;
+                        let more = || -> rusqlite::Result<()> {
+                            let mut st = conn.prepare_cached(INSERT_EMAIL_SQL)?;
+                            for e in &c.emails {
+                                st.execute(rusqlite::params![intent.tenant_id, id, e])?;
+                            }
+                            record_intent_sqlite(conn, &intent, "User", &id, "create")
+                        };
+                        more().map_err(|e| sqlite_err(e, None))?;
                         Ok(created(id, doc, cols))
                     })
-                })
-                .await;
-        }
-        let text = doc.to_string();
-        let mut w = self.begin_write().await?;
-        let row = sqlx::query(INSERT_USER_SQL)
-            .bind(intent.tenant_id)
-            .bind(id)
-            .bind(&c.user_name)
-            .bind(crate::scim::validate::identity_key(&c.user_name))
-            .bind(&c.external_id)
-            .bind(&c.display_name)
-            .bind(c.active)
-            .bind(&text)
-            .bind(intent.now)
-            .fetch_one(&mut *w.tx)
-            .await
-            .map_err(unique_user)?;
-        let cols = created_cols(&row)?;
-        write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
-        record_intent(&mut w, intent, "User", id, "create").await?;
-        w.commit().await?;
-        Ok(created(id.to_string(), text, cols))
+                    .await;
+            }
+            if let Some(b) = &self.pg_batch {
+                // PostgreSQL: one job of the batch writer, committed with the pushes around it.
+                let (intent, id, doc) = (OwnedIntent::from(intent), id.to_string(), doc.to_string());
+                let order = Order::Create(intent.tenant_id, crate::scim::validate::identity_key(&c.user_name));
+                return b
+                    .write(order, move |conn, journal| {
+                        Box::pin(async move {
+                            let row = sqlx::query(INSERT_USER_SQL)
+                                .bind(intent.tenant_id)
+                                .bind(&id)
+                                .bind(&c.user_name)
+                                .bind(crate::scim::validate::identity_key(&c.user_name))
+                                .bind(&c.external_id)
+                                .bind(&c.display_name)
+                                .bind(c.active)
+                                .bind(&doc)
+                                .bind(&intent.now)
+                                .fetch_one(&mut *conn)
+                                .await
+                                .map_err(unique_user)?;
+                            let cols = created_cols(&row)?;
+                            write_emails(conn, intent.tenant_id, &id, &c.emails, false).await?;
+                            journal.intent(&intent, "User", &id, "create");
+                            Ok(created(id, doc, cols))
+                        })
+                    })
+                    .await;
+            }
+            let text = doc.to_string();
+            let mut w = self.begin_write().await?;
+            let row = sqlx::query(INSERT_USER_SQL)
+                .bind(intent.tenant_id)
+                .bind(id)
+                .bind(&c.user_name)
+                .bind(crate::scim::validate::identity_key(&c.user_name))
+                .bind(&c.external_id)
+                .bind(&c.display_name)
+                .bind(c.active)
+                .bind(&text)
+                .bind(intent.now)
+                .fetch_one(&mut *w.tx)
+                .await
+                .map_err(unique_user)?;
+            let cols = created_cols(&row)?;
+            write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, false).await?;
+            record_intent(&mut w, intent, "User", id, "create").await?;
+            w.commit().await?;
+            Ok(created(id.to_string(), text, cols))
+        })
+        .await
     }
 
     /// One user.
@@ -300,50 +299,38 @@ impl Store {
         expected_version: i64,
         op: &str,
     ) -> Result<StoredResource, StoreError> {
-        super::retrying(|| self.update_user_once(intent, id, doc, expected_version, op)).await
-    }
-
-    /// `update_user`, tried once.
-    async fn update_user_once(
-        &self,
-        intent: &Intent<'_>,
-        id: &str,
-        doc: &Value,
-        expected_version: i64,
-        op: &str,
-    ) -> Result<StoredResource, StoreError> {
-        let c = cols(doc);
-        let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE scim_users SET user_name = $1, user_name_lc = $2, external_id = $3, display_name = $4, active = $5, \
-             doc = $6, version = version + 1, updated_at = $7 WHERE tenant_id = $8 AND id = $9 AND version = $10 \
-             RETURNING {COLS}"
-        ))
-        .bind(&c.user_name)
-        .bind(crate::scim::validate::identity_key(&c.user_name))
-        .bind(&c.external_id)
-        .bind(&c.display_name)
-        .bind(c.active)
-        .bind(doc.to_string())
-        .bind(intent.now)
-        .bind(intent.tenant_id)
-        .bind(id)
-        .bind(expected_version)
-        .fetch_optional(&mut *w.tx)
+        super::retrying(|| async move {
+            let c = cols(doc);
+            let mut w = self.begin_write().await?;
+            let row = sqlx::query(&format!(
+                "UPDATE scim_users SET user_name = $1, user_name_lc = $2, external_id = $3, display_name = $4, active = $5, \
+                 doc = $6, version = version + 1, updated_at = $7 WHERE tenant_id = $8 AND id = $9 AND version = $10 \
+                 RETURNING {COLS}"
+            ))
+            .bind(&c.user_name)
+            .bind(crate::scim::validate::identity_key(&c.user_name))
+            .bind(&c.external_id)
+            .bind(&c.display_name)
+            .bind(c.active)
+            .bind(doc.to_string())
+            .bind(intent.now)
+            .bind(intent.tenant_id)
+            .bind(id)
+            .bind(expected_version)
+            .fetch_optional(&mut *w.tx)
+            .await
+            .map_err(unique_user)?;
+            let Some(row) = row else {
+                drop(w);
+                return Err(super::unwritten(self.get_user(intent.tenant_id, id).await));
+            };
+            let stored = StoredResource::from_row(&row)?;
+            write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, true).await?;
+            record_intent(&mut w, intent, "User", id, op).await?;
+            w.commit().await?;
+            Ok(stored)
+        })
         .await
-        .map_err(unique_user)?;
-        let Some(row) = row else {
-            drop(w);
-            return Err(match self.get_user(intent.tenant_id, id).await {
-                Ok(cur) => StoreError::VersionMismatch(cur.version),
-                Err(e) => e,
-            });
-        };
-        let stored = StoredResource::from_row(&row)?;
-        write_emails(&mut w.tx, intent.tenant_id, id, &c.emails, true).await?;
-        record_intent(&mut w, intent, "User", id, op).await?;
-        w.commit().await?;
-        Ok(stored)
     }
 
     /// Deletes a user from the desired state (and from every group), if its version is still
@@ -359,34 +346,24 @@ impl Store {
         id: &str,
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
-        super::retrying(|| self.delete_user_once(intent, id, expected_version)).await
-    }
-
-    /// `delete_user`, tried once.
-    async fn delete_user_once(
-        &self,
-        intent: &Intent<'_>,
-        id: &str,
-        expected_version: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        let n = super::delete_resource(&mut w, "scim_users", intent.tenant_id, id, expected_version).await?;
-        if n == 0 {
-            drop(w);
-            return Err(match self.get_user(intent.tenant_id, id).await {
-                Ok(cur) => StoreError::VersionMismatch(cur.version),
-                Err(e) => e,
-            });
-        }
-        write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
-        super::touch_groups_of_member(&mut w.tx, intent, id).await?;
-        sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
-            .bind(intent.tenant_id)
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await?;
-        record_intent(&mut w, intent, "User", id, "delete").await?;
-        w.commit().await
+        super::retrying(|| async move {
+            let mut w = self.begin_write().await?;
+            let n = super::delete_resource(&mut w, "scim_users", intent.tenant_id, id, expected_version).await?;
+            if n == 0 {
+                drop(w);
+                return Err(super::unwritten(self.get_user(intent.tenant_id, id).await));
+            }
+            write_emails(&mut w.tx, intent.tenant_id, id, &[], true).await?;
+            super::touch_groups_of_member(&mut w.tx, intent, id).await?;
+            sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
+                .bind(intent.tenant_id)
+                .bind(id)
+                .execute(&mut *w.tx)
+                .await?;
+            record_intent(&mut w, intent, "User", id, "delete").await?;
+            w.commit().await
+        })
+        .await
     }
 
     /// Counts the resources of a table that a query selects.

@@ -15,9 +15,9 @@ use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::exec::Val;
-use super::query::Arg;
-use super::{StoreError, StoredResource, RESOURCE_COLS};
+use crate::store::exec::Val;
+use crate::store::query::Arg;
+use crate::store::{StoreError, StoredResource, RESOURCE_COLS};
 
 /// Idle connections kept for reuse (more are opened under a burst and closed after it).
 const IDLE: usize = 8;
@@ -104,7 +104,7 @@ impl Reader {
     ) -> Result<Vec<T>, StoreError> {
         self.with(|c| {
             let mut st = Self::prepare(c, sql)?;
-            super::exec::bind_vals(&mut st, args)?;
+            crate::store::exec::bind_vals(&mut st, args)?;
             let mut rows = st.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
@@ -141,7 +141,7 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], ex
         Arg::Int(i) => Val::Int(*i),
     }));
     vals.extend(extra.iter().map(|&v| Val::Int(v)));
-    super::exec::bind_vals(stmt, &vals)
+    crate::store::exec::bind_vals(stmt, &vals)
 }
 
 /// The extra column that reads a user's groups with its row (`json_group_array` of

@@ -323,7 +323,10 @@ mod tests {
         let out = std::process::Command::new("prlimit")
             .args(["--nofile=64:64", "--"])
             .arg(exe)
-            .args(["--exact", "store::walsync::tests::the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort"])
+            .args([
+                "--exact",
+                "store::sqlite::walsync::tests::the_syncer_out_of_descriptors_keeps_syncing_and_does_not_abort",
+            ])
             .args(["--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .output();

@@ -32,8 +32,8 @@ use futures_util::FutureExt as _;
 use sqlx::{AnyConnection, AnyPool, Executor as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::Failed;
-use super::{OwnedIntent, StoreError, PUSH_CHANNEL};
+use crate::store::sqlite::batch::Failed;
+use crate::store::{OwnedIntent, StoreError, PUSH_CHANNEL};
 
 /// The most jobs in one transaction. Each job's savepoint that writes takes a subtransaction
 /// id, and PostgreSQL keeps up to 64 of them per backend in shared memory
@@ -109,7 +109,7 @@ impl Journal {
     /// Database errors.
     pub async fn write_each(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         for r in self.rows {
-            sqlx::query(super::JOURNAL_SQL)
+            sqlx::query(crate::store::desired::JOURNAL_SQL)
                 .bind(r.tenant_id)
                 .bind(r.resource_type)
                 .bind(r.resource_id)
@@ -189,7 +189,7 @@ impl PgBatch {
             + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut unrun = super::batch::Unrun::new(tx);
+        let mut unrun = crate::store::sqlite::batch::Unrun::new(tx);
         let run: RunJob = Box::new(move |conn, journal| {
             let tx = unrun.take();
             Box::pin(async move {

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Mutex};
 
 use super::walsync::WalSync;
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The most jobs committed together.
 const MAX_BATCH: usize = 512;
@@ -27,7 +27,7 @@ type Deliver = Box<dyn FnOnce(Option<Failed>) + Send>;
 
 /// Why the jobs of a batch are not answered with their own results.
 #[derive(Clone, Debug)]
-pub(super) enum Failed {
+pub(crate) enum Failed {
     /// The batch was rolled back whole: nothing of any job is stored. Its jobs are answered
     /// `NotApplied` (the store runs them again), except the one job whose own failure broke
     /// the batch, which gets its own error.
@@ -40,12 +40,12 @@ pub(super) enum Failed {
     /// `Exhausted`, which fails fast rather than being run again. `maybe_stored` as in `Unknown`
     /// (the fsync that would confirm the commit could not run: a descriptor was missing), else
     /// nothing of the batch is stored.
-    Short(super::Shortage, bool),
+    Short(crate::store::Shortage, bool),
 }
 
 impl Failed {
     /// What a job of the failed batch is answered.
-    pub(super) fn answer<T>(self) -> Result<T, StoreError> {
+    pub(crate) fn answer<T>(self) -> Result<T, StoreError> {
         match self {
             Failed::RolledBack(e) => Err(StoreError::NotApplied(format!("its batch did not commit: {e}"))),
             Failed::Unknown(e) => {
@@ -57,7 +57,7 @@ impl Failed {
 }
 /// What a job that ran says: whether it succeeded, the shortage that failed it (if one did),
 /// and how to answer its caller.
-type Ran = (bool, Option<super::Shortage>, Deliver);
+type Ran = (bool, Option<crate::store::Shortage>, Deliver);
 type RunJob = Box<dyn FnOnce(&Connection) -> Ran + Send>;
 
 /// One caller's work: run on the writer's connection, it says whether it succeeded and how to
@@ -81,7 +81,7 @@ pub fn sqlite_err(e: rusqlite::Error, unique: Option<&'static str>) -> StoreErro
             return StoreError::Conflict(what);
         }
     }
-    if let Some(what) = super::Shortage::of_rusqlite(&e) {
+    if let Some(what) = crate::store::Shortage::of_rusqlite(&e) {
         // SQLite rolls back a statement that ran out of disk or memory: nothing of it is stored.
         return StoreError::Exhausted { what, maybe_stored: false };
     }
@@ -136,7 +136,7 @@ impl BatchWriter {
                         let failed = match failed {
                             Some(f) => Some(f),
                             // Committed, but perhaps not durable: not known to be stored or not.
-                            None => wal.sync().await.err().map(|e| match super::Shortage::of_io(&e) {
+                            None => wal.sync().await.err().map(|e| match crate::store::Shortage::of_io(&e) {
                                 Some(what) => Failed::Short(what, true),
                                 None => Failed::Unknown(Arc::from(e.to_string())),
                             }),
@@ -221,15 +221,15 @@ impl BatchWriter {
 /// the caller run it again; once it runs, its deliver answers instead (and a deliver dropped
 /// unanswered — the writer stopped between commit and answer — tells the caller nothing more
 /// than that the writer stopped).
-pub(super) struct Unrun<T>(Option<oneshot::Sender<Result<T, StoreError>>>);
+pub(crate) struct Unrun<T>(Option<oneshot::Sender<Result<T, StoreError>>>);
 
 impl<T> Unrun<T> {
     /// The channel, taken out to be answered by the job's deliver.
-    pub(super) fn take(&mut self) -> oneshot::Sender<Result<T, StoreError>> {
+    pub(crate) fn take(&mut self) -> oneshot::Sender<Result<T, StoreError>> {
         self.0.take().expect("a job runs once")
     }
 
-    pub(super) fn new(tx: oneshot::Sender<Result<T, StoreError>>) -> Unrun<T> {
+    pub(crate) fn new(tx: oneshot::Sender<Result<T, StoreError>>) -> Unrun<T> {
         Unrun(Some(tx))
     }
 }
@@ -256,7 +256,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
         // Nothing runs: every caller is answered with an error.
         tracing::error!(error = %e, jobs = jobs.len(), "SQLite batch writer: BEGIN failed");
         drop(jobs);
-        let failed = match super::Shortage::of_rusqlite(&e) {
+        let failed = match crate::store::Shortage::of_rusqlite(&e) {
             Some(what) => Failed::Short(what, false),
             None => Failed::RolledBack(Arc::from(e.to_string())),
         };
@@ -303,7 +303,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
             let end =
                 if ok { run(conn, "RELEASE job") } else { run(conn, "ROLLBACK TO job").and(run(conn, "RELEASE job")) };
             if let Err(e) = end {
-                short = short.or(super::Shortage::of_rusqlite(&e));
+                short = short.or(crate::store::Shortage::of_rusqlite(&e));
                 failed = Some(Arc::from(e.to_string()));
             }
         } else if !ok && conn.total_changes() != changes_before {
@@ -333,7 +333,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Deliver>, Option<Failed>
                     tracing::error!(error = %e, "SQLite batch writer: ROLLBACK failed");
                 }
             }
-            if let Some(what) = super::Shortage::of_rusqlite(&e) {
+            if let Some(what) = crate::store::Shortage::of_rusqlite(&e) {
                 // Out of disk: the WAL append that ends with the commit frame came short, so
                 // the commit frame is not in the WAL (SQLite writes the frames in order, and one
                 // written partly fails its checksum on recovery); the next commit writes over
