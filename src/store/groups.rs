@@ -305,7 +305,7 @@ fn members_sqlite(
                         "Group"
                     } else {
                         log_dropped(t, group_id, &m.value, &intent.request_id);
-                        c.prepare_cached(super::JOURNAL_SQL)?.execute(rusqlite::params![
+                        c.prepare_cached(super::desired::JOURNAL_SQL)?.execute(rusqlite::params![
                             t,
                             "Group",
                             group_id,
