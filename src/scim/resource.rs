@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
 use super::filter::{parse_filter, AttrPath, Filter};
-use super::schema::{Kind, Returned, MAX_RESULTS, SEARCH_URN};
+use super::schema::{Kind, Returned, DEFAULT_COUNT, MAX_RESULTS, SEARCH_URN};
 
 /// The bookkeeping a rendered resource needs besides its document.
 #[derive(Debug, Clone, Copy)]
@@ -430,9 +430,6 @@ pub struct ListParams {
     /// cursor `c`; `None`: index paging.
     pub cursor: Option<String>,
 }
-
-/// The page size used when a request gives no `count`.
-pub const DEFAULT_COUNT: i64 = 100;
 
 fn int_param(name: &str, v: &Value) -> Result<i64, ScimError> {
     match v {

@@ -458,6 +458,9 @@ pub fn resource_types(base: &str) -> Vec<Value> {
     ]
 }
 
+/// The page size used when a request gives no `count`, advertised as
+/// `pagination.defaultPageSize`.
+pub const DEFAULT_COUNT: i64 = 100;
 /// The largest page a list returns, advertised as `filter.maxResults`.
 pub const MAX_RESULTS: i64 = 1000;
 /// How long a list cursor stays valid (seconds), advertised as `pagination.cursorTimeout`.
@@ -479,7 +482,7 @@ pub fn service_provider_config(base: &str) -> Value {
             "cursor": true,
             "index": true,
             "defaultPaginationMethod": "index",
-            "defaultPageSize": super::resource::DEFAULT_COUNT,
+            "defaultPageSize": DEFAULT_COUNT,
             "maxPageSize": MAX_RESULTS,
             "cursorTimeout": CURSOR_TIMEOUT_SECS,
         },

@@ -196,6 +196,8 @@ impl Store {
 /// Bumps a tenant's desired-state generation (its row lock orders the tenant's journal).
 pub(super) const BUMP_GENERATION_SQL: &str = "UPDATE tenants SET generation = generation + 1 WHERE id = $1";
 /// Appends a row to the intent journal.
+/// The journal op (on the group) of a member a group write dropped because it does not exist.
+pub(super) const DROPPED_MEMBER: &str = "dropped_member";
 pub(super) const JOURNAL_SQL: &str =
     "INSERT INTO intent_journal (tenant_id, resource_type, resource_id, op, at, request_id) \
                            VALUES ($1, $2, $3, $4, $5, $6)";

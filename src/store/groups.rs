@@ -15,8 +15,6 @@ use super::sqlite::reader;
 use super::RESOURCE_COLS as COLS;
 use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, StoreError, StoredResource};
 
-/// The journal op of a member a group write dropped because it does not exist.
-pub(super) const DROPPED_MEMBER: &str = "dropped_member";
 const USER_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2";
 const GROUP_EXISTS_SQL: &str = "SELECT 1 AS x FROM scim_groups WHERE tenant_id = $1 AND id = $2";
 const USER_EXISTS_PG_SQL: &str = "SELECT 1 AS x FROM scim_users WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
@@ -309,7 +307,7 @@ fn members_sqlite(
                             t,
                             "Group",
                             group_id,
-                            format!("{DROPPED_MEMBER} {}", m.value),
+                            format!("{} {}", super::desired::DROPPED_MEMBER, m.value),
                             intent.now,
                             intent.request_id
                         ])?;

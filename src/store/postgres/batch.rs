@@ -94,7 +94,7 @@ impl Journal {
             tenant_id,
             resource_type: "Group",
             resource_id: group_id.to_string(),
-            op: format!("{} {member_id}", crate::store::groups::DROPPED_MEMBER),
+            op: format!("{} {member_id}", crate::store::desired::DROPPED_MEMBER),
             at: now.to_string(),
             request_id: request_id.to_string(),
             push: false,
