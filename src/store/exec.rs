@@ -6,51 +6,10 @@ use std::borrow::Cow;
 
 use sqlx::AnyConnection;
 
+pub use super::query::Val;
 use super::sqlite::batch::sqlite_err;
+pub use super::sqlite::reader::bind_vals;
 use super::StoreError;
-
-/// A bound argument.
-#[derive(Debug, Clone)]
-pub enum Val {
-    Int(i64),
-    Text(Option<String>),
-}
-
-impl From<i64> for Val {
-    fn from(v: i64) -> Val {
-        Val::Int(v)
-    }
-}
-impl From<&str> for Val {
-    fn from(v: &str) -> Val {
-        Val::Text(Some(v.to_string()))
-    }
-}
-impl From<String> for Val {
-    fn from(v: String) -> Val {
-        Val::Text(Some(v))
-    }
-}
-impl From<&String> for Val {
-    fn from(v: &String) -> Val {
-        Val::Text(Some(v.clone()))
-    }
-}
-impl From<Option<&str>> for Val {
-    fn from(v: Option<&str>) -> Val {
-        Val::Text(v.map(str::to_string))
-    }
-}
-impl From<Option<String>> for Val {
-    fn from(v: Option<String>) -> Val {
-        Val::Text(v)
-    }
-}
-impl From<&Option<String>> for Val {
-    fn from(v: &Option<String>) -> Val {
-        Val::Text(v.clone())
-    }
-}
 
 /// One statement with its arguments (`$1…` in order).
 #[derive(Debug, Clone)]
@@ -118,24 +77,6 @@ pub fn exec_sqlite(conn: &rusqlite::Connection, s: &Stmt) -> Result<u64, ExecErr
             other => Err(ExecError::Db(other)),
         },
     }
-}
-
-/// Binds `args` to `$1…` of a rusqlite statement. SQLite numbers `$n` parameters by first
-/// appearance, not by n, so each of the statement's parameters is bound to the argument its name
-/// says (a parameter with no argument stays NULL; an argument no parameter names is unused).
-///
-/// # Errors
-/// Binding errors.
-pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Result<()> {
-    for at in 1..=st.parameter_count() {
-        let n = st.parameter_name(at).and_then(|p| p.strip_prefix('$')).and_then(|d| d.parse::<usize>().ok());
-        let Some(a) = n.and_then(|n| n.checked_sub(1)).and_then(|i| args.get(i)) else { continue };
-        match a {
-            Val::Int(v) => st.raw_bind_parameter(at, v)?,
-            Val::Text(v) => st.raw_bind_parameter(at, v)?,
-        }
-    }
-    Ok(())
 }
 
 /// A result row of either driver, so that each row type has one decoder: the SQLite reader's

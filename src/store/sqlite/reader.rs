@@ -15,8 +15,7 @@ use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::store::exec::Val;
-use crate::store::query::Arg;
+use crate::store::query::{Arg, Val};
 use crate::store::{StoreError, StoredResource, RESOURCE_COLS};
 
 /// Idle connections kept for reuse (more are opened under a burst and closed after it).
@@ -104,7 +103,7 @@ impl Reader {
     ) -> Result<Vec<T>, StoreError> {
         self.with(|c| {
             let mut st = Self::prepare(c, sql)?;
-            crate::store::exec::bind_vals(&mut st, args)?;
+            bind_vals(&mut st, args)?;
             let mut rows = st.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
@@ -141,7 +140,7 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, tenant_id: i64, args: &[Arg], ex
         Arg::Int(i) => Val::Int(*i),
     }));
     vals.extend(extra.iter().map(|&v| Val::Int(v)));
-    crate::store::exec::bind_vals(stmt, &vals)
+    bind_vals(stmt, &vals)
 }
 
 /// The extra column that reads a user's groups with its row (`json_group_array` of
@@ -187,4 +186,22 @@ mod tests {
         assert!(!opts.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{opts:?}");
         assert!(opts.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{opts:?}");
     }
+}
+
+/// Binds `args` to `$1…` of a rusqlite statement. SQLite numbers `$n` parameters by first
+/// appearance, not by n, so each of the statement's parameters is bound to the argument its name
+/// says (a parameter with no argument stays NULL; an argument no parameter names is unused).
+///
+/// # Errors
+/// Binding errors.
+pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Result<()> {
+    for at in 1..=st.parameter_count() {
+        let n = st.parameter_name(at).and_then(|p| p.strip_prefix('$')).and_then(|d| d.parse::<usize>().ok());
+        let Some(a) = n.and_then(|n| n.checked_sub(1)).and_then(|i| args.get(i)) else { continue };
+        match a {
+            Val::Int(v) => st.raw_bind_parameter(at, v)?,
+            Val::Text(v) => st.raw_bind_parameter(at, v)?,
+        }
+    }
+    Ok(())
 }
