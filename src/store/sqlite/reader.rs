@@ -174,20 +174,6 @@ pub fn resource(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    /// The bundled SQLite is built with `.cargo/config.toml`'s flags: one page cache per
-    /// connection (no process-wide page-cache mutex) and no memory statistics.
-    #[test]
-    fn sqlite_is_built_without_shared_page_cache_or_memory_statistics() {
-        let c = rusqlite::Connection::open_in_memory().unwrap();
-        let mut st = c.prepare("PRAGMA compile_options").unwrap();
-        let opts: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-        assert!(!opts.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{opts:?}");
-        assert!(opts.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{opts:?}");
-    }
-}
-
 /// Binds `args` to `$1…` of a rusqlite statement. SQLite numbers `$n` parameters by first
 /// appearance, not by n, so each of the statement's parameters is bound to the argument its name
 /// says (a parameter with no argument stays NULL; an argument no parameter names is unused).
@@ -204,4 +190,18 @@ pub fn bind_vals(st: &mut rusqlite::Statement<'_>, args: &[Val]) -> rusqlite::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The bundled SQLite is built with `.cargo/config.toml`'s flags: one page cache per
+    /// connection (no process-wide page-cache mutex) and no memory statistics.
+    #[test]
+    fn sqlite_is_built_without_shared_page_cache_or_memory_statistics() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut st = c.prepare("PRAGMA compile_options").unwrap();
+        let opts: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(!opts.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{opts:?}");
+        assert!(opts.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{opts:?}");
+    }
 }

@@ -14,7 +14,14 @@ backend_test!(
         assert_eq!(c["filter"]["supported"], true);
         assert!(c["filter"]["maxResults"].as_i64().is_some_and(|n| n > 0), "{c}");
         assert_eq!(c["etag"]["supported"], true);
-        assert_eq!(c["bulk"]["supported"], false);
+        assert_eq!(c["bulk"]["supported"], true);
+        assert_eq!(c["bulk"]["maxOperations"], 1000);
+        assert_eq!(c["bulk"]["maxPayloadSize"], 16 * 1024 * 1024);
+        assert_eq!(
+            c["pagination"],
+            json!({"cursor": true, "index": true, "defaultPaginationMethod": "index", "defaultPageSize": 100,
+                   "maxPageSize": 1000, "cursorTimeout": 3600})
+        );
         assert_eq!(c["sort"]["supported"], true);
         assert_eq!(c["changePassword"]["supported"], false);
         let schemes = c["authenticationSchemes"].as_array().expect("authenticationSchemes");
