@@ -37,6 +37,26 @@ fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
         .collect()
 }
 
+/// A Group body's members as sent: each an object with a string `value` (or a bare string id).
+/// Checked before normalising, which would keep a number as its text: a member that is not a
+/// string id is a malformed request (400), unlike an id that does not exist (dropped).
+fn check_members(body: &Value) -> Result<(), ScimError> {
+    let members = body.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("members")));
+    let Some((_, Value::Array(items))) = members else { return Ok(()) };
+    let string_id = |m: &Value| match m {
+        Value::String(s) => !s.is_empty(),
+        Value::Object(o) => o
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("value"))
+            .is_some_and(|(_, v)| v.as_str().is_some_and(|s| !s.is_empty())),
+        _ => false,
+    };
+    match items.iter().all(string_id) {
+        true => Ok(()),
+        false => Err(ScimError::invalid_value("each member needs a string value")),
+    }
+}
+
 /// Splits a normalised group document from its members.
 fn split_members(mut doc: Value) -> Result<(Value, Vec<MemberRef>), ScimError> {
     let members = doc.as_object_mut().and_then(|o| o.shift_remove("members"));
@@ -82,6 +102,7 @@ pub async fn create_group(
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
+    check_members(&body)?;
     let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
     let id = crate::domain::new_resource_id();
     let now = now();
@@ -99,6 +120,7 @@ pub async fn put_group(
     ScimJson(body): ScimJson,
 ) -> Result<Response, ApiError> {
     let proj = projection_from_query(&q.0)?;
+    check_members(&body)?;
     let (doc, members) = split_members(normalize(Kind::Group, body)?)?;
     let now = now();
     let changes = [MemberChange::ReplaceAll(members)];

@@ -137,11 +137,11 @@ backend_test!(
         // 400
         app.post("/Users", &json!({"schemas": [USER_URN]})).await.expect(400);
         app.post("/Users", &json!({"schemas": [USER_URN], "userName": "x@example.com", "active": "maybe"})).await.expect(400);
-        app.post("/Groups", &json!({"schemas": [GROUP_URN], "displayName": "G", "members": [{"value": "ghost"}]}))
+        app.post("/Groups", &json!({"schemas": [GROUP_URN], "displayName": "G", "members": [{"value": 7}]}))
             .await
             .expect(400);
         app.patch_ops(&user_path(&u), json!([{"op": "remove"}])).await.expect(400);
-        app.patch_ops(&group_path(&g), json!([{"op": "add", "path": "members", "value": [{"value": "ghost"}]}]))
+        app.patch_ops(&group_path(&g), json!([{"op": "add", "path": "members", "value": [{"display": "no value"}]}]))
             .await
             .expect(400);
         unchanged(&app, before, "400s").await;

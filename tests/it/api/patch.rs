@@ -526,7 +526,7 @@ backend_test!(
 );
 
 backend_test!(
-    async fn group_member_add_of_an_unknown_id_is_400_and_atomic(app = TestApp::scim_api) {
+    async fn group_member_add_of_an_unknown_id_adds_the_known_ones(app = TestApp::scim_api) {
         let a = app.create_user("a@example.com").await;
         let g = app.create_group("Team", &[]).await;
         app.patch_ops(
@@ -537,8 +537,10 @@ backend_test!(
             ]),
         )
         .await
-        .expect_error(400, Some("invalidValue"));
-        assert_eq!(app.get_ok(&group_path(&g)).await, g, "nothing changed");
+        .expect(204);
+        let now = app.get_ok(&group_path(&g)).await;
+        assert_eq!(now["displayName"], "Renamed");
+        assert_eq!(member_ids(&now), set([id_of(&a)]), "the known member added, the unknown one dropped");
     }
 );
 
