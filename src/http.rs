@@ -22,6 +22,8 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use tracing::Instrument;
 
+use crate::scim::schema::Kind;
+
 pub use error::ApiError;
 
 pub use crate::scim::SCIM_BASE;
@@ -109,30 +111,49 @@ pub async fn observe(
     res
 }
 
+/// The routes of one resource kind (`/Users` or `/Groups`): list and create, `.search`, and one
+/// resource's read, replace, patch and delete; list, search, read and delete are the same code
+/// for both kinds.
+fn resource_routes<C, CT, P, PT, Pa, PaT>(
+    router: Router<AppState>,
+    kind: Kind,
+    create: C,
+    put: P,
+    patch: Pa,
+) -> Router<AppState>
+where
+    C: axum::handler::Handler<CT, AppState>,
+    P: axum::handler::Handler<PT, AppState>,
+    Pa: axum::handler::Handler<PaT, AppState>,
+    CT: 'static,
+    PT: 'static,
+    PaT: 'static,
+{
+    let base = format!("/{}", kind.endpoint());
+    router
+        .route(
+            &base,
+            get(move |s, c, q| resource::list(s, c, q, kind)).post(create).fallback(error::method_not_allowed),
+        )
+        .route(
+            &format!("{base}/.search"),
+            post(move |s, c, b| resource::search(s, c, b, kind)).fallback(error::method_not_allowed),
+        )
+        .route(
+            &format!("{base}/{{id}}"),
+            get(move |s, c, i, q, k| resource::get(s, c, i, q, k, kind))
+                .put(put)
+                .patch(patch)
+                .delete(move |s, c, i, k| resource::delete(s, c, i, k, kind))
+                .fallback(error::method_not_allowed),
+        )
+}
+
 /// The SCIM API's routes (nested under `SCIM_BASE` by `crate::app::router`), behind SCIM
 /// bearer-token authentication.
 pub fn scim_router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/Users", get(users::list_users).post(users::create_user).fallback(error::method_not_allowed))
-        .route("/Users/.search", post(users::search_users).fallback(error::method_not_allowed))
-        .route(
-            "/Users/{id}",
-            get(users::get_user)
-                .put(users::put_user)
-                .patch(users::patch_user)
-                .delete(users::delete_user)
-                .fallback(error::method_not_allowed),
-        )
-        .route("/Groups", get(groups::list_groups).post(groups::create_group).fallback(error::method_not_allowed))
-        .route("/Groups/.search", post(groups::search_groups).fallback(error::method_not_allowed))
-        .route(
-            "/Groups/{id}",
-            get(groups::get_group)
-                .put(groups::put_group)
-                .patch(groups::patch_group)
-                .delete(groups::delete_group)
-                .fallback(error::method_not_allowed),
-        )
+    let router = resource_routes(Router::new(), Kind::User, users::create_user, users::put_user, users::patch_user);
+    resource_routes(router, Kind::Group, groups::create_group, groups::put_group, groups::patch_group)
         .route("/.search", post(list::search_all).fallback(error::method_not_allowed))
         .route("/ServiceProviderConfig", get(discovery::service_provider_config).fallback(error::method_not_allowed))
         .route("/ResourceTypes", get(discovery::resource_types).fallback(error::method_not_allowed))

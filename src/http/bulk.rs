@@ -18,7 +18,8 @@ use serde_json::{json, Map, Value};
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_response;
-use super::{groups, users, ApiError, AppState};
+use super::{groups, resource, users, ApiError, AppState};
+use crate::scim::schema::Kind;
 use crate::scim::ScimError;
 
 use crate::scim::schema::MAX_BULK_OPERATIONS as MAX_OPERATIONS;
@@ -348,8 +349,8 @@ async fn run(state: &AppState, ctx: &Ctx, op: &Op, ids: &HashMap<String, String>
         (Method::Put, "Groups", Some(id), Some(b)) => groups::put_group(st, c, id, q, cond, b).await,
         (Method::Patch, "Users", Some(id), Some(b)) => users::patch_user(st, c, id, q, cond, b).await,
         (Method::Patch, "Groups", Some(id), Some(b)) => groups::patch_group(st, c, id, q, cond, b).await,
-        (Method::Delete, "Users", Some(id), _) => users::delete_user(st, c, id, cond).await,
-        (Method::Delete, "Groups", Some(id), _) => groups::delete_group(st, c, id, cond).await,
+        (Method::Delete, "Users", Some(id), _) => resource::delete(st, c, id, cond, Kind::User).await,
+        (Method::Delete, "Groups", Some(id), _) => resource::delete(st, c, id, cond, Kind::Group).await,
         _ => {
             return Outcome::failed(ScimError::invalid_path(format!(
                 "{} {path} is not an operation",

@@ -8,13 +8,12 @@ use serde_json::{json, Value};
 
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
-use super::list::list_kind;
-use super::resource::{get_one, intent, respond_one, write_with_retry, Step};
+use super::resource::{intent, respond_one, write_with_retry, Step};
 use super::{ApiError, AppState};
 use crate::domain::now;
 use crate::scim::filter::matches;
 use crate::scim::patch::{apply_patch, parse_patch, MemberOp};
-use crate::scim::resource::{projection_from_query, ListParams, Ref};
+use crate::scim::resource::{projection_from_query, Ref};
 use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::scim::ScimError;
 use crate::store::{MemberChange, MemberRef, Tenant};
@@ -65,34 +64,6 @@ fn split_members(mut doc: Value) -> Result<(Value, Vec<MemberRef>), ScimError> {
         _ => Vec::new(),
     };
     Ok((doc, refs))
-}
-
-pub async fn list_groups(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    q: QueryMap,
-) -> Result<Response, ApiError> {
-    let p = ListParams::from_query(&q.0)?;
-    list_kind(&state, &tenant, &base, Kind::Group, p).await
-}
-
-pub async fn search_groups(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    ScimJson(body): ScimJson,
-) -> Result<Response, ApiError> {
-    let p = ListParams::from_search(&body)?;
-    list_kind(&state, &tenant, &base, Kind::Group, p).await
-}
-
-pub async fn get_group(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    ResourceId(id): ResourceId,
-    q: QueryMap,
-    cond: Conditions,
-) -> Result<Response, ApiError> {
-    get_one(&state, &tenant, &base, Kind::Group, &id, &q, &cond).await
 }
 
 pub async fn create_group(
@@ -208,20 +179,4 @@ pub async fn patch_group(
         return Ok(res);
     }
     respond_one(&state, &tenant, &base, Kind::Group, &r, &proj, StatusCode::OK).await
-}
-
-pub async fn delete_group(
-    State(state): State<AppState>,
-    Ctx { tenant, request_id: rid, .. }: Ctx,
-    ResourceId(id): ResourceId,
-    cond: Conditions,
-) -> Result<Response, ApiError> {
-    let expected = match &cond.if_match {
-        Some(_) => cond.check(state.store.get_group(tenant.id, &id).await?.version)?,
-        None => None,
-    };
-    let now = now();
-    state.store.delete_group(&intent(&tenant, &rid, &now), &id, expected).await?;
-    state.pushed(tenant.id);
-    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -6,11 +6,15 @@ use std::future::Future;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::body::{Conditions, QueryMap};
+use axum::extract::State;
+
+use super::auth::Ctx;
+use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
 use super::error::scim_json;
+use super::list::list_kind;
 use super::list::render_many;
 use super::{ApiError, AppState};
-use crate::scim::resource::{etag, etag_matches, projection_from_query, Projection};
+use crate::scim::resource::{etag, etag_matches, projection_from_query, ListParams, Projection};
 use crate::scim::schema::Kind;
 use crate::scim::ScimError;
 use crate::store::{Intent, StoreError, StoredResource, Tenant};
@@ -88,6 +92,59 @@ async fn get_one_once(
 /// The intent a request's writes are journaled with.
 pub(super) fn intent<'a>(tenant: &Tenant, request_id: &'a str, now: &'a str) -> Intent<'a> {
     Intent { tenant_id: tenant.id, request_id, now }
+}
+
+/// `GET /Users` and `GET /Groups`.
+pub async fn list(state: State<AppState>, ctx: Ctx, q: QueryMap, kind: Kind) -> Result<Response, ApiError> {
+    let p = ListParams::from_query(&q.0)?;
+    list_kind(&state, &ctx.tenant, &ctx.base, kind, p).await
+}
+
+/// `POST /Users/.search` and `POST /Groups/.search`.
+pub async fn search(state: State<AppState>, ctx: Ctx, body: ScimJson, kind: Kind) -> Result<Response, ApiError> {
+    let p = ListParams::from_search(&body.0)?;
+    list_kind(&state, &ctx.tenant, &ctx.base, kind, p).await
+}
+
+/// `GET /Users/{id}` and `GET /Groups/{id}`.
+pub async fn get(
+    state: State<AppState>,
+    ctx: Ctx,
+    id: ResourceId,
+    q: QueryMap,
+    cond: Conditions,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    get_one(&state, &ctx.tenant, &ctx.base, kind, &id.0, &q, &cond).await
+}
+
+/// `DELETE /Users/{id}` and `DELETE /Groups/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ResourceId(id): ResourceId,
+    cond: Conditions,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let tenant = &ctx.tenant;
+    let expected = match &cond.if_match {
+        Some(_) => {
+            let cur = match kind {
+                Kind::User => state.store.get_user(tenant.id, &id).await?,
+                Kind::Group => state.store.get_group(tenant.id, &id).await?,
+            };
+            cond.check(cur.version)?
+        }
+        None => None,
+    };
+    let now = crate::domain::now();
+    let it = intent(tenant, &ctx.request_id, &now);
+    match kind {
+        Kind::User => state.store.delete_user(&it, &id, expected).await?,
+        Kind::Group => state.store.delete_group(&it, &id, expected).await?,
+    }
+    state.pushed(tenant.id);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// One attempt of a read-modify-write, given the resource as read.

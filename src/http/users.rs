@@ -2,46 +2,17 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::auth::Ctx;
 use super::body::{Conditions, QueryMap, ResourceId, ScimJson};
-use super::list::list_kind;
-use super::resource::{get_one, intent, respond_one, write_with_retry, Step};
+use super::resource::{intent, respond_one, write_with_retry, Step};
 use super::{ApiError, AppState};
 use crate::domain::now;
 use crate::scim::patch::{apply_patch, parse_patch};
-use crate::scim::resource::{projection_from_query, ListParams};
+use crate::scim::resource::projection_from_query;
 use crate::scim::schema::{normalize, normalize_change, Kind, ResourceSchema};
 use crate::store::StoredResource;
-
-pub async fn list_users(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    q: QueryMap,
-) -> Result<Response, ApiError> {
-    let p = ListParams::from_query(&q.0)?;
-    list_kind(&state, &tenant, &base, Kind::User, p).await
-}
-
-pub async fn search_users(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    ScimJson(body): ScimJson,
-) -> Result<Response, ApiError> {
-    let p = ListParams::from_search(&body)?;
-    list_kind(&state, &tenant, &base, Kind::User, p).await
-}
-
-pub async fn get_user(
-    State(state): State<AppState>,
-    Ctx { tenant, base, .. }: Ctx,
-    ResourceId(id): ResourceId,
-    q: QueryMap,
-    cond: Conditions,
-) -> Result<Response, ApiError> {
-    get_one(&state, &tenant, &base, Kind::User, &id, &q, &cond).await
-}
 
 pub async fn create_user(
     State(state): State<AppState>,
@@ -123,20 +94,4 @@ pub async fn patch_user(
     })
     .await?;
     respond_one(&state, &tenant, &base, Kind::User, &r, &proj, StatusCode::OK).await
-}
-
-pub async fn delete_user(
-    State(state): State<AppState>,
-    Ctx { tenant, request_id: rid, .. }: Ctx,
-    ResourceId(id): ResourceId,
-    cond: Conditions,
-) -> Result<Response, ApiError> {
-    let expected = match &cond.if_match {
-        Some(_) => cond.check(state.store.get_user(tenant.id, &id).await?.version)?,
-        None => None,
-    };
-    let now = now();
-    state.store.delete_user(&intent(&tenant, &rid, &now), &id, expected).await?;
-    state.pushed(tenant.id);
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
