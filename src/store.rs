@@ -20,6 +20,14 @@
 //! change only through `apply_*`, a compare-and-set fenced by the tenant's lease, with their
 //! outbox and audit rows in the same transaction; a write reports success only once durable.
 
+/// Builds a row type from an `AnyRow`: each named field from the column of the same name, then
+/// the fields computed from other columns (`columns!(r, T { a, b } + { c: expr })`).
+macro_rules! columns {
+    ($r:expr, $t:ident { $($f:ident),* $(,)? } $(+ { $($g:ident : $e:expr),* $(,)? })?) => {
+        $t { $($f: $r.try_get(stringify!($f))?,)* $($($g: $e,)*)? }
+    };
+}
+
 mod actual;
 mod admin;
 mod control;
@@ -287,15 +295,7 @@ pub struct StoredResource {
 
 impl StoredResource {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(StoredResource {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            doc: row.try_get("doc")?,
-            version: row.try_get("version")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            groups: None,
-        })
+        Ok(columns!(row, StoredResource { seq, id, doc, version, created_at, updated_at } + { groups: None }))
     }
 
     /// The document, parsed.

@@ -429,16 +429,10 @@ impl Store {
             .await?
             .iter()
             .map(|r| {
-                Ok(AuditEntry {
-                    seq: r.try_get("seq")?,
-                    run_id: r.try_get("run_id")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    user_id: r.try_get("user_id")?,
+                Ok(columns!(r, AuditEntry { seq, run_id, actor, action, user_id, at } + {
                     before: json_text(r.try_get("before")?),
                     after: json_text(r.try_get("after")?),
-                    at: r.try_get("at")?,
-                })
+                }))
             })
             .collect()
     }

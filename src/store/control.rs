@@ -582,16 +582,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let summary: Option<String> = r.try_get("summary")?;
-                Ok(RunRow {
-                    id: r.try_get("id")?,
-                    trigger: r.try_get("trigger")?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    status: r.try_get("status")?,
+                Ok(columns!(r, RunRow { id, trigger, started_at, finished_at, status, fingerprint, error } + {
                     summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
-                    fingerprint: r.try_get("fingerprint")?,
-                    error: r.try_get("error")?,
-                })
+                }))
             })
             .collect()
     }

@@ -54,21 +54,10 @@ pub struct OutboxEvent {
 
 fn event_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
     let payload: String = r.try_get("payload")?;
-    Ok(OutboxEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        event_type: r.try_get("event_type")?,
-        tenant_id: r.try_get("tenant_id")?,
-        user_id: r.try_get("user_id")?,
-        idempotency_key: r.try_get("idempotency_key")?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        status: r.try_get("status")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        last_error: r.try_get("last_error")?,
-        created_at: r.try_get("created_at")?,
-        delivered_at: r.try_get("delivered_at")?,
-    })
+    Ok(columns!(r, OutboxEvent {
+        seq, id, event_type, tenant_id, user_id, idempotency_key, status, attempts, next_attempt_at, last_error,
+        created_at, delivered_at,
+    } + { payload: serde_json::from_str(&payload).unwrap_or(Value::Null) }))
 }
 
 const EVENT_COLS: &str = "seq, id, event_type, tenant_id, user_id, idempotency_key, payload, status, attempts, \

@@ -53,14 +53,9 @@ pub struct Tenant {
 impl Tenant {
     fn from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
         let tier: String = r.try_get("tier")?;
-        Ok(Tenant {
-            id: r.try_get("id")?,
-            slug: r.try_get("slug")?,
+        Ok(columns!(r, Tenant { id, slug, generation, created_at, deleted_at } + {
             tier: Tier::parse(&tier).ok_or_else(|| StoreError::Invalid(format!("unknown tier {tier}")))?,
-            generation: r.try_get("generation")?,
-            created_at: r.try_get("created_at")?,
-            deleted_at: r.try_get("deleted_at")?,
-        })
+        }))
     }
 }
 
@@ -202,17 +197,7 @@ impl Store {
         .bind(tenant.id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TokenInfo {
-                    id: r.try_get("id")?,
-                    prefix: r.try_get("prefix")?,
-                    created_at: r.try_get("created_at")?,
-                    last_used_at: r.try_get("last_used_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(columns!(r, TokenInfo { id, prefix, created_at, last_used_at, revoked_at }))).collect()
     }
 
     /// Revokes a token by id. Returns false when no such unrevoked token exists.
