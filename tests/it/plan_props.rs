@@ -4,7 +4,7 @@
 //! SCIM id is taken (then it is stale); every other change is a compare-and-set on the version
 //! that fails (stale) on a unique-key clash too, sets the record to `after` and bumps the version.
 //!
-//! DESIGN.md, "Contracts that every change keeps": `apply(plan(d, a))` then `plan` again is
+//! docs/architecture.md, "Contracts every change keeps": `apply(plan(d, a))` then `plan` again is
 //! empty; applying a plan twice equals applying it once; a crash at any point followed by a
 //! rerun converges, and no welcome email is ever sent twice.
 

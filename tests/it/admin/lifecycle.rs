@@ -1,4 +1,4 @@
-//! The lifecycle rows of DESIGN.md end to end: a SCIM push in, Moonborn state out through the
+//! The lifecycle rows of docs/architecture.md end to end: a SCIM push in, Moonborn state out through the
 //! admin API, within a bounded wait (poll every 20 ms, at most 10 s; no sleeps tuned to timing).
 
 use reqwest::Method;
@@ -244,5 +244,30 @@ backend_test!(
         let linked = app.store.actual_candidates(t.id, &ids, &[], &[]).await.unwrap();
         assert_eq!(linked.len(), ids.len());
         assert!(linked.iter().all(|u| u.roles.contains("viewer")), "roles read with the users");
+    }
+);
+
+backend_test!(
+    async fn a_bulks_users_reach_moonborn_with_their_roles(app = TestApp::admin_api) {
+        // An initial load by /Bulk: users, and a bound group whose members reference them by
+        // bulkId (before them in the request).
+        let mut ops = vec![json!({"method": "POST", "path": "/Groups", "bulkId": "admins", "data": {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "moonborn-admin",
+            "members": [{"value": "bulkId:u0"}, {"value": "bulkId:u1"}]}})];
+        ops.extend((0..5).map(|i| json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("bulk{i}@acme.example")}})));
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
+        let r = app.scim(Method::POST, "/Bulk", Some(&body)).await;
+        let answered = r.expect(200)["Operations"].as_array().unwrap().clone();
+        assert!(answered.iter().all(|o| o["status"] == "201"), "{answered:?}");
+        for i in 0..5 {
+            let want = if i < 2 { "admin" } else { "viewer" };
+            let u = app
+                .wait_user(&format!("bulk{i}@acme.example"), "the bulk's user applied with its role", |u| {
+                    u["status"] == "active" && u["roles"].as_array().is_some_and(|r| r.iter().any(|x| x == want))
+                })
+                .await;
+            assert_eq!(u["managed_by"], "scim", "{u}");
+        }
     }
 );
