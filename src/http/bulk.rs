@@ -82,7 +82,9 @@ pub async fn bulk(State(state): State<AppState>, ctx: Ctx, ScimJson(body): ScimJ
     let (ops, fail_on_errors) = parse(&body)?;
     let mut results: Vec<Option<Outcome>> = (0..ops.len()).map(|_| None).collect();
     let mut ids: HashMap<String, String> = HashMap::new();
-    let defined: HashSet<&str> = ops.iter().filter_map(|o| o.bulk_id.as_deref()).collect();
+    // Only a POST creates what a bulkId names.
+    let defined: HashSet<&str> =
+        ops.iter().filter(|o| o.method == Method::Post).filter_map(|o| o.bulk_id.as_deref()).collect();
     let mut errors = 0usize;
     'waves: loop {
         let pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
@@ -94,6 +96,15 @@ pub async fn bulk(State(state): State<AppState>, ctx: Ctx, ScimJson(body): ScimJ
         let mut progressed = false;
         let mut ready = Vec::new();
         for &i in &pending {
+            if let Some(b) = ops[i].bulk_id.as_ref().filter(|b| ops[i].refs.contains(*b)) {
+                results[i] = Some(Outcome::failed(ScimError::new(
+                    409,
+                    format!("the operation references its own bulkId {b:?}"),
+                )));
+                errors += 1;
+                progressed = true;
+                continue;
+            }
             let unresolvable = ops[i].refs.iter().find(|r| {
                 !defined.contains(r.as_str())
                     || ops.iter().zip(&results).any(|(o, res)| {
@@ -134,11 +145,30 @@ pub async fn bulk(State(state): State<AppState>, ctx: Ctx, ScimJson(body): ScimJ
         }
         match fail_on_errors {
             None => {
-                let runs = ready.iter().map(|&i| run(&state, &ctx, &ops[i], &ids));
-                for (i, o) in ready.iter().zip(futures_util::future::join_all(runs).await) {
-                    record(&ops[*i], &o, &mut ids);
-                    results[*i] = Some(o);
+                // In request order, as runs of creates of distinct names that share commits (at
+                // most CONCURRENCY at a time); anything else, or a create of a name the run
+                // already holds, waits for what comes before it.
+                let mut run_of: Vec<usize> = Vec::new();
+                let mut names: HashSet<String> = HashSet::new();
+                for &i in &ready {
+                    match (ops[i].method == Method::Post).then(|| create_key(&ops[i])).flatten() {
+                        Some(k) if !names.contains(&k) => {
+                            names.insert(k);
+                            run_of.push(i);
+                        }
+                        Some(k) => {
+                            run_concurrently(&state, &ctx, &ops, &run_of, &mut ids, &mut results).await;
+                            (run_of, names) = (vec![i], HashSet::from([k]));
+                        }
+                        None => {
+                            run_concurrently(&state, &ctx, &ops, &run_of, &mut ids, &mut results).await;
+                            run_of.clear();
+                            names.clear();
+                            run_concurrently(&state, &ctx, &ops, &[i], &mut ids, &mut results).await;
+                        }
+                    }
                 }
+                run_concurrently(&state, &ctx, &ops, &run_of, &mut ids, &mut results).await;
             }
             Some(limit) => {
                 for i in ready {
@@ -155,6 +185,46 @@ pub async fn bulk(State(state): State<AppState>, ctx: Ctx, ScimJson(body): ScimJ
     }
     let answered: Vec<Value> = ops.iter().zip(results).filter_map(|(op, r)| r.map(|r| answer(op, r))).collect();
     Ok(scim_response(StatusCode::OK, &json!({"schemas": [BULK_RESPONSE], "Operations": answered})))
+}
+
+/// How many operations of one bulk request run at once.
+const CONCURRENCY: usize = 64;
+
+/// Runs `which` operations concurrently (`CONCURRENCY` at a time) and records their outcomes.
+async fn run_concurrently(
+    state: &AppState,
+    ctx: &Ctx,
+    ops: &[Op],
+    which: &[usize],
+    ids: &mut HashMap<String, String>,
+    results: &mut [Option<Outcome>],
+) {
+    use futures_util::StreamExt as _;
+    if which.is_empty() {
+        return;
+    }
+    let snapshot = ids.clone();
+    let mut runs = Vec::with_capacity(which.len());
+    for &i in which {
+        runs.push(run(state, ctx, &ops[i], &snapshot));
+    }
+    let outcomes: Vec<Outcome> = futures_util::stream::iter(runs).buffered(CONCURRENCY).collect().await;
+    for (&i, o) in which.iter().zip(outcomes) {
+        record(&ops[i], &o, ids);
+        results[i] = Some(o);
+    }
+}
+
+/// What a create claims: its kind and unique name (`userName` / `displayName`, lower-cased).
+fn create_key(op: &Op) -> Option<String> {
+    let data = op.data.as_ref()?.as_object()?;
+    let kind = split_path(&op.path)?.0;
+    let name = data
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("userName") || k.eq_ignore_ascii_case("displayName"))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("");
+    Some(format!("{kind}\n{}", name.to_lowercase()))
 }
 
 fn record(op: &Op, o: &Outcome, ids: &mut HashMap<String, String>) {
@@ -243,14 +313,11 @@ fn parse_op(op: &Value) -> Result<Op, ScimError> {
         return Err(ScimError::invalid_value(format!("a {} operation needs a data object", method.as_str())));
     }
     let mut refs = HashSet::new();
-    collect_refs(&Value::String(path.clone()), &mut refs);
+    for seg in path.split('/') {
+        collect_refs(&Value::String(seg.to_string()), &mut refs);
+    }
     if let Some(d) = &data {
         collect_refs(d, &mut refs);
-    }
-    if let Some(b) = &bulk_id {
-        if refs.contains(b) {
-            return Err(ScimError::new(409, format!("the operation references its own bulkId {b:?}")));
-        }
     }
     let (kind, id) = split_path(&path).ok_or_else(|| {
         ScimError::invalid_path(format!("path {path:?} is not /Users, /Groups, /Users/{{id}} or /Groups/{{id}}"))
@@ -285,14 +352,8 @@ fn split_path(path: &str) -> Option<(&'static str, Option<&str>)> {
 fn collect_refs(v: &Value, out: &mut HashSet<String>) {
     match v {
         Value::String(s) => {
-            let mut rest = s.as_str();
-            while let Some(i) = rest.find(REF) {
-                let after = &rest[i + REF.len()..];
-                let end = after.find('/').unwrap_or(after.len());
-                if end > 0 {
-                    out.insert(after[..end].to_string());
-                }
-                rest = &after[end..];
+            if let Some(id) = s.strip_prefix(REF).filter(|id| !id.is_empty()) {
+                out.insert(id.to_string());
             }
         }
         Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
@@ -304,23 +365,11 @@ fn collect_refs(v: &Value, out: &mut HashSet<String>) {
 /// `v` with every `bulkId:X` replaced by the id X's POST created.
 fn resolve(v: &Value, ids: &HashMap<String, String>) -> Value {
     match v {
-        Value::String(s) if s.contains(REF) => {
-            // `bulkId:X` where X runs to the next `/` or the end (`bulkId:u1` is not a prefix
-            // of `bulkId:u10`).
-            let (mut out, mut rest) = (String::with_capacity(s.len()), s.as_str());
-            while let Some(i) = rest.find(REF) {
-                out.push_str(&rest[..i]);
-                let after = &rest[i + REF.len()..];
-                let end = after.find('/').unwrap_or(after.len());
-                match ids.get(&after[..end]) {
-                    Some(id) => out.push_str(id),
-                    None => out.push_str(&rest[i..i + REF.len() + end]),
-                }
-                rest = &after[end..];
-            }
-            out.push_str(rest);
-            Value::String(out)
-        }
+        // A value that is a whole `bulkId:X` (a member's `value`, the manager's id).
+        Value::String(s) => match s.strip_prefix(REF).and_then(|b| ids.get(b)) {
+            Some(id) => Value::String(id.clone()),
+            None => v.clone(),
+        },
         Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, ids)).collect()),
         Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), resolve(x, ids))).collect()),
         other => other.clone(),
@@ -329,10 +378,12 @@ fn resolve(v: &Value, ids: &HashMap<String, String>) -> Value {
 
 /// Runs one operation through its single request's handler.
 async fn run(state: &AppState, ctx: &Ctx, op: &Op, ids: &HashMap<String, String>) -> Outcome {
-    let path = match resolve(&Value::String(op.path.clone()), ids) {
-        Value::String(p) => p,
-        _ => op.path.clone(),
-    };
+    let path = op
+        .path
+        .split('/')
+        .map(|seg| seg.strip_prefix(REF).and_then(|r| ids.get(r)).map_or(seg, String::as_str))
+        .collect::<Vec<_>>()
+        .join("/");
     let Some((kind, id)) = split_path(&path) else {
         return Outcome::failed(ScimError::invalid_path(format!("path {path:?} is not a resource")));
     };

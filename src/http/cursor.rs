@@ -67,6 +67,10 @@ pub fn decode(key: &[u8], scope: &str, cursor: &str, first: Kind, now: i64) -> R
     let (payload, sig) = cursor.split_once('.').ok_or_else(invalid)?;
     let payload = String::from_utf8(B64.decode(payload).map_err(|_| invalid())?).map_err(|_| invalid())?;
     let sig = B64.decode(sig).map_err(|_| invalid())?;
+    // All 16 bytes: a shorter signature would be checked against only its length's worth.
+    if sig.len() != 16 {
+        return Err(invalid());
+    }
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(payload.as_bytes());
     m.verify_truncated_left(&sig).map_err(|_| invalid())?;
@@ -114,6 +118,9 @@ mod tests {
         let forged = format!("{}.{sig}", B64.encode(forged));
         assert_eq!(code(decode(&key, &s, &forged, Kind::User, 1_000)), Some("invalidCursor"));
         assert_eq!(code(decode(&key, &s, "not-a-cursor", Kind::User, 1_000)), Some("invalidCursor"));
+        // A signature cut short is not checked against a prefix of the MAC.
+        let short = format!("{p}.{}", B64.encode(&B64.decode(sig).unwrap()[..1]));
+        assert_eq!(code(decode(&key, &s, &short, Kind::User, 1_000)), Some("invalidCursor"));
         // Past its timeout.
         assert_eq!(code(decode(&key, &s, &c, Kind::User, 1_000 + CURSOR_TIMEOUT_SECS + 1)), Some("expiredCursor"));
     }

@@ -41,7 +41,11 @@ fn member_refs(values: &[Value]) -> Result<Vec<MemberRef>, ScimError> {
 /// string id is a malformed request (400), unlike an id that does not exist (dropped).
 fn check_members(body: &Value) -> Result<(), ScimError> {
     let members = body.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("members")));
-    let Some((_, Value::Array(items))) = members else { return Ok(()) };
+    let items = match members {
+        None | Some((_, Value::Null)) => return Ok(()),
+        Some((_, Value::Array(items))) => items,
+        Some(_) => return Err(ScimError::invalid_value("members must be an array")),
+    };
     let string_id = |m: &Value| match m {
         Value::String(s) => !s.is_empty(),
         Value::Object(o) => o

@@ -149,3 +149,38 @@ backend_test!(
         assert_eq!(app.send(Method::GET, "/Widgets", None).await.status, 404);
     }
 );
+
+backend_test!(
+    async fn operations_on_one_resource_or_name_keep_request_order(app = TestApp::scim_api) {
+        let bob = app.create_user("bob@example.com").await;
+        let ops = json!([
+            // A delete, then a create of the same name: the create must see the delete.
+            {"method": "DELETE", "path": format!("/Users/{}", id_of(&bob))},
+            {"method": "POST", "path": "/Users", "bulkId": "bob", "data": {"schemas": [USER_URN], "userName": "bob@example.com"}},
+            // A replace then a patch of the new user: the patch comes last.
+            {"method": "PUT", "path": "/Users/bulkId:bob", "data": {"schemas": [USER_URN], "userName": "bob@example.com", "displayName": "Put"}},
+            {"method": "PATCH", "path": "/Users/bulkId:bob", "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "Patched"}]}},
+            // Two creates of one name: the first in request order wins.
+            {"method": "POST", "path": "/Users", "bulkId": "x1", "data": {"schemas": [USER_URN], "userName": "twin@example.com", "title": "first"}},
+            {"method": "POST", "path": "/Users", "bulkId": "x2", "data": {"schemas": [USER_URN], "userName": "twin@example.com", "title": "second"}},
+            // Its own bulkId: that operation fails alone; text mentioning bulkId: is not a reference.
+            {"method": "POST", "path": "/Groups", "bulkId": "self", "data": {"schemas": [GROUP_URN], "displayName": "Self", "members": [{"value": "bulkId:self"}]}},
+            {"method": "POST", "path": "/Users", "bulkId": "t", "data": {"schemas": [USER_URN], "userName": "t@example.com", "title": "see bulkId: docs"}},
+        ]);
+        let r = app.post("/Bulk", &json!({"schemas": [BULK_REQUEST], "Operations": ops})).await;
+        let statuses: Vec<String> =
+            ops_of(r.expect(200)).iter().map(|o| o["status"].as_str().unwrap().to_string()).collect();
+        assert_eq!(statuses, ["204", "201", "200", "200", "201", "409", "409", "201"]);
+        let found = app.get_ok(&format!("/Users?filter={}", enc("userName eq \"bob@example.com\""))).await;
+        assert_eq!(found["Resources"][0]["displayName"], "Patched");
+        let twin = app.get_ok(&format!("/Users?filter={}", enc("userName eq \"twin@example.com\""))).await;
+        assert_eq!(twin["Resources"][0]["title"], "first");
+        // A members value that is not an array is refused, not read as "no members".
+        let g = app.create_group("Keep", &[&id_of(&twin["Resources"][0])]).await;
+        app.put(&group_path(&g), &json!({"schemas": [GROUP_URN], "displayName": "Keep", "members": {"value": "x"}}))
+            .await
+            .expect_error(400, Some("invalidValue"));
+        assert_eq!(member_ids(&app.get_ok(&group_path(&g)).await).len(), 1);
+    }
+);
