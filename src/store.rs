@@ -851,7 +851,7 @@ async fn delete_with_groups_locked(
 ) -> Result<u64, StoreError> {
     use sqlx::{Executor as _, Row as _};
     // `id IN (… UNION ALL …)` rather than `id IN (…) OR id = $2`: under an OR, PostgreSQL scans
-    // every group of every tenant (5–6 ms at 50,000 groups against 0.4 ms through the indexes).
+    // every group of every tenant instead of using the indexes.
     const LOCK: &str = "SELECT id FROM scim_groups WHERE tenant_id = $1 AND id IN \
         (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
          UNION ALL SELECT $2 WHERE $3 = 1) \

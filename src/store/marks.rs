@@ -1,8 +1,7 @@
 //! Where recent list pages ended, so that a client paging through a large listing in order
 //! (`startIndex` 1, 101, 201, … — an IdP's import of every user) gets each page by seeking past
-//! the last one's final row instead of skipping every row before it (`OFFSET`, which at a
-//! million users made a deep page cost ~200 ms), and its `totalResults` without counting the
-//! tenant again (~30 ms at a million).
+//! the last one's final row instead of skipping every row before it (`OFFSET` costs grow with the
+//! depth), and its `totalResults` without counting the tenant again.
 //!
 //! A mark holds only at the tenant's desired-state generation it was read at. Every write to
 //! the tenant's users, groups or memberships bumps that generation (`record_intent`), in this

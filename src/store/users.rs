@@ -18,8 +18,7 @@ use super::{record_intent, record_intent_sqlite, Intent, OwnedIntent, Store, Sto
 
 /// A user's groups as one column on PostgreSQL (`[[id, displayName], …]` as JSON text), for the
 /// statement that reads the user (`FROM scim_users u`): one round trip to the server instead
-/// of two. (Tried on the `userName eq` page query too: its throughput fell from 12,627 to
-/// 8,065/s at 100,000 users, so that one still reads the groups separately.)
+/// of two. (Not for the `userName eq` page query, which is faster reading the groups separately.)
 const PG_USER_GROUPS_COL: &str = "(SELECT CAST(COALESCE(json_agg(json_build_array(g.id, g.display_name) \
     ORDER BY g.seq), '[]') AS text) FROM scim_group_members m JOIN scim_groups g \
     ON g.tenant_id = m.tenant_id AND g.id = m.group_id \

@@ -3,12 +3,11 @@
 //! Every push appends to its tenant's intent journal and bumps the tenant's row in the same
 //! transaction, and the row lock is held until the commit is flushed, so that a tenant's journal
 //! positions are handed out in commit order (see `record_intent`). One push per transaction
-//! therefore commits a tenant's pushes one WAL flush at a time: 611 creates/s against a raw
-//! insert ceiling of 6,773/s on the 2-core VM (0.09), and a membership PATCH held the tenant's
-//! lock through all of its member statements. Here the hot pushes — `POST /Users` and member adds
+//! therefore commits a tenant's pushes one WAL flush at a time, and a membership PATCH holds the
+//! tenant's lock through all of its member statements. Here the hot pushes — `POST /Users` and member adds
 //! and removes, what an IdP's sync is made of — are jobs for one writer task per process with
 //! a connection of the pool: it takes every job waiting (up to `MAX_BATCH`), runs each in a
-//! savepoint of one transaction (a failing job — a taken userName, an unknown member — is
+//! savepoint of one transaction (a failing job — a taken userName — is
 //! rolled back to its savepoint and answered with its error; the others commit), collects what
 //! each would journal, and only then locks the tenants the batch pushed to (in id order, so
 //! two replicas' batches cannot deadlock on them), bumps each once, appends the journal rows

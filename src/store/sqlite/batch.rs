@@ -2,11 +2,11 @@
 //!
 //! SQLite has one writer at a time, so a write's cost is the time it holds the database. Through
 //! sqlx every statement is a round trip to the connection's worker thread, and every request
-//! paid its own `BEGIN … COMMIT`: a create held the writer for ~6 thread hand-offs and a commit
-//! (about 800 µs), capping creates near 1,200/s with the CPUs mostly idle. Here the hot SCIM
+//! paid its own `BEGIN … COMMIT` (several thread hand-offs and a commit while holding the
+//! writer). Here the hot SCIM
 //! writes are jobs for one writer thread with its own connection: it takes every job waiting,
-//! runs them in one transaction (each in a savepoint of its own, so a failing job — an unknown
-//! member — changes nothing and does not disturb the others; the hot jobs, whose only failing
+//! runs them in one transaction (each in a savepoint of its own, so a failing job — a taken
+//! name — changes nothing and does not disturb the others; the hot jobs, whose only failing
 //! statement comes first and then writes nothing, skip the savepoint), commits once, and hands the
 //! results back only after the WAL fsync that covers the commit (`walsync`), so "durable before
 //! the 2xx" still holds. It takes the same in-process writer lock as every other writer.
@@ -100,11 +100,10 @@ impl BatchWriter {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         // cache_size 32 MiB: creates touch random leaves of several indexes (uuid ids, names);
-        // with SQLite's default 2 MiB most of them were re-read (pread) on a 200k-user tenant
-        // (POST 4175/s -> 4655/s). The cache is shrunk again after whole-tenant runs.
+        // with SQLite's default 2 MiB most of them are re-read (pread) on a large tenant. The
+        // cache is shrunk again after whole-tenant runs.
         // temp_store=MEMORY: every job is a savepoint, and SQLite copies the pages a savepoint
-        // changes to a statement journal, by default a temporary file (perf: pwrite + inode
-        // eviction per batch).
+        // changes to a statement journal, by default a temporary file.
         conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; \
              PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-32768;",
@@ -166,8 +165,7 @@ impl BatchWriter {
     /// `write` without a savepoint, for work that can fail only before its first change: its
     /// statements that may fail on a constraint come first, and a failing statement writes
     /// nothing (SQLite undoes a failed statement). A savepoint costs a job the copy of every
-    /// page it changes into the statement journal, and its release (perf: about a third of the
-    /// writer thread under a create load). Should such a job fail after it changed something (a
+    /// page it changes into the statement journal, and its release. Should such a job fail after it changed something (a
     /// disk error, or a bug), it cannot be undone alone: the whole batch is rolled back and every
     /// job in it fails.
     ///

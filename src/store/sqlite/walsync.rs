@@ -181,13 +181,11 @@ fn outcome(r: &rusqlite::Result<(bool, i64)>) -> &'static str {
 /// Starts the checkpointer of the database file `db`: a thread that copies committed WAL frames
 /// into the database file (a PASSIVE checkpoint: it waits for no reader or writer). The
 /// connections of this process have automatic checkpoints off: SQLite would otherwise run one
-/// inside a writer's commit every 1,000 pages, holding the writer lock over its fsyncs (perf: 14%
-/// of the writer thread under a create load).
+/// inside a writer's commit every 1,000 pages, holding the writer lock over its fsyncs.
 ///
 /// SQLite starts the WAL over only when a write transaction begins after a checkpoint copied
 /// all of it; under a steady write load a PASSIVE checkpoint never catches up with the writer,
-/// and the WAL grew without bound (600 MB in 12 s of creates, every append zeroing new file
-/// pages in the kernel). So once the WAL is longer than `RESTART_FRAMES`, the checkpointer takes
+/// and the WAL would grow without bound. So once the WAL is longer than `RESTART_FRAMES`, the checkpointer takes
 /// `write_lock` (the store's in-process writer lock: no writer of this process runs meanwhile),
 /// copies the rest and waits for readers of old frames (a RESTART checkpoint): the next commit
 /// writes from the start of the file. Writers wait only for the frames written since the last
