@@ -97,10 +97,12 @@ impl World {
         self.store.delete_user(&intent, &id, None).await.expect("delete");
     }
 
-    /// Deactivations and deletions the controller applied on its own (audit rows).
+    /// Users the controller deactivated or deleted on its own (audit rows, by user: the valve counts
+    /// a user deactivated, reactivated by the IdP and deactivated again once, as one user
+    /// affected).
     async fn applied_destructive(&self) -> u64 {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit_log WHERE tenant_id = $1 AND actor = 'controller' \
+            "SELECT COUNT(DISTINCT user_id) AS n FROM audit_log WHERE tenant_id = $1 AND actor = 'controller' \
              AND action IN ('deactivate', 'delete')",
         )
         .bind(self.tenant.id)
