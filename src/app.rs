@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower::Layer as _;
 
 use crate::controller::parse_schedule;
 use crate::http::serve::{serve, ServeOptions};
@@ -248,13 +247,12 @@ pub fn router(state: AppState) -> Router {
     if state.metrics_token.is_some() {
         app = app.route("/metrics", get(crate::http::metrics::get_metrics));
     }
-    let app = app
-        .route("/healthz", get(|| async { "ok" }))
+    // (Paths are made canonical before routing, by `http::serve`: a layer on the router would
+    // run after it, and a router around this one costs every request a second dispatch.)
+    app.route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(crate::http::readyz))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::observe))
-        .with_state(state);
-    // Paths are made canonical before routing (a layer on the router would run after it).
-    Router::new().fallback_service(tower::util::MapRequestLayer::new(crate::http::canonical_scim_path).layer(app))
+        .with_state(state)
 }
 
 /// A listening socket with a backlog of 4,096 (the kernel caps it at `somaxconn`): a burst of

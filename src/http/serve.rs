@@ -154,7 +154,10 @@ fn service(
     peer: SocketAddr,
     tls: bool,
 ) -> ServiceFnClone<impl Fn(Request<Incoming>) -> BoxedFuture + Send + Sync> {
-    let f = move |mut req: Request<Incoming>| -> BoxedFuture {
+    let f = move |req: Request<Incoming>| -> BoxedFuture {
+        // Paths as clients send them (`//Users`, `/users/`) routed as the canonical ones; here,
+        // before routing, at the cost of a scan of the path.
+        let mut req = crate::http::canonical_scim_path(req);
         req.extensions_mut().insert(ConnectInfo(peer));
         if tls {
             req.extensions_mut().insert(Tls);
