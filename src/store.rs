@@ -50,7 +50,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use sqlite::{batch, reader, walsync};
 
@@ -201,15 +201,20 @@ impl StoreError {
     }
 
     /// Whether the write failed whole for a reason that passes, so that running it again may
-    /// succeed: `NotApplied`, or a PostgreSQL deadlock (`40P01`: the server aborted this
-    /// transaction to break a cycle of lock waits) or serialization failure (`40001`). Either
-    /// way the transaction was rolled back; nothing of it is stored.
+    /// succeed: `NotApplied`, a PostgreSQL deadlock (`40P01`: the server aborted this
+    /// transaction to break a cycle of lock waits) or serialization failure (`40001`), or
+    /// SQLite's `SQLITE_BUSY` (5) and `SQLITE_BUSY_SNAPSHOT` (517): a transaction that read
+    /// first could not start writing because another connection — another process on the same
+    /// file, say — held the write lock or wrote since. In WAL mode those come only from a
+    /// transaction's first write, so it had written nothing. Either way the transaction is
+    /// rolled back; nothing of it is stored.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::NotApplied(_) => true,
-            StoreError::Db(e) => {
-                e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
-            }
+            StoreError::Db(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001" | "5" | "517")),
             _ => false,
         }
     }
@@ -739,10 +744,10 @@ impl Store {
             e => e,
         })?;
         let guard = match &self.write_lock {
-            Some(l) => Some(l.lock().await),
+            Some(l) => Some(l.clone().lock_owned().await),
             None => None,
         };
-        Ok(WriteTx { tx, guard, backend: self.backend, wal_sync: self.wal_sync.as_ref() })
+        Ok(WriteTx { tx: OpenTx(Some(tx)), guard, backend: self.backend, wal_sync: self.wal_sync.as_ref() })
     }
 }
 
@@ -750,20 +755,46 @@ impl Store {
 pub const PUSH_CHANNEL: &str = "moonborn_scim_push";
 
 /// A write transaction with the writer lock it holds (if any).
+///
+/// The lock is let go only once the transaction has ended. A `WriteTx` dropped uncommitted (an
+/// error, a version mismatch, a cancelled request) is rolled back first: sqlx would only queue
+/// that rollback, and a writer let in before it ran would find SQLite's write lock still held
+/// by this connection — its first write after a read fails at once with "database is locked"
+/// (SQLite does not wait for a lock a reading transaction needs to start writing).
 struct WriteTx<'a> {
-    tx: Transaction<'static, Any>,
-    guard: Option<MutexGuard<'a, ()>>,
+    tx: OpenTx,
+    guard: Option<OwnedMutexGuard<()>>,
     backend: Backend,
     wal_sync: Option<&'a walsync::WalSync>,
 }
 
+/// The transaction of a `WriteTx` until it commits or is rolled back; statements run on it as
+/// on the transaction itself (`&mut *w.tx`).
+struct OpenTx(Option<Transaction<'static, Any>>);
+
+impl std::ops::Deref for OpenTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        self.0.as_ref().expect("a WriteTx's transaction is open until it is consumed")
+    }
+}
+
+impl std::ops::DerefMut for OpenTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        self.0.as_mut().expect("a WriteTx's transaction is open until it is consumed")
+    }
+}
+
 impl WriteTx<'_> {
     /// Commits, lets the next writer in, and returns once the commit is on disk.
-    async fn commit(self) -> Result<(), StoreError> {
-        let WriteTx { tx, guard, wal_sync, .. } = self;
-        tx.commit().await?;
-        drop(guard);
-        if let Some(s) = wal_sync {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let tx = self.tx.0.take().expect("a WriteTx commits once");
+        let committed = tx.commit().await;
+        // A failed COMMIT leaves only a rollback queued on the connection; a writer let in
+        // before it runs and refused by SQLite is run again (`is_transient`).
+        drop(self.guard.take());
+        committed?;
+        if let Some(s) = self.wal_sync {
             // Committed but not confirmed durable: a shortage says so (503), else a 500.
             s.sync().await.map_err(|e| match Shortage::of_io(&e) {
                 Some(what) => StoreError::Exhausted { what, maybe_stored: true },
@@ -771,6 +802,25 @@ impl WriteTx<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        let (Some(tx), Some(guard)) = (self.tx.0.take(), self.guard.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = tx.rollback().await {
+                        tracing::warn!(error = %e, "rolling back an unfinished write failed");
+                    }
+                    drop(guard);
+                });
+            }
+            Err(_) => drop((tx, guard)),
+        }
     }
 }
 
@@ -912,5 +962,48 @@ mod root_cert_tests {
         );
         assert_eq!(with_root_cert("sqlite://a.db", ca).unwrap(), "sqlite://a.db");
         assert!(with_root_cert("postgres://u@db/x?sslrootcert=/a.pem", ca).is_err());
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use sqlx::any::AnyPoolOptions;
+    use sqlx::Executor as _;
+
+    use super::StoreError;
+
+    /// What SQLite answers a transaction that read and then writes while another connection
+    /// (here: of the same pool; in production: another process on the file) holds the write
+    /// lock, or wrote since the read: both are run again by `retrying`.
+    #[tokio::test]
+    async fn sqlite_refusing_a_first_write_is_transient() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("busy.db").display());
+        let pool = AnyPoolOptions::new().max_connections(2).connect(&url).await.expect("connect");
+        pool.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER)").await.expect("schema");
+        let (mut a, mut b) = (pool.acquire().await.expect("a"), pool.acquire().await.expect("b"));
+        b.execute("PRAGMA busy_timeout=0").await.expect("pragma");
+
+        // Another connection holds the write lock: SQLITE_BUSY (5).
+        a.execute("BEGIN IMMEDIATE").await.expect("a begins");
+        b.execute("BEGIN").await.expect("b begins");
+        b.execute("SELECT * FROM t").await.expect("b reads");
+        let busy = StoreError::Db(b.execute("INSERT INTO t VALUES (1)").await.expect_err("b cannot write"));
+        assert!(busy.is_transient(), "{busy:?}");
+        b.execute("ROLLBACK").await.expect("b rolls back");
+
+        // Another connection wrote after this one's read: SQLITE_BUSY_SNAPSHOT (517).
+        b.execute("BEGIN").await.expect("b begins");
+        b.execute("SELECT * FROM t").await.expect("b reads");
+        a.execute("INSERT INTO t VALUES (2); COMMIT").await.expect("a writes");
+        let stale = StoreError::Db(b.execute("INSERT INTO t VALUES (3)").await.expect_err("b's snapshot is stale"));
+        assert!(stale.is_transient(), "{stale:?}");
+        b.execute("ROLLBACK").await.expect("b rolls back");
+
+        // A constraint is not.
+        a.execute("CREATE UNIQUE INDEX t_k ON t (k)").await.expect("index");
+        let dup = StoreError::Db(a.execute("INSERT INTO t VALUES (2)").await.expect_err("duplicate"));
+        assert!(!dup.is_transient(), "{dup:?}");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::exec::{exec_sqlite, exec_sqlx, Cols, ExecError, FromCols, Stmt, Val};
 use super::outbox::outbox_stmt;
@@ -265,7 +265,7 @@ fn written(r: Result<u64, ExecError>) -> Result<bool, StoreError> {
 
 /// One change inside a batch transaction (sqlx).
 async fn apply_one(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant_id: i64,
     run_id: &str,
     actor: &str,

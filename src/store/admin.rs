@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::actual::audit_stmt;
 use super::exec::exec_sqlx;
@@ -197,7 +197,7 @@ fn json_text(s: Option<String>) -> Option<Value> {
 /// version moves (a change the controller must notice); without, the row is only locked.
 /// `need_active` refuses users that are not active (a sign-in). Answers the user's status.
 async fn lock_user(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant_id: i64,
     user_id: &str,
     bump: bool,
@@ -209,16 +209,16 @@ async fn lock_user(
         let sql = format!(
             "UPDATE users SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND {cond}"
         );
-        sqlx::query(&sql).bind(tenant_id).bind(user_id).bind(now).execute(&mut **tx).await?
+        sqlx::query(&sql).bind(tenant_id).bind(user_id).bind(now).execute(&mut *tx).await?
     } else {
         let sql = format!("UPDATE users SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2 AND {cond}");
-        sqlx::query(&sql).bind(tenant_id).bind(user_id).execute(&mut **tx).await?
+        sqlx::query(&sql).bind(tenant_id).bind(user_id).execute(&mut *tx).await?
     }
     .rows_affected();
     let row = sqlx::query("SELECT status FROM users WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Err(HandError::NotFound) };
     let status: String = row.try_get("status")?;
@@ -234,34 +234,30 @@ async fn lock_user(
 
 /// Records that a hand edit changed what SCIM owns of a user (the controller's next write of it
 /// clears the mark). Not for an edit that changed nothing: the IdP's next change is not drift.
-async fn mark_hand_edited(
-    tx: &mut Transaction<'static, Any>,
-    tenant_id: i64,
-    user_id: &str,
-) -> Result<(), sqlx::Error> {
+async fn mark_hand_edited(tx: &mut sqlx::AnyConnection, tenant_id: i64, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET hand_edited = 1 WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 async fn roles_in_tx(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant_id: i64,
     user_id: &str,
 ) -> Result<BTreeSet<String>, sqlx::Error> {
     let rows = sqlx::query("SELECT role FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
     rows.iter().map(|r| r.try_get("role")).collect()
 }
 
 async fn insert_roles(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant_id: i64,
     user_id: &str,
     roles: &BTreeSet<String>,
@@ -274,7 +270,7 @@ async fn insert_roles(
         .bind(tenant_id)
         .bind(user_id)
         .bind(role)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::actual::audit_stmt;
 use super::exec::{exec_sqlx, Stmt};
@@ -242,17 +242,13 @@ impl Store {
         })
     }
 
-    async fn ensure_controller_row(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        tenant_id: i64,
-    ) -> Result<(), sqlx::Error> {
+    async fn ensure_controller_row(&self, tx: &mut sqlx::AnyConnection, tenant_id: i64) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO controller_state (tenant_id, default_role) VALUES ($1, 'viewer') \
              ON CONFLICT (tenant_id) DO NOTHING",
         )
         .bind(tenant_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         Ok(())
     }
