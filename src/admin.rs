@@ -1,8 +1,10 @@
-//! The admin API (operators): JSON under `/v1/admin`, `Authorization: Bearer $MOONBORN_ADMIN_TOKEN`
-//! (compared in constant time; the API is not mounted at all when no token is configured).
+//! The admin API (operators): JSON under `/v1/admin`, `Authorization: Bearer` with the bootstrap
+//! `$MOONBORN_ADMIN_TOKEN` (compared in constant time) or a named operator's token (`moonborn-scim
+//! operator create NAME [--tenant SLUG]`; a tenant-scoped one sees only its tenant: another
+//! tenant is a 404, what needs every tenant a 403). The audit trail names the operator.
 //!
 //! Every answer is JSON; every error is `{"error": "<what is wrong>"}` with the right status (400
-//! malformed input, 401 no or a wrong admin token, 404 unknown tenant, user or path, 405 wrong
+//! malformed input, 401 no or a wrong token, 403 beyond a scoped operator's tenant, 404 unknown tenant, user or path, 405 wrong
 //! method, 409 a conflict with the current state). Handlers are thin: check, call the store or
 //! the controller, answer. One file per area:
 //!
@@ -44,8 +46,12 @@ async fn method_not_allowed(_: Operator) -> AdminError {
 }
 
 /// The process's metrics (Prometheus / OpenMetrics text); not JSON, unlike the rest of the API.
-async fn metrics(_: Operator, axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
-    crate::http::metrics::scrape(&s.store).await
+async fn metrics(
+    op: Operator,
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, AdminError> {
+    op.require_global("the process's metrics")?;
+    Ok(crate::http::metrics::scrape(&s.store).await)
 }
 
 /// The admin routes (mounted under `/v1/admin` when an admin token is configured).

@@ -182,7 +182,10 @@ impl App {
             None => tracing::info!("no --webhook-url: outbox events stay queued (see the admin API's outbox)"),
         }
         if state.admin_token.is_none() {
-            tracing::info!("no --admin-token: the admin API is disabled");
+            tracing::info!(
+                "no --admin-token: the admin API and the console (/console) take named operators only \
+                 (moonborn-scim operator create NAME)"
+            );
         }
         if state.metrics_token.is_some() {
             tracing::info!("GET /metrics answers the --metrics-token");
@@ -236,14 +239,14 @@ impl App {
     }
 }
 
-/// The whole router: the SCIM API under `SCIM_BASE`, the admin API under `/v1/admin` (with an
-/// admin token), `GET /metrics` (with a metrics token), `/healthz` and `/readyz`; every request
+/// The whole router: the SCIM API under `SCIM_BASE`, the admin API under `/v1/admin` (the admin
+/// token or an operator's), `GET /metrics` (with a metrics token), `/healthz` and `/readyz`; every request
 /// through the access log, metrics and request timeout.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new().nest(SCIM_BASE, crate::http::scim_router(state.clone()));
-    if state.admin_token.is_some() {
-        app = app.nest("/v1/admin", crate::admin::router());
-    }
+    // The admin API answers the bootstrap admin token and named operators' tokens; with
+    // neither, every request to it is a 401.
+    app = app.nest("/v1/admin", crate::admin::router());
     if state.metrics_token.is_some() {
         app = app.route("/metrics", get(crate::http::metrics::get_metrics));
     }

@@ -136,6 +136,31 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage operators: the named people who sign in to the console (/console) and use the
+    /// admin API.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator; its token is printed once, alone on the last line.
+    Create {
+        /// The operator's name, as the audit trail shows it (letters, digits, '.', '_', '-', '@').
+        name: String,
+        /// Scope the operator to one tenant (that tenant's admin); without it, every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List operators (never their tokens).
+    List,
+    /// Revoke an operator by name: its token stops working and its console sessions end.
+    Revoke {
+        /// The operator's name.
+        name: String,
+    },
 }
 
 /// `safety` options: an absent one keeps its value.
@@ -322,6 +347,9 @@ pub enum TokenCommand {
         /// The tenant (its slug).
         #[arg(long)]
         tenant: String,
+        /// What the token is for (the IdP connection), shown in token lists.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// List a tenant's tokens (never their secrets).
     List {
@@ -556,7 +584,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 print_report(&p, format);
                 return Ok(detailed(&p, detailed_exitcode));
             }
-            let approval = approve.as_deref().map_or(Approval::None, Approval::Fingerprint);
+            let by = cli_actor();
+            let approval = approve.as_deref().map_or(Approval::None, |fp| Approval::Fingerprint(fp, &by));
             let o = controller.reconcile(&t, Trigger::Operator, Target::Full, approval).await;
             controller.release_leases().await;
             let o = o?;
@@ -570,7 +599,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 anyhow::bail!("{fingerprint:?} is not a plan fingerprint");
             }
             let controller = Controller::new(store.clone());
-            let o = controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp)).await;
+            let o = controller
+                .reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp, &cli_actor()))
+                .await;
             controller.release_leases().await;
             match o {
                 Ok(o) => print_outcome(&o, format),
@@ -583,7 +614,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Release { tenant: slug } => {
             let t = tenant(slug).await?;
             let controller = Controller::new(store.clone());
-            let o = controller.release(&t).await;
+            let o = controller.release(&t, &cli_actor()).await;
             controller.release_leases().await;
             match o? {
                 Some(o) => println!("{}", o.release_line(&t.slug)),
@@ -632,8 +663,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             if change != SafetyChange::default() {
                 let current = store.controller_state(t.id).await?.safety;
                 let new = change.apply(current).map_err(anyhow::Error::msg)?;
-                let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-                store.set_safety(t.id, new, &format!("cli:{who}")).await?;
+                store.set_safety(t.id, new, &cli_actor()).await?;
                 // A running server applies it on its next run of the tenant (a push, or the
                 // drift-repair schedule).
             }
@@ -647,9 +677,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Tenant { command: TenantCommand::SetTier { slug, tier } } => {
-            let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            let t =
-                store.set_tier(&slug, tier, &format!("cli:{who}")).await.map_err(no_tenant(&slug, &database_url))?;
+            let t = store.set_tier(&slug, tier, &cli_actor()).await.map_err(no_tenant(&slug, &database_url))?;
             println!("tenant {} is on the {} tier", t.slug, t.tier.as_str());
             Ok(0)
         }
@@ -669,9 +697,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
                 return Ok(1);
             }
-            let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
             let controller = Controller::new(store.clone());
-            let o = controller.offboard(&t, &format!("cli:{who}")).await;
+            let o = controller.offboard(&t, &cli_actor()).await;
             controller.release_leases().await;
             let o = o.with_context(|| format!("offboarding tenant {} (run it again to finish)", t.slug))?;
             println!(
@@ -698,11 +725,51 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Token { command: TokenCommand::Create { tenant } } => {
-            let (info, secret) = store.create_token(&tenant).await.map_err(no_tenant(&tenant, &database_url))?;
+        Command::Token { command: TokenCommand::Create { tenant, name } } => {
+            let (info, secret) = store
+                .issue_token(&tenant, name.as_deref(), &cli_actor())
+                .await
+                .map_err(no_tenant(&tenant, &database_url))?;
             println!("token {} for tenant {tenant} (shown once; store it now):", info.id);
             println!("{secret}");
             Ok(0)
+        }
+        Command::Operator { command: OperatorCommand::Create { name, tenant } } => {
+            let (info, secret) = match &tenant {
+                Some(slug) => store.create_operator(&name, Some(slug)).await.map_err(no_tenant(slug, &database_url))?,
+                None => store.create_operator(&name, None).await?,
+            };
+            let scope = info.tenant_slug.as_deref().map_or("every tenant".to_string(), |s| format!("tenant {s}"));
+            println!(
+                "operator {} for {scope}: sign in at /console with this token (shown once; store it now):",
+                info.name
+            );
+            println!("{secret}");
+            Ok(0)
+        }
+        Command::Operator { command: OperatorCommand::List } => {
+            println!("{:<24} {:<16} {:<12} {:<24} {:<24} revoked", "name", "tenant", "prefix", "created", "last used");
+            for o in store.list_operators().await? {
+                println!(
+                    "{:<24} {:<16} {:<12} {:<24} {:<24} {}",
+                    o.name,
+                    o.tenant_slug.as_deref().unwrap_or("(all)"),
+                    o.prefix,
+                    o.created_at,
+                    o.last_used_at.as_deref().unwrap_or("never"),
+                    o.revoked_at.as_deref().unwrap_or("no")
+                );
+            }
+            Ok(0)
+        }
+        Command::Operator { command: OperatorCommand::Revoke { name } } => {
+            if store.revoke_operator(&name).await? {
+                println!("operator {name} revoked; its console sessions are ended");
+                Ok(0)
+            } else {
+                eprintln!("no live operator named {name:?}");
+                Ok(1)
+            }
         }
         Command::Token { command: TokenCommand::List { tenant } } => {
             println!("{:<36} {:<14} {:<24} {:<24} revoked", "id", "prefix", "created", "last used");
@@ -721,7 +788,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Token { command: TokenCommand::Revoke { tenant: slug, id } } => {
             let t = tenant(slug).await?;
             let live = store.list_tokens(&t.slug).await?.iter().any(|k| k.id == id && k.revoked_at.is_none());
-            if live && store.revoke_tenant_token(t.id, &id).await? {
+            if live && store.revoke_tenant_token(t.id, &id, &cli_actor()).await? {
                 println!("revoked token {id} of tenant {}", t.slug);
                 Ok(0)
             } else {
@@ -923,4 +990,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     }
+}
+
+/// How the audit trail names a person acting through the CLI: `cli:$USER`.
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }

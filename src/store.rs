@@ -36,6 +36,7 @@ mod exec;
 mod groups;
 mod keys;
 mod marks;
+mod operators;
 mod outbox;
 mod postgres;
 mod query;
@@ -60,6 +61,7 @@ pub use control::{Burst, BurstUpdate, ControllerState, HoldRecord, Progress, Run
 pub use desired::JournalEntry;
 use desired::{record_intent, record_intent_sqlite, OwnedIntent};
 pub use groups::{Member, MemberChange, MemberRef};
+pub use operators::{ConsoleSession, OperatorInfo, SESSION_TTL};
 pub use outbox::OutboxEvent;
 pub use query::{ListQuery, SortKey};
 pub use tenants::{Tenant, Tier, TokenInfo, AUTH_CACHE_TTL};

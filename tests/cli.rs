@@ -50,6 +50,29 @@ fn tenants_and_tokens() {
 }
 
 #[test]
+fn operators_are_created_listed_and_revoked() {
+    let (_dir, db) = db();
+    assert!(run(&db, &["tenant", "create", "acme"]).0);
+    let (ok, out, err) = run(&db, &["operator", "create", "alice"]);
+    assert!(ok, "{err}");
+    let token = out.lines().last().expect("a last line").trim().to_string();
+    assert!(token.starts_with("mbop_") && token.len() >= 5 + 43, "the token alone on the last line: {out}");
+    let (ok, out, _) = run(&db, &["operator", "create", "acme-it", "--tenant", "acme"]);
+    assert!(ok && out.contains("tenant acme"), "{out}");
+    let (ok, _, err) = run(&db, &["operator", "create", "alice"]);
+    assert!(!ok && err.contains("already taken"), "a duplicate name must fail: {err}");
+    let (ok, _, err) = run(&db, &["operator", "create", "bob", "--tenant", "nope"]);
+    assert!(!ok && err.contains("no tenant \"nope\""), "{err}");
+    let (ok, _, err) = run(&db, &["operator", "create", "<b>"]);
+    assert!(!ok && err.contains("operator name"), "{err}");
+    let (_, listed, _) = run(&db, &["operator", "list"]);
+    assert!(!listed.contains(&token), "a listing never shows a token");
+    assert!(listed.contains("alice") && listed.contains("acme-it") && listed.contains("(all)"), "{listed}");
+    assert!(run(&db, &["operator", "revoke", "alice"]).0);
+    assert!(!run(&db, &["operator", "revoke", "alice"]).0, "revoking twice fails");
+}
+
+#[test]
 fn plan_diffs_an_offline_snapshot() {
     let (_dir, db) = db();
     assert!(run(&db, &["tenant", "create", "acme"]).0);

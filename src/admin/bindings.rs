@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::AdminError;
-use super::extract::{Body, TenantCtx, Q};
+use super::extract::{Body, Operator, TenantCtx, Q};
 use super::plans;
 use crate::controller::Trigger;
 use crate::domain::SafetyChange;
@@ -41,6 +41,7 @@ pub async fn get(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<J
 /// `GET …/plan` would give.
 pub async fn put(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     Q(q): Q<PutQuery>,
     headers: HeaderMap,
@@ -57,7 +58,7 @@ pub async fn put(
         let p = s.controller.preview_bindings(&t, &new).await?;
         return Ok(plans::answer(&s, p, format).await);
     }
-    s.store.set_bindings(t.id, &new, "operator").await?;
+    s.store.set_bindings(t.id, &new, &op.actor()).await?;
     s.controller.wake(t.id, Trigger::Bindings, true);
     Ok(Json(s.store.controller_state(t.id).await?.bindings).into_response())
 }
@@ -79,12 +80,13 @@ pub async fn get_safety(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> R
 /// waits or is held is applied).
 pub async fn put_safety(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     Body(b): Body<SafetyChange>,
 ) -> Result<Json<Value>, AdminError> {
     let current = s.store.controller_state(t.id).await?.safety;
     let new = b.apply(current).map_err(AdminError::bad_request)?;
-    s.store.set_safety(t.id, new, "operator").await?;
+    s.store.set_safety(t.id, new, &op.actor()).await?;
     if new != current {
         s.controller.wake(t.id, Trigger::Operator, true);
     }

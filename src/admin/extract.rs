@@ -12,24 +12,78 @@ use crate::http::metrics::{bearer, token_matches};
 use crate::http::AppState;
 use crate::store::Tenant;
 
-/// Proof that the request carries the admin token. Every admin handler takes it (first), so no
-/// route, not even an unknown one, answers anything but 401 without it.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
+/// Who is acting: the bootstrap admin token (`MOONBORN_ADMIN_TOKEN`, compared in constant time)
+/// or a named operator's token (`moonborn-scim operator create`), or — in the console — a named
+/// operator's session. Every admin handler takes it (first, or through `TenantCtx`), so no
+/// route, not even an unknown one, answers anything but 401 without a credential. Checked once
+/// per request (kept in the request's extensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The operator's name; `None` for the bootstrap admin token.
+    pub name: Option<String>,
+    /// The one tenant a tenant-scoped operator may see and change; `None`: every tenant.
+    pub tenant_id: Option<i64>,
+}
+
+impl Operator {
+    /// The operator of a named operator's credential.
+    pub fn named(info: &crate::store::OperatorInfo) -> Operator {
+        Operator { name: Some(info.name.clone()), tenant_id: info.tenant_id }
+    }
+
+    /// How the audit trail names this operator: `operator:NAME`, or `operator` for the
+    /// bootstrap admin token.
+    pub fn actor(&self) -> String {
+        match &self.name {
+            Some(n) => format!("operator:{n}"),
+            None => "operator".to_string(),
+        }
+    }
+
+    /// Whether this operator may see and change `tenant`.
+    pub fn sees(&self, tenant: &Tenant) -> bool {
+        self.tenant_id.is_none_or(|id| id == tenant.id)
+    }
+
+    /// 403 unless this operator acts for every tenant (creating tenants, tiers, metrics).
+    ///
+    /// # Errors
+    /// 403 for a tenant-scoped operator.
+    pub fn require_global(&self, what: &str) -> Result<(), AdminError> {
+        if self.tenant_id.is_some() {
+            return Err(AdminError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("{what} needs an operator of every tenant; this one is scoped to one tenant"),
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let expected = state.admin_token.as_deref().unwrap_or_default();
-        match bearer(&parts.headers) {
-            Some(t) if token_matches(t, expected) => Ok(Operator),
-            _ => Err(AdminError::unauthorized()),
+        if let Some(op) = parts.extensions.get::<Operator>() {
+            return Ok(op.clone());
         }
+        let Some(t) = bearer(&parts.headers) else {
+            return Err(AdminError::unauthorized());
+        };
+        let op = match state.admin_token.as_deref() {
+            Some(expected) if token_matches(t, expected) => Operator { name: None, tenant_id: None },
+            _ => match state.store.authenticate_operator(t).await? {
+                Some(info) => Operator::named(&info),
+                None => return Err(AdminError::unauthorized()),
+            },
+        };
+        parts.extensions.insert(op.clone());
+        Ok(op)
     }
 }
 
-/// The tenant named by the `{slug}` of the path (after the admin token is checked).
+/// The tenant named by the `{slug}` of the path (after the credential is checked). A tenant
+/// the operator may not see is answered as an unknown one (404).
 #[derive(Debug, Clone)]
 pub struct TenantCtx(pub Tenant);
 
@@ -37,7 +91,7 @@ impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Operator::from_request_parts(parts, state).await?;
+        let op = Operator::from_request_parts(parts, state).await?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| AdminError::bad_request(e.body_text()))?;
@@ -48,6 +102,9 @@ impl FromRequestParts<AppState> for TenantCtx {
             .ok_or_else(|| AdminError::internal("a tenant route without {slug}"))?;
         let tenant =
             state.store.tenant(&slug).await.map_err(|e| AdminError::store(e, || format!("no tenant {slug:?}")))?;
+        if !op.sees(&tenant) {
+            return Err(AdminError::not_found(format!("no tenant {slug:?}")));
+        }
         Ok(TenantCtx(tenant))
     }
 }

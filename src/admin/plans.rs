@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::AdminError;
-use super::extract::{MaybeBody, TenantCtx, P, Q};
+use super::extract::{MaybeBody, Operator, TenantCtx, P, Q};
 use crate::controller::{report, Approval, ComputedPlan, ControllerError, RunOutcome, RunStatus, Target, Trigger};
 use crate::http::AppState;
 
@@ -160,6 +160,7 @@ pub async fn reconcile(
 /// "already_applied" (and the run that applied it) when it was applied before.
 pub async fn approve(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, fingerprint)): P<(String, String)>,
 ) -> Result<Response, AdminError> {
@@ -167,7 +168,7 @@ pub async fn approve(
         return Err(AdminError::bad_request(format!("{fingerprint:?} is not a plan fingerprint")));
     }
     let fp = fingerprint.to_ascii_lowercase();
-    match s.controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp)).await {
+    match s.controller.reconcile(&t, Trigger::Operator, Target::Full, Approval::Fingerprint(&fp, &op.actor())).await {
         Ok(o) => Ok(outcome(&s, o).await),
         Err(ControllerError::AlreadyApplied { fingerprint, run_id, at }) => Ok(Json(serde_json::json!({
             "run_id": run_id,
@@ -185,8 +186,8 @@ pub async fn approve(
 /// `POST /tenants/{slug}/hold/release` → the run that let the held changes through once
 /// (`applied` says how many changes it applied, `released` how many held ones); with nothing
 /// held, nothing runs (`status` "nothing_held") and the release is audited.
-pub async fn release(TenantCtx(t): TenantCtx, State(s): State<AppState>) -> Result<Response, AdminError> {
-    let Some(o) = s.controller.release(&t).await? else {
+pub async fn release(TenantCtx(t): TenantCtx, op: Operator, State(s): State<AppState>) -> Result<Response, AdminError> {
+    let Some(o) = s.controller.release(&t, &op.actor()).await? else {
         return Ok(Json(serde_json::json!({
             "run_id": null, "status": "nothing_held", "applied": 0, "released": 0, "held": null,
             "message": format!("tenant {} holds nothing; nothing was run", t.slug),

@@ -34,15 +34,24 @@ pub struct Offboarded {
 pub enum Approval<'a> {
     /// Nothing: the valve decides.
     None,
-    /// The whole-tenant plan with this fingerprint, exactly as shown.
-    Fingerprint(&'a str),
-    /// Whatever the valve holds, once (an operator's release).
-    Release,
+    /// The whole-tenant plan with this fingerprint, exactly as shown, approved by the actor
+    /// named second (as the audit trail names it: `operator:NAME`, `cli:USER`).
+    Fingerprint(&'a str, &'a str),
+    /// Whatever the valve holds, once: an operator's release (the actor named).
+    Release(&'a str),
 }
 
 impl Approval<'_> {
     fn given(self) -> bool {
         !matches!(self, Approval::None)
+    }
+
+    /// Who approved or released; `None` when nobody did.
+    fn by(&self) -> Option<&str> {
+        match self {
+            Approval::None => None,
+            Approval::Fingerprint(_, by) | Approval::Release(by) => Some(by),
+        }
     }
 }
 
@@ -309,7 +318,7 @@ impl Controller {
         }
         let o = self.reconcile(tenant, Trigger::Operator, Target::Full, Approval::None).await?;
         if o.skipped_held > 0 {
-            self.release(tenant).await?;
+            self.release(tenant, actor).await?;
         }
         // Counted in the tables, not from this run alone: the pushes above also wake other runs
         // (a PostgreSQL notification, another replica) that delete some of the users first.
@@ -323,10 +332,10 @@ impl Controller {
     ///
     /// # Errors
     /// As `reconcile`.
-    pub async fn release(&self, tenant: &Tenant) -> Result<Option<RunOutcome>, ControllerError> {
-        let o = self.reconcile(tenant, Trigger::Operator, Target::Full, Approval::Release).await?;
+    pub async fn release(&self, tenant: &Tenant, by: &str) -> Result<Option<RunOutcome>, ControllerError> {
+        let o = self.reconcile(tenant, Trigger::Operator, Target::Full, Approval::Release(by)).await?;
         if o.status == RunStatus::NothingHeld {
-            self.store.audit_empty_release(tenant.id, "operator").await?;
+            self.store.audit_empty_release(tenant.id, by).await?;
             return Ok(None);
         }
         Ok(Some(o))
@@ -344,7 +353,7 @@ impl Controller {
         let approved = approval.given();
         let scope = if approved { Target::Full } else { scope };
         let (mut p, state) = self.compute_plan(tenant, scope, true, false, None).await?;
-        if let Approval::Fingerprint(fp) = approval {
+        if let Approval::Fingerprint(fp, _) = approval {
             if fp != p.fingerprint {
                 if let Some((run_id, at)) = self.store.applied_run_with_fingerprint(tenant.id, fp).await? {
                     return Err(ControllerError::AlreadyApplied { fingerprint: fp.to_string(), run_id, at });
@@ -352,7 +361,7 @@ impl Controller {
                 return Err(ControllerError::StalePlan { shown: fp.to_string(), current: p.fingerprint });
             }
         }
-        if matches!(approval, Approval::Release) && state.held_fingerprint.is_none() {
+        if matches!(approval, Approval::Release(_)) && state.held_fingerprint.is_none() {
             // Decided under the lease: a hold that ended meanwhile (the IdP reverted) must not
             // let a new mass change through unjudged.
             meter.ran(RunStatus::Noop.as_str(), 0);
@@ -441,7 +450,7 @@ impl Controller {
         self.store.start_run(tenant.id, &run_id, trigger.as_str()).await?;
         // Changes a person approved or released are the person's (and not counted by the
         // safety valve's window).
-        let actor = if approved { "operator" } else { "controller" };
+        let actor = approval.by().unwrap_or("controller");
         let keep_back = !approved && (p.held.is_some() || p.waiting > 0);
         let (mut applied, mut applied_destructive, mut skipped, mut stale) = (0u64, 0u64, 0u64, 0u64);
         let mut failure = None;
@@ -506,8 +515,8 @@ impl Controller {
         };
         let hold_note = if ends_hold {
             Some(match approval {
-                Approval::Fingerprint(_) => "hold ended: an operator approved the plan",
-                Approval::Release => "hold ended: an operator released the held changes",
+                Approval::Fingerprint(..) => "hold ended: an operator approved the plan",
+                Approval::Release(_) => "hold ended: an operator released the held changes",
                 Approval::None if !state.safety.enabled => "hold ended: the safety valve was switched off",
                 Approval::None => "hold ended: nothing held is left (the IdP reverted the held changes)",
             })
@@ -555,6 +564,14 @@ impl Controller {
             .await?;
         // Counted once its row says how it ended (a failed run applied what it did before failing).
         meter.ran(status.as_str(), applied);
+        if let Approval::Fingerprint(fp, by) = approval {
+            // The approval itself, with the fingerprint the operator saw (the changes it let
+            // through are audited one by one, in the operator's name).
+            let after = serde_json::json!({
+                "fingerprint": fp, "status": status.as_str(), "applied": applied, "destructive": applied_destructive,
+            });
+            self.store.audit_action(tenant.id, Some(&run_id), by, "approve", &after).await?;
+        }
         if let Some(f) = failure {
             return Err(f);
         }
@@ -565,8 +582,8 @@ impl Controller {
         }
         if ends_hold {
             let (actor, how) = match approval {
-                Approval::Fingerprint(_) => ("operator", "approved"),
-                Approval::Release => ("operator", "released"),
+                Approval::Fingerprint(_, by) => (by, "approved"),
+                Approval::Release(by) => (by, "released"),
                 Approval::None if !state.safety.enabled => ("controller", "disabled"),
                 Approval::None => ("controller", "reverted"),
             };

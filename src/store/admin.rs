@@ -381,14 +381,24 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn revoke_tenant_token(&self, tenant_id: i64, token_id: &str) -> Result<bool, StoreError> {
+    pub async fn revoke_tenant_token(&self, tenant_id: i64, token_id: &str, actor: &str) -> Result<bool, StoreError> {
+        let now = now();
         let mut w = self.begin_write().await?;
-        sqlx::query("UPDATE scim_tokens SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
-            .bind(now())
-            .bind(token_id)
-            .bind(tenant_id)
-            .execute(&mut *w.tx)
-            .await?;
+        let revoked = sqlx::query(
+            "UPDATE scim_tokens SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(&now)
+        .bind(token_id)
+        .bind(tenant_id)
+        .execute(&mut *w.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if revoked {
+            let after = serde_json::json!({"id": token_id});
+            exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "token_revoke", None, None, Some(&after), &now))
+                .await?;
+        }
         let found = sqlx::query("SELECT 1 AS one FROM scim_tokens WHERE id = $1 AND tenant_id = $2")
             .bind(token_id)
             .bind(tenant_id)

@@ -399,9 +399,24 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn audit_empty_release(&self, tenant_id: i64, actor: &str) -> Result<(), StoreError> {
+        self.audit_action(tenant_id, None, actor, "release", &json!({"how": "released", "held": 0})).await
+    }
+
+    /// Audits an action that changed nothing else stored (an approval: its changes are audited
+    /// one by one; a release of nothing), `after` saying what it was.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_action(
+        &self,
+        tenant_id: i64,
+        run_id: Option<&str>,
+        actor: &str,
+        action: &str,
+        after: &Value,
+    ) -> Result<(), StoreError> {
         let now = crate::domain::now();
-        let after = json!({"how": "released", "held": 0});
-        self.write_stmts(vec![audit_stmt(tenant_id, None, actor, "release", None, None, Some(&after), &now)]).await?;
+        self.write_stmts(vec![audit_stmt(tenant_id, run_id, actor, action, None, None, Some(after), &now)]).await?;
         Ok(())
     }
 

@@ -63,6 +63,8 @@ impl Tenant {
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
     pub id: String,
+    /// What the operator called it (which IdP connection), if anything.
+    pub name: Option<String>,
     pub prefix: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
@@ -75,7 +77,7 @@ const TOKEN_PREFIX: &str = "mbscim_";
 /// from another process stops working within this time (at once when revoked in this one).
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn hash_secret(secret: &str) -> String {
+pub(super) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
@@ -150,11 +152,32 @@ impl Store {
         Tenant::from_row(&row)
     }
 
-    /// Issues a new SCIM token for a tenant; returns its listing and the secret (shown once).
+    /// Issues a new unnamed SCIM token for a tenant, by the system (the first token `serve`
+    /// prints); returns its listing and the secret (shown once).
     ///
     /// # Errors
     /// `NotFound` for an unknown tenant.
     pub async fn create_token(&self, tenant_slug: &str) -> Result<(TokenInfo, String), StoreError> {
+        self.issue_token(tenant_slug, None, "system").await
+    }
+
+    /// Issues a new SCIM token for a tenant, named (up to 100 characters) or not, audited as
+    /// `token_issue` by `actor`; returns its listing and the secret (shown once).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant, `Invalid` for a deleted one or a name too long.
+    pub async fn issue_token(
+        &self,
+        tenant_slug: &str,
+        name: Option<&str>,
+        actor: &str,
+    ) -> Result<(TokenInfo, String), StoreError> {
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        if name.is_some_and(|n| n.chars().count() > 100 || n.chars().any(char::is_control)) {
+            return Err(StoreError::Invalid(
+                "a token name is at most 100 characters, without control characters".into(),
+            ));
+        }
         let tenant = self.tenant(tenant_slug).await?;
         if tenant.deleted_at.is_some() {
             return Err(StoreError::Invalid(format!("tenant {tenant_slug} is deleted")));
@@ -164,6 +187,7 @@ impl Store {
         let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
         let info = TokenInfo {
             id: uuid::Uuid::new_v4().to_string(),
+            name: name.map(str::to_string),
             prefix: secret[..TOKEN_PREFIX.len() + 6].to_string(),
             created_at: now(),
             last_used_at: None,
@@ -171,14 +195,31 @@ impl Store {
         };
         let mut w = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO scim_tokens (id, tenant_id, prefix, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO scim_tokens (id, tenant_id, prefix, secret_hash, created_at, name) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&info.id)
         .bind(tenant.id)
         .bind(&info.prefix)
         .bind(hash_secret(&secret))
         .bind(&info.created_at)
+        .bind(&info.name)
         .execute(&mut *w.tx)
+        .await?;
+        let after = serde_json::json!({"id": info.id, "name": info.name, "prefix": info.prefix});
+        super::exec::exec_sqlx(
+            &mut w.tx,
+            &super::actual::audit_stmt(
+                tenant.id,
+                None,
+                actor,
+                "token_issue",
+                None,
+                None,
+                Some(&after),
+                &info.created_at,
+            ),
+        )
         .await?;
         w.commit().await?;
         Ok((info, secret))
@@ -191,13 +232,15 @@ impl Store {
     pub async fn list_tokens(&self, tenant_slug: &str) -> Result<Vec<TokenInfo>, StoreError> {
         let tenant = self.tenant(tenant_slug).await?;
         let rows = sqlx::query(
-            "SELECT id, prefix, created_at, last_used_at, revoked_at FROM scim_tokens \
+            "SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM scim_tokens \
              WHERE tenant_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(tenant.id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(columns!(r, TokenInfo { id, prefix, created_at, last_used_at, revoked_at }))).collect()
+        rows.iter()
+            .map(|r| Ok(columns!(r, TokenInfo { id, name, prefix, created_at, last_used_at, revoked_at })))
+            .collect()
     }
 
     /// Revokes a token by id. Returns false when no such unrevoked token exists.

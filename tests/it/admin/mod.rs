@@ -6,6 +6,7 @@ mod bindings;
 mod extras;
 mod history;
 mod lifecycle;
+mod operators;
 mod plans;
 mod safety;
 mod tenants;

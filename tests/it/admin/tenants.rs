@@ -59,7 +59,7 @@ backend_test!(
         let mine = tokens.iter().find(|t| t["id"] == id).expect("listed");
         let mut keys: Vec<&str> = mine.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort();
-        assert_eq!(keys, ["created_at", "id", "last_used_at", "prefix", "revoked_at"]);
+        assert_eq!(keys, ["created_at", "id", "last_used_at", "name", "prefix", "revoked_at"]);
         assert!(secret.starts_with(mine["prefix"].as_str().unwrap()));
         assert!(mine["revoked_at"].is_null());
         assert!(mine["last_used_at"].is_string(), "used once above: {mine}");
