@@ -4,6 +4,7 @@
 //! - [`fresh_db`]: a fresh SQLite or PostgreSQL database per test;
 //! - [`app`]: [`app::TestApp`], the real router served in-process, and its builder;
 //! - [`served`]: the real binary started as a child process;
+//! - [`browser`]: a headless Chromium over WebDriver, for the console tests;
 //! - [`backend_test!`](crate::backend_test): one test, run on SQLite and on PostgreSQL.
 
 // Each test binary compiles this module on its own and uses a different subset of it (e.g. the
@@ -11,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod browser;
 pub mod fresh_db;
 pub mod served;
 
