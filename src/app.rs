@@ -247,6 +247,8 @@ pub fn router(state: AppState) -> Router {
     // The admin API answers the bootstrap admin token and named operators' tokens; with
     // neither, every request to it is a 401.
     app = app.nest("/v1/admin", crate::admin::router());
+    // The console: its pages ask named operators to sign in (nothing is open without one).
+    app = app.nest("/console", crate::console::router());
     if state.metrics_token.is_some() {
         app = app.route("/metrics", get(crate::http::metrics::get_metrics));
     }

@@ -2,6 +2,7 @@
 //! authenticate, parse, record the desired state, answer in SCIM.
 
 mod auth;
+pub use auth::base_url_of;
 mod body;
 mod bulk;
 mod cursor;

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod console;
 pub mod controller;
 pub mod domain;
 pub mod http;

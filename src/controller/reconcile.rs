@@ -524,6 +524,7 @@ impl Controller {
             None
         };
         let summary = json!({
+            "scope": p.kind.as_str(),
             "planned": p.summary,
             "applied": applied,
             "held": if p.held.is_some() && !approved { skipped } else { 0 },

@@ -39,25 +39,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
 /// client sent (`X-Forwarded-Host`/`-Proto` only from a `--trusted-proxy`), with `https` when the
 /// connection is TLS.
 fn base_url(state: &AppState, req: &Request) -> String {
+    base_url_of(state, req.headers(), req.uri(), req.extensions())
+}
+
+/// `base_url` of a request's parts (the console shows it as the URL to paste into the IdP).
+pub fn base_url_of(
+    state: &AppState,
+    h: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+    ext: &axum::http::Extensions,
+) -> String {
     if let Some(public) = &state.opts.public_url {
         return format!("{public}{SCIM_BASE}");
     }
-    let h = req.headers();
     let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
     let trusted = !state.opts.trusted_proxies.is_empty()
-        && req
-            .extensions()
+        && ext
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .is_some_and(|c| state.opts.trusted_proxies.iter().any(|n| n.contains(&c.0.ip().to_canonical())));
     // The last value: the one the nearest (trusted) proxy wrote, whatever the client sent before.
     let forwarded = |k: &str| if trusted { get(k).and_then(|v| v.rsplit(',').next()).map(str::trim) } else { None };
-    let authority = req.uri().authority().map(axum::http::uri::Authority::as_str);
+    let authority = uri.authority().map(axum::http::uri::Authority::as_str);
     let host = forwarded("x-forwarded-host")
         .or_else(|| get(header::HOST.as_str()))
         .or(authority)
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && !b"/@?#\\".contains(&b)))
         .unwrap_or("localhost");
-    let tls = req.extensions().get::<super::serve::Tls>().is_some();
+    let tls = ext.get::<super::serve::Tls>().is_some();
     let proto = forwarded("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or(if tls {
         "https"
     } else {

@@ -15,7 +15,7 @@ pub struct AppInner {
     pub store: Store,
     /// Woken after every acknowledged push (and by operators through the admin API).
     pub controller: Controller,
-    /// The bearer token of the admin API; the admin API is disabled when unset.
+    /// The bootstrap bearer token of the admin API (named operators' tokens work beside it).
     pub admin_token: Option<Arc<str>>,
     /// The read-only bearer token of `GET /metrics`; that route is absent when unset. It opens
     /// nothing else.
@@ -29,6 +29,20 @@ pub struct AppInner {
     pub limiter: Option<governor::DefaultKeyedRateLimiter<i64>>,
     /// The key list cursors are signed with (read from the database once).
     pub cursor_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+    /// Console sign-in attempts, keyed by the client's address (`console::auth`).
+    pub sign_in_limiter: Arc<SignInLimiter>,
+}
+
+/// The console's sign-in rate limiter, keyed by client address.
+pub type SignInLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// Sign-in attempts a client address may make: a burst of 10, then one every 6 seconds.
+fn sign_in_limiter() -> Arc<SignInLimiter> {
+    let per = std::time::Duration::from_secs(6);
+    let quota = governor::Quota::with_period(per)
+        .expect("a non-zero period")
+        .allow_burst(std::num::NonZeroU32::MIN.saturating_add(9));
+    Arc::new(governor::RateLimiter::keyed(quota))
 }
 
 /// How requests are bounded and how the service names itself.
@@ -77,6 +91,7 @@ impl AppState {
             opts: HttpOptions::default(),
             limiter: None,
             cursor_key: Arc::default(),
+            sign_in_limiter: sign_in_limiter(),
         }))
     }
 
@@ -114,6 +129,7 @@ impl AppState {
             opts,
             limiter,
             cursor_key: self.cursor_key.clone(),
+            sign_in_limiter: self.sign_in_limiter.clone(),
         }))
     }
 

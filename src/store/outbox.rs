@@ -198,6 +198,21 @@ impl Store {
         self.write_stmts(vec![stmt]).await.map(drop)
     }
 
+    /// Makes a tenant's pending events that wait out a backoff due now (an operator's "retry
+    /// now"); how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn retry_tenant_outbox(&self, tenant_id: i64) -> Result<u64, StoreError> {
+        let now = crate::domain::now();
+        let stmt = Stmt::new(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE tenant_id = $2 AND status = 'pending' AND next_attempt_at > $1",
+        )
+        .arg(now.as_str())
+        .arg(tenant_id);
+        Ok(self.write_stmts(vec![stmt]).await?.into_iter().sum())
+    }
+
     /// Makes every pending event waiting out a backoff due now (the receiver answers again);
     /// how many.
     ///
