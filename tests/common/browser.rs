@@ -208,10 +208,17 @@ impl Browser {
 
     /// Waits up to [`WAIT`] until the text of the element matching `css` contains `needle`;
     /// returns that text.
+    /// The page may still be loading (after a click that navigates): an element that is not
+    /// there yet, or went stale as the next page replaced it, is looked for again.
     pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            let text = self.text(css).await;
+            let text = match tokio::time::timeout(COMMAND, self.client.find(Locator::Css(css))).await {
+                Ok(Ok(e)) => {
+                    tokio::time::timeout(COMMAND, e.text()).await.ok().and_then(Result::ok).unwrap_or_default()
+                }
+                _ => String::new(),
+            };
             if text.contains(needle) {
                 return text;
             }
