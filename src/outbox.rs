@@ -157,7 +157,7 @@ async fn deliver(client: &reqwest::Client, cfg: &WebhookConfig, ev: &OutboxEvent
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+        .map_err(|e| format!("request failed: {}", error_chain(&e.without_url())))?;
     if res.status().is_success() {
         Ok(())
     } else if res.status().is_redirection() {

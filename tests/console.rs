@@ -318,3 +318,65 @@ async fn a_tenant_operator_sees_only_its_tenant() {
     assert!(statuses.contains(&401) && statuses.last() == Some(&429), "{statuses:?}");
     drop(c);
 }
+
+/// Without a browser: what another site's page, a malformed `next` or query, and a revoked
+/// operator get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_and_bad_input_are_refused() {
+    let c = Console::start();
+    let sign_in = |origin: Option<&str>, next: &str| {
+        let mut rb =
+            c.http.post(c.url("/console/sign-in")).form(&[("token", c.operator_token.as_str()), ("next", next)]);
+        if let Some(o) = origin {
+            rb = rb.header("origin", o);
+        }
+        rb.send()
+    };
+    // Another site's page (or an opaque one) cannot sign a browser in.
+    for o in ["https://evil.example", "null"] {
+        let r = sign_in(Some(o), "/console").await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{o}");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    // A `next` that would not make a safe Location goes to the console instead (never a 500).
+    for next in ["/console\r\nX-Evil: 1", "https://evil.example/console", "//evil.example", "/console\\..\\x"] {
+        let r = sign_in(Some(&c.origin), next).await.unwrap();
+        assert_eq!(r.status().as_u16(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/console", "{next:?}");
+    }
+    let r = sign_in(None, "/console/tenants/default/plan?kind=delete").await.unwrap();
+    assert_eq!(r.headers()["location"], "/console/tenants/default/plan?kind=delete");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+
+    // A form with the right CSRF token from another site's page is refused too.
+    let page = c.http.get(c.url("/console/tenants/default/scim")).header("cookie", &cookie).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("a CSRF field");
+    let post = |origin: &str| {
+        c.http
+            .post(c.url("/console/tenants/default/scim/tokens"))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .form(&[("name", "from-origin"), ("csrf", csrf)])
+            .send()
+    };
+    assert_eq!(post("https://evil.example").await.unwrap().status().as_u16(), 403);
+    assert_eq!(post(&c.origin).await.unwrap().status().as_u16(), 201, "this console's own page");
+
+    // A malformed query is a 400 page; an unknown user a 404 page.
+    for (path, status) in [
+        ("/console/tenants/default/audit?after=abc", 400),
+        ("/console/tenants/default/users/nope", 404),
+        ("/console/tenants/nope/plan", 404),
+        ("/console/no/such/page", 404),
+    ] {
+        let r = c.http.get(c.url(path)).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+    }
+
+    // A revoked operator's session ends at once.
+    assert!(run(&c.db, &["operator", "revoke", "alice"]).0);
+    let r = c.http.get(c.url("/console")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+}

@@ -51,11 +51,57 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Where to go back to after signing in: a console path of this origin only.
+/// Where to go back to after signing in: a console path of this origin only (printable, so
+/// it makes a valid `Location`).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/console")
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/console",
+    }
+}
+
+/// Whether a browser said the request comes from a page of another site: its `Origin` names
+/// another host than the one this service answers as (`--public-url`, or the `Host` — from a
+/// trusted proxy, its `X-Forwarded-Host`). `null` (a sandboxed or opaque page) counts as
+/// foreign when `null_is_foreign`. No `Origin` at all (not a browser): not foreign.
+fn foreign_origin(state: &AppState, parts: &Parts, null_is_foreign: bool) -> bool {
+    let Some(origin) = parts.headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null")) else {
+        return false;
+    };
+    if origin == "null" {
+        return null_is_foreign;
+    }
+    let ours = crate::http::base_url_of(state, &parts.headers, &parts.uri, &parts.extensions);
+    let host =
+        |url: &str| url.split_once("://").map(|(_, rest)| rest.split('/').next().unwrap_or("").to_ascii_lowercase());
+    host(origin).is_none_or(|h| Some(h) != host(&ours))
+}
+
+/// The client's address for the sign-in limit: the peer, or — when the peer is a trusted
+/// proxy — the last address of `X-Forwarded-For` it wrote. IPv6 addresses count by their /64
+/// (one client holds a whole /64).
+fn client_key(state: &AppState, parts: &Parts) -> IpAddr {
+    let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_canonical());
+    let trusted = peer.is_some_and(|p| state.opts.trusted_proxies.iter().any(|n| n.contains(&p)));
+    let forwarded = trusted
+        .then(|| parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+        .flatten()
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|a| a.to_canonical());
+    match forwarded.or(peer).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -131,12 +177,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CsrfForm<T> {
             )
         };
         // A browser names the page a form came from; another site's page is refused outright.
-        if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-            let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
-            if origin != "null" && origin_host != host {
-                return Err(refuse("The form came from another site"));
-            }
+        if foreign_origin(state, &parts, false) {
+            return Err(refuse("The form came from another site"));
         }
         let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| refuse("The form is too large"))?;
         let fields: HashMap<String, String> =
@@ -149,6 +191,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CsrfForm<T> {
         let form: T = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| error_page(Some(&signed), StatusCode::BAD_REQUEST, "Form not understood", &e.to_string()))?;
         Ok(CsrfForm(signed, form))
+    }
+}
+
+/// Query parameters; a malformed query is a 400 page.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Q(v)),
+            Err(e) => {
+                let signed = parts.extensions.get::<Signed>().cloned();
+                Err(error_page(signed.as_ref(), StatusCode::BAD_REQUEST, "Bad address", &e.body_text()))
+            }
+        }
     }
 }
 
@@ -201,9 +260,17 @@ pub struct SignInForm {
 /// `POST /console/sign-in` (`token`): 303 to the console with the session cookie; a wrong token
 /// is answered 401 with the form again; too many attempts from one address, 429.
 pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_canonical());
-    let secure = crate::http::base_url_of(&s, req.headers(), req.uri(), req.extensions()).starts_with("https:");
-    let bytes = match axum::body::to_bytes(req.into_body(), 16 * 1024).await {
+    let (parts, body) = req.into_parts();
+    let secure = crate::http::base_url_of(&s, &parts.headers, &parts.uri, &parts.extensions).starts_with("https:");
+    // No CSRF token before a session exists: the origin is what keeps another site from
+    // signing a browser in as someone else.
+    if foreign_origin(&s, &parts, true) {
+        return (StatusCode::FORBIDDEN, sign_in_form("/console", Some("Sign in from this console's own page.")))
+            .into_response();
+    }
+    let key = client_key(&s, &parts);
+    let peer = key;
+    let bytes = match axum::body::to_bytes(body, 16 * 1024).await {
         Ok(b) => b,
         Err(_) => {
             return (StatusCode::PAYLOAD_TOO_LARGE, sign_in_form("/console", Some("The form is too large.")))
@@ -218,7 +285,9 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     let next = safe_next(form.next.as_deref()).to_string();
-    let key = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if s.sign_in_limiter.len() > 100_000 {
+        s.sign_in_limiter.retain_recent();
+    }
     if s.sign_in_limiter.check_key(&key).is_err() {
         let mut res = (
             StatusCode::TOO_MANY_REQUESTS,

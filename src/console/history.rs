@@ -8,7 +8,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::{ConsoleTenant, CsrfForm, Signed};
+use super::auth::{ConsoleTenant, CsrfForm, Signed, Q};
 use super::layout::{self, csrf, page, pager, run_badge, tenant_url, time, urlenc, Tab, PAGE};
 use crate::http::AppState;
 use crate::store::{RunRow, Tenant};
@@ -96,7 +96,7 @@ pub async fn audit(
     signed: Signed,
     ConsoleTenant(t): ConsoleTenant,
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<AfterQuery>,
+    Q(q): Q<AfterQuery>,
 ) -> Response {
     let entries = match s.store.list_audit(t.id, q.after.unwrap_or(0), PAGE, q.user_id.as_deref()).await {
         Ok(e) => e,
@@ -140,7 +140,7 @@ pub async fn outbox(
     signed: Signed,
     ConsoleTenant(t): ConsoleTenant,
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<AfterQuery>,
+    Q(q): Q<AfterQuery>,
 ) -> Response {
     let events = match s.store.outbox_page(t.id, q.after.unwrap_or(0), PAGE, None, q.user_id.as_deref()).await {
         Ok(e) => e,
@@ -175,7 +175,10 @@ pub async fn outbox(
             }
         }
         @if events.is_empty() { p.muted { "Nothing (more) to show." } }
-        (pager(&tenant_url(&t.slug, "/outbox"), next))
+        (pager(&match &q.user_id {
+            Some(u) => format!("{}?user_id={}", tenant_url(&t.slug, "/outbox"), urlenc(u)),
+            None => tenant_url(&t.slug, "/outbox"),
+        }, next))
     };
     page(Some(&signed), Some((&t, Tab::Outbox)), "Outbox", body).into_response()
 }

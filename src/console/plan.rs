@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{ConsoleTenant, CsrfForm, Signed};
+use super::auth::{ConsoleTenant, CsrfForm, Signed, Q};
 use super::layout::{self, csrf, page, tenant_url, Tab, PRIVILEGED};
 use crate::controller::{Approval, ComputedPlan, ControllerError, RunOutcome, Target, Trigger};
 use crate::domain::{Change, ChangeKind};
@@ -140,7 +140,10 @@ pub fn changes_tables(slug: &str, changes: &[&Change]) -> Markup {
                             @for c in of_kind.iter().take(*shown) {
                                 @let (gained, lost) = role_delta(c);
                                 tr class={ "change-" (kind.as_str()) @if privileged(c) { " privileged" } } data-search=(search_text(c)) {
-                                    td { a href=(tenant_url(slug, &format!("/users/{}", c.user_id))) { (c.after.email) } }
+                                    td {
+                                        @if *kind == ChangeKind::Create { (c.after.email) }
+                                        @else { a href=(tenant_url(slug, &format!("/users/{}", c.user_id))) { (c.after.email) } }
+                                    }
                                     td { (c.after.display_name.as_deref().unwrap_or("")) }
                                     td {
                                         @for r in &c.after.roles {
@@ -281,7 +284,7 @@ pub async fn show(
     signed: Signed,
     ConsoleTenant(t): ConsoleTenant,
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<PlanQuery>,
+    Q(q): Q<PlanQuery>,
 ) -> Response {
     page_handler(signed, &t, &s, &q, StatusCode::OK, None).await
 }

@@ -104,7 +104,11 @@ pub async fn page_get(
     State(s): State<AppState>,
     parts: axum::http::request::Parts,
 ) -> Response {
-    settings(&signed, &t, &s, &parts, None, StatusCode::OK).await
+    let saved = parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "saved=1"));
+    let shown = saved.then(|| {
+        html! { p.alert.good role="status" { "Bindings saved. A whole-tenant run applies them now; the audit trail names you." } }
+    });
+    settings(&signed, &t, &s, &parts, shown, StatusCode::OK).await
 }
 
 async fn settings(

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::auth::{ConsoleTenant, Signed};
+use super::auth::{ConsoleTenant, Signed, Q};
 use super::layout::{self, page, tenant_url, time, urlenc, Tab, PAGE, PRIVILEGED};
 use crate::http::AppState;
 
@@ -27,7 +27,7 @@ pub async fn list(
     signed: Signed,
     ConsoleTenant(t): ConsoleTenant,
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<UsersQuery>,
+    Q(q): Q<UsersQuery>,
 ) -> Response {
     let text = q.q.as_deref().map(str::trim).filter(|x| !x.is_empty());
     let lc = text.map(crate::scim::validate::identity_key);
@@ -38,7 +38,7 @@ pub async fn list(
         (_, _, Some(start), None) => Some((start.as_str(), "")),
         _ => None,
     };
-    let users = match s.store.admin_list_users(t.id, exact, after, PAGE).await {
+    let users = match s.store.live_users_page(t.id, exact, after, PAGE).await {
         Ok(u) => u,
         Err(e) => return layout::store_error(&e),
     };
@@ -146,7 +146,7 @@ pub async fn detail(
                 tbody { @for x in &sessions { tr { td { code { (x.id.get(..8).unwrap_or(&x.id)) } } td { (time(Some(&x.created_at))) } td { (time(x.revoked_at.as_deref())) } } } }
             }
         }
-        h2 { "History" }
+        h2 { "History (its first 200 audit entries)" }
         @if history.is_empty() { p.muted { "Nothing recorded." } } @else {
             div.scroll {
                 table.audit {
