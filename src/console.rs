@@ -7,6 +7,7 @@
 //! | file | pages |
 //! |---|---|
 //! | `auth.rs` | `/console/sign-in`, `/console/sign-out`; the session, CSRF and scope extractors |
+//! | `session.rs` | who is signed in (`Signed`) |
 //! | `layout.rs` | the page frame, navigation, badges; `/console/assets/*` |
 //! | `tenants.rs` | `/console` (Tenants), `/console/tenants/{slug}` (a tenant at a glance) |
 //! | `scim.rs` | `…/scim`: SSO → SCIM settings, tokens, group bindings with preview |
@@ -24,6 +25,7 @@ mod history;
 mod layout;
 mod plan;
 mod scim;
+mod session;
 mod tenants;
 mod users;
 

@@ -15,29 +15,12 @@ use serde::de::DeserializeOwned;
 use super::layout::{self, error_page};
 use crate::admin::Operator;
 use crate::http::AppState;
-use crate::store::{ConsoleSession, Tenant};
+use crate::store::Tenant;
+
+pub use super::session::Signed;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "mbconsole";
-
-/// A signed-in operator: the session and who it is.
-#[derive(Debug, Clone)]
-pub struct Signed {
-    pub session: ConsoleSession,
-    pub op: Operator,
-}
-
-impl Signed {
-    /// The operator's name.
-    pub fn name(&self) -> &str {
-        &self.session.operator.name
-    }
-
-    /// The slug of the one tenant this operator may see, if scoped.
-    pub fn scope(&self) -> Option<&str> {
-        self.session.operator.tenant_slug.as_deref()
-    }
-}
 
 /// The value of cookie `name` in the request, if sent.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
-use super::auth::Signed;
+use super::session::Signed;
 use crate::store::{StoreError, Tenant};
 
 const CSS: &str = include_str!("assets/console.css");

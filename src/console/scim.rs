@@ -13,7 +13,7 @@ use super::layout::{self, csrf, page, tenant_url, time, Tab};
 use crate::controller::Trigger;
 use crate::domain::{Binding, Bindings, BindingsChange, ROLES};
 use crate::http::AppState;
-use crate::store::Tenant;
+use crate::store::{StoreError, Tenant};
 
 /// Bindings as the editor shows them: one `Group name = role` per line.
 fn bindings_text(b: &Bindings) -> String {
@@ -242,6 +242,12 @@ pub struct BindingsForm {
     default_role: String,
 }
 
+/// The bindings a form asks for, checked: `Err` says what is wrong with them.
+async fn edited_bindings(s: &AppState, t: &Tenant, f: &BindingsForm) -> Result<Result<Bindings, String>, StoreError> {
+    let current = s.store.controller_state(t.id).await?.bindings;
+    Ok(parse_bindings(&f.bindings, &f.default_role).and_then(|c| c.apply_to(&current)))
+}
+
 /// Who gains or loses which role under new bindings: the plan's changes whose roles differ.
 fn role_changes(p: &crate::controller::ComputedPlan) -> Vec<&crate::domain::Change> {
     p.changes.iter().filter(|c| c.before.as_ref().is_some_and(|b| b.roles != c.after.roles)).collect()
@@ -254,10 +260,6 @@ pub async fn preview_bindings(
     State(s): State<AppState>,
     CsrfForm(signed, f): CsrfForm<BindingsForm>,
 ) -> Response {
-    let current = match s.store.controller_state(t.id).await {
-        Ok(c) => c.bindings,
-        Err(e) => return layout::store_error(&e),
-    };
     let invalid = |m: &str| {
         let body = html! {
             h1 { "Group bindings" }
@@ -266,9 +268,10 @@ pub async fn preview_bindings(
         };
         (StatusCode::BAD_REQUEST, page(Some(&signed), Some((&t, Tab::Scim)), "Group bindings", body)).into_response()
     };
-    let new = match parse_bindings(&f.bindings, &f.default_role).and_then(|c| c.apply_to(&current)) {
-        Ok(b) => b,
-        Err(m) => return invalid(&m),
+    let new = match edited_bindings(&s, &t, &f).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(m)) => return invalid(&m),
+        Err(e) => return layout::store_error(&e),
     };
     let p = match s.controller.preview_bindings(&t, &new).await {
         Ok(p) => p,
@@ -305,13 +308,10 @@ pub async fn save_bindings(
     State(s): State<AppState>,
     CsrfForm(signed, f): CsrfForm<BindingsForm>,
 ) -> Response {
-    let current = match s.store.controller_state(t.id).await {
-        Ok(c) => c.bindings,
+    let new = match edited_bindings(&s, &t, &f).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(m)) => return layout::error_page(Some(&signed), StatusCode::BAD_REQUEST, "Bindings not saved", &m),
         Err(e) => return layout::store_error(&e),
-    };
-    let new = match parse_bindings(&f.bindings, &f.default_role).and_then(|c| c.apply_to(&current)) {
-        Ok(b) => b,
-        Err(m) => return layout::error_page(Some(&signed), StatusCode::BAD_REQUEST, "Bindings not saved", &m),
     };
     if let Err(e) = s.store.set_bindings(t.id, &new, &signed.op.actor()).await {
         return layout::store_error(&e);

@@ -8,9 +8,8 @@ use rand::RngCore;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use subtle::ConstantTimeEq;
 
-use super::tenants::hash_secret;
+use super::tenants::{hash_secret, last_use_stale, secret_matches};
 use super::{Store, StoreError};
 use crate::domain::{fmt_time, now};
 
@@ -181,17 +180,11 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: String = row.try_get("secret_hash")?;
-        if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+        if !secret_matches(&row, &hash)? {
             return Ok(None);
         }
         let op = OperatorInfo::from_row(&row)?;
-        let stale = op
-            .last_used_at
-            .as_deref()
-            .and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok())
-            .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60));
-        if stale {
+        if last_use_stale(op.last_used_at.as_deref()) {
             let mut w = self.begin_write().await?;
             sqlx::query("UPDATE operators SET last_used_at = $1 WHERE id = $2")
                 .bind(now())

@@ -81,6 +81,19 @@ pub(super) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Whether the row's `secret_hash` is `hash` (compared in constant time: the row was found by
+/// it, but an index lookup is not a comparison to rely on).
+pub(super) fn secret_matches(row: &AnyRow, hash: &str) -> Result<bool, StoreError> {
+    let stored: String = row.try_get("secret_hash")?;
+    Ok(bool::from(stored.as_bytes().ct_eq(hash.as_bytes())))
+}
+
+/// Whether a credential's `last_used_at` is worth writing again (never, or over a minute ago).
+pub(super) fn last_use_stale(last: Option<&str>) -> bool {
+    last.and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok())
+        .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60))
+}
+
 /// Validates a tenant slug: 1–63 characters of lowercase letters, digits and '-'.
 fn valid_slug(slug: &str) -> bool {
     !slug.is_empty()
@@ -288,16 +301,12 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: String = row.try_get("secret_hash")?;
-        if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+        if !secret_matches(&row, &hash)? {
             return Ok(None);
         }
         let tenant = Tenant::from_row(&row)?;
         let last: Option<String> = row.try_get("last_used_at")?;
-        let stale = last
-            .and_then(|l| chrono::DateTime::parse_from_rfc3339(&l).ok())
-            .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60));
-        if stale {
+        if last_use_stale(last.as_deref()) {
             // At most once a minute per token; recorded before the request goes on, so a token
             // listing right after a request shows it.
             let token_id: String = row.try_get("token_id")?;
