@@ -40,6 +40,15 @@ impl Operator {
         }
     }
 
+    /// How the audit trail names this operator's hand actions on users: `operator:NAME`, or
+    /// `admin` for the bootstrap admin token (as before operators had names).
+    pub fn hand_actor(&self) -> String {
+        match &self.name {
+            Some(n) => format!("operator:{n}"),
+            None => "admin".to_string(),
+        }
+    }
+
     /// Whether this operator may see and change `tenant`.
     pub fn sees(&self, tenant: &Tenant) -> bool {
         self.tenant_id.is_none_or(|id| id == tenant.id)

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::extract::{Body, TenantCtx, P};
+use super::extract::{Body, Operator, TenantCtx, P};
 use super::users::{hand, no_user};
 use crate::http::AppState;
 use crate::store::Extras;
@@ -35,12 +35,13 @@ pub struct NewKey {
 /// `POST /tenants/{slug}/users/{id}/api-keys` `{"name"}` → 201 `{"id","user_id","name","created_at"}`.
 pub async fn create_api_key(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id)): P<(String, String)>,
     Body(b): Body<NewKey>,
 ) -> Result<impl IntoResponse, AdminError> {
     let n = name("name", &b.name)?;
-    let k = s.store.create_api_key(t.id, &id, &n).await.map_err(hand(&t, &id))?;
+    let k = s.store.create_api_key(t.id, &id, &n, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok((StatusCode::CREATED, Json(k)))
 }
 
@@ -54,12 +55,13 @@ pub struct PutPreference {
 /// `PUT /tenants/{slug}/users/{id}/preferences/{key}` `{"value": <any JSON>}` → 200 `{"key","value"}`.
 pub async fn put_preference(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id, key)): P<(String, String, String)>,
     Body(b): Body<PutPreference>,
 ) -> Result<Json<Value>, AdminError> {
     let key = name("the preference key", &key)?;
-    s.store.set_preference(t.id, &id, &key, &b.value).await.map_err(hand(&t, &id))?;
+    s.store.set_preference(t.id, &id, &key, &b.value, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok(Json(json!({"key": key, "value": b.value})))
 }
 
@@ -74,12 +76,13 @@ pub struct NewMembership {
 /// `{"user_id","workspace","created_at"}`; 409 when already a member.
 pub async fn add_workspace(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id)): P<(String, String)>,
     Body(b): Body<NewMembership>,
 ) -> Result<impl IntoResponse, AdminError> {
     let w = name("workspace", &b.workspace)?;
-    let m = s.store.add_workspace(t.id, &id, &w).await.map_err(hand(&t, &id))?;
+    let m = s.store.add_workspace(t.id, &id, &w, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok((StatusCode::CREATED, Json(m)))
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::extract::{double_option, Body, TenantCtx, P, Q};
+use super::extract::{double_option, Body, Operator, TenantCtx, P, Q};
 use crate::domain::{Status, ROLES};
 use crate::http::AppState;
 use crate::scim::validate::check_identity;
@@ -154,6 +154,7 @@ pub struct Invite {
 /// the user gets the tenant's default role. 409 when a user that is not purged holds the email.
 pub async fn invite(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     Body(b): Body<Invite>,
 ) -> Result<impl IntoResponse, AdminError> {
@@ -167,7 +168,7 @@ pub async fn invite(
         contact_email: b.contact_email.as_deref().map(|v| email("contact_email", v)).transpose()?,
         roles,
     };
-    let id = s.store.invite_user(t.id, &u).await?;
+    let id = s.store.invite_user(t.id, &u, &op.hand_actor()).await?;
     Ok((StatusCode::CREATED, Json(load(&s, &t, &id).await?)))
 }
 
@@ -175,10 +176,11 @@ pub async fn invite(
 /// 409 when the user is not active.
 pub async fn sign_in(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id)): UserPath,
 ) -> Result<impl IntoResponse, AdminError> {
-    let ses = s.store.sign_in(t.id, &id).await.map_err(hand(&t, &id))?;
+    let ses = s.store.sign_in(t.id, &id, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok((StatusCode::CREATED, Json(json!({"id": ses.id, "user_id": ses.user_id, "created_at": ses.created_at}))))
 }
 
@@ -202,12 +204,13 @@ pub struct PutRoles {
 /// `PUT /tenants/{slug}/users/{id}/roles` `{"roles":[…]}` → 200 with the user.
 pub async fn put_roles(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id)): UserPath,
     Body(b): Body<PutRoles>,
 ) -> Result<Json<AdminUser>, AdminError> {
     let r = roles(b.roles)?;
-    s.store.set_user_roles(t.id, &id, &r).await.map_err(hand(&t, &id))?;
+    s.store.set_user_roles(t.id, &id, &r, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok(Json(load(&s, &t, &id).await?))
 }
 
@@ -226,6 +229,7 @@ pub struct Patch {
 /// "disabled"}` → 200 with the user. Disabling signs the user out.
 pub async fn patch(
     TenantCtx(t): TenantCtx,
+    op: Operator,
     State(s): State<AppState>,
     P((_, id)): UserPath,
     Body(b): Body<Patch>,
@@ -245,6 +249,6 @@ pub async fn patch(
     if edit.is_empty() {
         return Err(AdminError::bad_request("nothing to change: give display_name, contact_email or status"));
     }
-    s.store.edit_user(t.id, &id, &edit).await.map_err(hand(&t, &id))?;
+    s.store.edit_user(t.id, &id, &edit, &op.hand_actor()).await.map_err(hand(&t, &id))?;
     Ok(Json(load(&s, &t, &id).await?))
 }

@@ -308,7 +308,7 @@ impl Controller {
             }
             let edit = crate::store::UserEdit { status: Some(Status::Disabled), ..Default::default() };
             for id in &manual {
-                match self.store.edit_user(tenant.id, id, &edit).await {
+                match self.store.edit_user(tenant.id, id, &edit, actor).await {
                     Ok(()) => disabled += 1,
                     Err(crate::store::HandError::Store(e)) => return Err(e.into()),
                     // Gone or changed meanwhile: nothing to disable.

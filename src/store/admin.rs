@@ -29,9 +29,6 @@ const COLS: &str =
     "id, email, email_lc, display_name, contact_email, status, managed_by, scim_id, external_id, purge_after, \
                     version, hand_edited, created_at, updated_at";
 
-/// The admin actor recorded in the audit trail for hand actions.
-const ACTOR: &str = "admin";
-
 /// A Moonborn user as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminUser {
@@ -471,7 +468,7 @@ impl Store {
     ///
     /// # Errors
     /// `Conflict` when a user that is not purged holds the email (case-insensitively).
-    pub async fn invite_user(&self, tenant_id: i64, u: &NewUser) -> Result<String, HandError> {
+    pub async fn invite_user(&self, tenant_id: i64, u: &NewUser, actor: &str) -> Result<String, HandError> {
         let id = format!("usr_{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
         let now = now();
         let mut w = self.begin_write().await?;
@@ -505,7 +502,7 @@ impl Store {
             "managed_by": "manual",
             "roles": u.roles,
         });
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "invite", Some(&id), None, Some(&after), &now))
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "invite", Some(&id), None, Some(&after), &now))
             .await?;
         w.commit().await?;
         Ok(id)
@@ -515,7 +512,7 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`; `Conflict` when the user is not active.
-    pub async fn sign_in(&self, tenant_id: i64, user_id: &str) -> Result<Session, HandError> {
+    pub async fn sign_in(&self, tenant_id: i64, user_id: &str, actor: &str) -> Result<Session, HandError> {
         let now = now();
         let s = Session {
             id: format!("ses_{}", uuid::Uuid::new_v4().simple()),
@@ -533,7 +530,7 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let after = json!({"session_id": s.id});
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "sign_in", Some(user_id), None, Some(&after), &now))
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "sign_in", Some(user_id), None, Some(&after), &now))
             .await?;
         w.commit().await?;
         Ok(s)
@@ -574,6 +571,7 @@ impl Store {
         tenant_id: i64,
         user_id: &str,
         roles: &BTreeSet<String>,
+        actor: &str,
     ) -> Result<(), HandError> {
         let now = now();
         let mut w = self.begin_write().await?;
@@ -589,7 +587,7 @@ impl Store {
             mark_hand_edited(&mut w.tx, tenant_id, user_id).await?;
         }
         let (b, a) = (json!({"roles": before}), json!({"roles": roles}));
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "set_roles", Some(user_id), Some(&b), Some(&a), &now))
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "set_roles", Some(user_id), Some(&b), Some(&a), &now))
             .await?;
         w.commit().await?;
         Ok(())
@@ -600,7 +598,7 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`; `Conflict` when the user was purged, or a status change of a deleted user.
-    pub async fn edit_user(&self, tenant_id: i64, user_id: &str, e: &UserEdit) -> Result<(), HandError> {
+    pub async fn edit_user(&self, tenant_id: i64, user_id: &str, e: &UserEdit, actor: &str) -> Result<(), HandError> {
         if e.is_empty() {
             return Ok(());
         }
@@ -654,7 +652,7 @@ impl Store {
         let after = json!({"display_name": name, "contact_email": contact, "status": new_status});
         exec_sqlx(
             &mut w.tx,
-            &audit_stmt(tenant_id, None, ACTOR, "edit", Some(user_id), Some(&before), Some(&after), &now),
+            &audit_stmt(tenant_id, None, actor, "edit", Some(user_id), Some(&before), Some(&after), &now),
         )
         .await?;
         w.commit().await?;
@@ -665,7 +663,13 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`; `Conflict` when the user was purged.
-    pub async fn create_api_key(&self, tenant_id: i64, user_id: &str, name: &str) -> Result<ApiKey, HandError> {
+    pub async fn create_api_key(
+        &self,
+        tenant_id: i64,
+        user_id: &str,
+        name: &str,
+        actor: &str,
+    ) -> Result<ApiKey, HandError> {
         let now = now();
         let k = ApiKey {
             id: format!("key_{}", uuid::Uuid::new_v4().simple()),
@@ -684,7 +688,7 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         let after = json!({"api_key_id": k.id, "name": name});
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "api_key", Some(user_id), None, Some(&after), &now))
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "api_key", Some(user_id), None, Some(&after), &now))
             .await?;
         w.commit().await?;
         Ok(k)
@@ -700,6 +704,7 @@ impl Store {
         user_id: &str,
         key: &str,
         value: &Value,
+        actor: &str,
     ) -> Result<(), HandError> {
         let now = now();
         let mut w = self.begin_write().await?;
@@ -726,7 +731,7 @@ impl Store {
         let a = json!({"key": key, "value": value});
         exec_sqlx(
             &mut w.tx,
-            &audit_stmt(tenant_id, None, ACTOR, "preference", Some(user_id), b.as_ref(), Some(&a), &now),
+            &audit_stmt(tenant_id, None, actor, "preference", Some(user_id), b.as_ref(), Some(&a), &now),
         )
         .await?;
         w.commit().await?;
@@ -737,7 +742,13 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound`; `Conflict` when the user was purged or already a member.
-    pub async fn add_workspace(&self, tenant_id: i64, user_id: &str, workspace: &str) -> Result<Workspace, HandError> {
+    pub async fn add_workspace(
+        &self,
+        tenant_id: i64,
+        user_id: &str,
+        workspace: &str,
+        actor: &str,
+    ) -> Result<Workspace, HandError> {
         let now = now();
         let mut w = self.begin_write().await?;
         lock_user(&mut w.tx, tenant_id, user_id, false, false, &now).await?;
@@ -756,7 +767,7 @@ impl Store {
             return Err(HandError::Conflict(format!("user {user_id} is already a member of workspace {workspace:?}")));
         }
         let after = json!({"workspace": workspace});
-        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, ACTOR, "workspace", Some(user_id), None, Some(&after), &now))
+        exec_sqlx(&mut w.tx, &audit_stmt(tenant_id, None, actor, "workspace", Some(user_id), None, Some(&after), &now))
             .await?;
         w.commit().await?;
         Ok(Workspace { user_id: user_id.to_string(), workspace: workspace.to_string(), created_at: now })

@@ -67,6 +67,8 @@ backend_test!(
         assert!(listed["tokens"].as_array().unwrap().iter().any(|x| x["id"] == t["id"] && x["name"] == "Okta"), "{listed}");
         let id = t["id"].as_str().unwrap();
         as_op(&app, &tok, Method::DELETE, &format!("/tenants/acme/scim-tokens/{id}"), None).await;
+        // A hand action (an invite).
+        as_op(&app, &tok, Method::POST, "/tenants/acme/users", Some(&json!({"email": "hand@acme.com"}))).await.expect(201);
         // A binding change.
         as_op(&app, &tok, Method::PUT, "/tenants/acme/group-bindings", Some(&json!({"bindings": [{"group": "Eng", "role": "editor"}]})))
             .await
@@ -94,7 +96,7 @@ backend_test!(
         let by = |action: &str| -> Vec<&Value> {
             entries.iter().filter(|e| e["action"] == action && e["actor"] != "system").collect()
         };
-        for action in ["token_issue", "token_revoke", "bindings", "approve", "release"] {
+        for action in ["token_issue", "token_revoke", "invite", "bindings", "approve", "release"] {
             let found = by(action);
             assert!(!found.is_empty(), "no {action} entry in {audit}");
             assert!(found.iter().all(|e| e["actor"] == "operator:alice"), "{action}: {found:?}");
