@@ -123,7 +123,7 @@ pub async fn list(
     };
     let users = s
         .store
-        .admin_list_users(t.id, q.email.as_deref(), after.as_ref().map(|(e, i)| (e.as_str(), i.as_str())), limit)
+        .admin_list_users(t.id, q.email.as_deref(), after.as_ref().map(|(e, i)| (e.as_str(), i.as_str())), limit, false)
         .await?;
     // A full page may have more after it: where it ended (the user may change before the next
     // request; the position does not).

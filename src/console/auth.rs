@@ -252,7 +252,6 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             .into_response();
     }
     let key = client_key(&s, &parts);
-    let peer = key;
     let bytes = match axum::body::to_bytes(body, 16 * 1024).await {
         Ok(b) => b,
         Err(_) => {
@@ -283,7 +282,7 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let op = match s.store.authenticate_operator(form.token.trim()).await {
         Ok(Some(op)) => op,
         Ok(None) => {
-            tracing::info!(peer = ?peer, "console sign-in refused: not a live operator token");
+            tracing::info!(client = %key, "console sign-in refused: not a live operator token");
             return (StatusCode::UNAUTHORIZED, sign_in_form(&next, Some("That is not a live operator token.")))
                 .into_response();
         }

@@ -38,7 +38,7 @@ pub async fn list(
         (_, _, Some(start), None) => Some((start.as_str(), "")),
         _ => None,
     };
-    let users = match s.store.live_users_page(t.id, exact, after, PAGE).await {
+    let users = match s.store.admin_list_users(t.id, exact, after, PAGE, true).await {
         Ok(u) => u,
         Err(e) => return layout::store_error(&e),
     };

@@ -353,10 +353,12 @@ impl Store {
         Ok(users)
     }
 
-    /// A page of a tenant's Moonborn users (purged ones included), ordered by email compared
-    /// case-insensitively, then id (a purged user's email is erased: it sorts as `purged:<id>`);
-    /// with `email`, only users holding that sign-in email (compared case-insensitively); with
-    /// `after` (`email_lc`, id), those after that position; at most `limit`.
+    /// A page of a tenant's Moonborn users, ordered by email compared case-insensitively, then
+    /// id; purged users too unless `live` (a purged user's email is erased: it sorts as
+    /// `purged:<id>`; without them — the console's Users page — a page is read along the index
+    /// of sign-in emails, however large the tenant). With `email`, only users holding that
+    /// sign-in email (compared case-insensitively); with `after` (`email_lc`, id), those after
+    /// that position; at most `limit`.
     ///
     /// # Errors
     /// Database errors.
@@ -366,26 +368,10 @@ impl Store {
         email: Option<&str>,
         after: Option<(&str, &str)>,
         limit: i64,
+        live: bool,
     ) -> Result<Vec<AdminUser>, StoreError> {
         let email_lc = email.map(crate::scim::validate::identity_key);
-        let which = Which::Page { email_lc: email_lc.as_deref(), after, limit: limit.max(1), live: false };
-        self.admin_users(tenant_id, which).await
-    }
-
-    /// `admin_list_users` without purged users (the console's Users page): a page is read
-    /// along the index of sign-in emails, however large the tenant.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn live_users_page(
-        &self,
-        tenant_id: i64,
-        email: Option<&str>,
-        after: Option<(&str, &str)>,
-        limit: i64,
-    ) -> Result<Vec<AdminUser>, StoreError> {
-        let email_lc = email.map(crate::scim::validate::identity_key);
-        let which = Which::Page { email_lc: email_lc.as_deref(), after, limit: limit.max(1), live: true };
+        let which = Which::Page { email_lc: email_lc.as_deref(), after, limit: limit.max(1), live };
         self.admin_users(tenant_id, which).await
     }
 

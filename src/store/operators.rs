@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::tenants::{hash_secret, last_use_stale, secret_matches};
+use super::tenants::{hash_secret, secret_matches};
 use super::{Store, StoreError};
 use crate::domain::{fmt_time, now};
 
@@ -184,15 +184,7 @@ impl Store {
             return Ok(None);
         }
         let op = OperatorInfo::from_row(&row)?;
-        if last_use_stale(op.last_used_at.as_deref()) {
-            let mut w = self.begin_write().await?;
-            sqlx::query("UPDATE operators SET last_used_at = $1 WHERE id = $2")
-                .bind(now())
-                .bind(&op.id)
-                .execute(&mut *w.tx)
-                .await?;
-            w.commit().await?;
-        }
+        self.record_use("operators", &op.id, op.last_used_at.as_deref()).await?;
         Ok(Some(op))
     }
 

@@ -88,10 +88,28 @@ pub(super) fn secret_matches(row: &AnyRow, hash: &str) -> Result<bool, StoreErro
     Ok(bool::from(stored.as_bytes().ct_eq(hash.as_bytes())))
 }
 
-/// Whether a credential's `last_used_at` is worth writing again (never, or over a minute ago).
-pub(super) fn last_use_stale(last: Option<&str>) -> bool {
-    last.and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok())
-        .is_none_or(|l| chrono::Utc::now().signed_duration_since(l) > chrono::Duration::seconds(60))
+impl Store {
+    /// Records that the credential `id` of `table` (`scim_tokens`, `operators`) was used, at
+    /// most once a minute (`last` is its `last_used_at` as read): written before the request
+    /// goes on, so a listing right after it shows the use.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(super) async fn record_use(&self, table: &'static str, id: &str, last: Option<&str>) -> Result<(), StoreError> {
+        let recent = last
+            .and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok())
+            .is_some_and(|l| chrono::Utc::now().signed_duration_since(l) <= chrono::Duration::seconds(60));
+        if recent {
+            return Ok(());
+        }
+        let mut w = self.begin_write().await?;
+        sqlx::query(&format!("UPDATE {table} SET last_used_at = $1 WHERE id = $2"))
+            .bind(now())
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await
+    }
 }
 
 /// Validates a tenant slug: 1–63 characters of lowercase letters, digits and '-'.
@@ -306,18 +324,8 @@ impl Store {
         }
         let tenant = Tenant::from_row(&row)?;
         let last: Option<String> = row.try_get("last_used_at")?;
-        if last_use_stale(last.as_deref()) {
-            // At most once a minute per token; recorded before the request goes on, so a token
-            // listing right after a request shows it.
-            let token_id: String = row.try_get("token_id")?;
-            let mut w = self.begin_write().await?;
-            sqlx::query("UPDATE scim_tokens SET last_used_at = $1 WHERE id = $2")
-                .bind(now())
-                .bind(&token_id)
-                .execute(&mut *w.tx)
-                .await?;
-            w.commit().await?;
-        }
+        let token_id: String = row.try_get("token_id")?;
+        self.record_use("scim_tokens", &token_id, last.as_deref()).await?;
         let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 10_000 {
             cache.clear();

@@ -305,6 +305,19 @@ impl TestApp {
         self.scim(Method::PATCH, &format!("/Users/{scim_id}"), Some(&body)).await.expect(200);
     }
 
+    /// Sets acme's safety valve to hold any deactivation, provisions ann@ and bob@acme.com and
+    /// deactivates ann (the push run holds); answers ann's SCIM resource.
+    pub async fn trip_valve_with_one_deactivation(&self) -> Value {
+        self.admin_put("/tenants/acme/safety", &json!({"percent": 0, "min_users": 1})).await.expect(200);
+        let a = self.scim_user("ann@acme.com").await;
+        self.scim_user("bob@acme.com").await;
+        for e in ["ann@acme.com", "bob@acme.com"] {
+            self.wait_user(e, "provisioned", |u| u["status"] == "active").await;
+        }
+        self.scim_set_active(a["id"].as_str().expect("id"), false).await;
+        a
+    }
+
     /// The Moonborn user of `acme` with this sign-in email, if any.
     pub async fn user_by_email(&self, email: &str) -> Option<Value> {
         let r = self.admin_get(&format!("/tenants/acme/users?email={}", enc(email))).await;

@@ -104,7 +104,7 @@ impl Db {
     }
 
     async fn roles(&self, email: &str) -> Vec<String> {
-        let users = self.store.admin_list_users(self.tenant.id, Some(email), None, 1000).await.expect("users");
+        let users = self.store.admin_list_users(self.tenant.id, Some(email), None, 1000, false).await.expect("users");
         assert_eq!(users.len(), 1, "one user {email}: {users:?}");
         users[0].roles.clone()
     }

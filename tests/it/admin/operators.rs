@@ -74,13 +74,7 @@ backend_test!(
             .await
             .expect(200);
         // An approval: trip the valve with one deactivation, approve the held plan.
-        app.admin_put("/tenants/acme/safety", &json!({"percent": 0, "min_users": 1})).await.expect(200);
-        let a = app.scim_user("ann@acme.com").await;
-        app.scim_user("bob@acme.com").await;
-        for e in ["ann@acme.com", "bob@acme.com"] {
-            app.wait_user(e, "provisioned", |u| u["status"] == "active").await;
-        }
-        app.scim_set_active(a["id"].as_str().unwrap(), false).await;
+        app.trip_valve_with_one_deactivation().await;
         eventually("the tenant to hold", || async {
             let s = app.admin_get("/tenants/acme/safety").await.expect(200).clone();
             (!s["held"].is_null()).then_some(())
